@@ -1,0 +1,48 @@
+"""crossentropy: the cross-entropy loss family, PyTorch-exact, on any array library.
+
+NumPy by default; PyTorch, JAX and any Array API library work too.  Every
+loss has an analytic gradient through :func:`value_and_grad`.
+"""
+
+from . import info, nn
+from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from .grad import grad, value_and_grad
+from .info import entropy
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    hinge_loss,
+    kl_div,
+    mse_loss,
+    multi_margin_loss,
+    nll_loss,
+)
+from .special import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTypeError",
+    "ProbabilitiesAsLogitsWarning",
+    "TargetIndexError",
+    "__version__",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "entropy",
+    "grad",
+    "hinge_loss",
+    "info",
+    "kl_div",
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "mse_loss",
+    "multi_margin_loss",
+    "nll_loss",
+    "nn",
+    "sigmoid",
+    "softmax",
+    "value_and_grad",
+]

@@ -1,0 +1,135 @@
+"""Array-library detection and dtype helpers shared by every public function.
+
+Every public function starts with :func:`namespace`, which turns Python scalars,
+lists and tuples into NumPy arrays, leaves real arrays untouched (converting a
+PyTorch tensor again would detach it from autograd) and returns the Array API
+namespace that all further computation goes through.  PyTorch and JAX are never
+imported here: ``array_api_compat`` recognises their arrays without importing them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "compute_dtype",
+    "device",
+    "is_floating",
+    "is_integer",
+    "is_torch",
+    "namespace",
+    "numeric_guard",
+    "restore",
+    "to_bool",
+    "upcast",
+]
+
+
+def _as_array(x: Any) -> Any:
+    """Return ``x`` itself if it is an array, else a NumPy array of it."""
+    if x is None or array_api_compat.is_array_api_obj(x):
+        return x
+    return np.asarray(x)
+
+
+def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
+    """Return ``(xp, arrays)``: the common namespace and the inputs as arrays.
+
+    ``None`` entries pass through unchanged (optional arguments such as
+    ``weight``).  Mixing array libraries (a NumPy target with a PyTorch input)
+    is allowed when the non-matching ones are plain NumPy arrays or Python data:
+    they are moved to the library and device of the first real array, as
+    PyTorch users often pass a list or NumPy array as target.
+    """
+    converted = [_as_array(a) for a in arrays]
+    present = [a for a in converted if a is not None]
+    primary = next((a for a in present if not array_api_compat.is_numpy_array(a)), None)
+    if primary is None:
+        return array_api_compat.array_namespace(*present), converted
+    xp = array_api_compat.array_namespace(primary)
+    dev = array_api_compat.device(primary)
+    out = []
+    for a in converted:
+        if a is not None and array_api_compat.is_numpy_array(a):
+            a = xp.asarray(a, device=dev)
+        out.append(a)
+    array_api_compat.array_namespace(*[a for a in out if a is not None])
+    return xp, out
+
+
+def device(x: Any) -> Any:
+    """The device of ``x`` (``"cpu"`` for NumPy)."""
+    return array_api_compat.device(x)
+
+
+def is_torch(x: Any) -> bool:
+    """True for a PyTorch tensor (without importing PyTorch)."""
+    return array_api_compat.is_torch_array(x)
+
+
+def is_floating(xp: Any, x: Any) -> bool:
+    """True if ``x`` has a real floating-point dtype."""
+    return xp.isdtype(x.dtype, "real floating")
+
+
+def is_integer(xp: Any, x: Any) -> bool:
+    """True if ``x`` has a (signed or unsigned) integer dtype."""
+    return xp.isdtype(x.dtype, "integral")
+
+
+def _is_half(xp: Any, dtype: Any) -> bool:
+    if dtype == xp.float16:
+        return True
+    bf16 = getattr(xp, "bfloat16", None)
+    return bf16 is not None and dtype == bf16
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype in which to compute for inputs of ``dtype``.
+
+    float16 and bfloat16 are computed (and accumulated) in float32; every other
+    floating dtype in itself.
+    """
+    return xp.float32 if _is_half(xp, dtype) else dtype
+
+
+def upcast(xp: Any, x: Any) -> Any:
+    """``x`` in its compute dtype (float32 for half precision), else ``x`` itself."""
+    dtype = compute_dtype(xp, x.dtype)
+    return x if dtype == x.dtype else xp.astype(x, dtype)
+
+
+def to_bool(x: Any) -> bool | None:
+    """A concrete Python bool from a 0-d boolean array, or ``None`` if ``x`` is
+    traced (inside ``jax.jit`` a value-dependent check cannot run, so it is skipped)."""
+    try:
+        return bool(x)
+    except Exception:  # jax ConcretizationTypeError and friends
+        return None
+
+
+def numeric_guard(fn):
+    """Decorator: silence NumPy's floating-point warnings inside ``fn``.
+
+    The functions are written so that every infinity they produce is the
+    mathematically right answer (``log 0 = -inf`` in a masked branch, a KL
+    divergence against a zero probability); NumPy would still warn about the
+    intermediate, which under ``-W error`` would turn a correct result into an
+    exception.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def restore(xp: Any, y: Any, dtype: Any) -> Any:
+    """``y`` cast back to the caller's ``dtype`` (after a float32 computation)."""
+    return y if y.dtype == dtype else xp.astype(y, dtype)

@@ -1,0 +1,71 @@
+"""The one place where ``reduction='none' | 'mean' | 'sum'`` happens.
+
+A loss computes its unreduced per-element values, then calls :func:`reduce`
+for the forward value and :func:`seed` for the backward: the factor by which
+each element's local gradient is multiplied so that the result is the gradient
+of the reduced loss (of the sum for ``'none'``).
+
+``denominator`` is what ``'mean'`` divides by: the number of elements by
+default, the sum of the class weights of the counted targets for weighted
+losses (PyTorch's weighted mean), the batch size for ``'batchmean'``.  A zero
+denominator (empty batch, every target ignored) gives a NaN mean and a zero
+gradient, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._namespace import device as _device
+
+__all__ = ["REDUCTIONS", "check_reduction", "reduce", "seed"]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
+    """Return ``reduction`` or raise ``ValueError`` naming the valid options."""
+    if reduction not in allowed:
+        options = ", ".join(repr(r) for r in allowed)
+        raise ValueError(f"reduction must be one of {options}, got {reduction!r}")
+    return reduction
+
+
+def _denominator(xp: Any, loss: Any, denominator: Any) -> Any:
+    if denominator is None:
+        size = 1
+        for s in loss.shape:
+            size *= s
+        return xp.asarray(float(size), dtype=loss.dtype, device=_device(loss))
+    if isinstance(denominator, (int, float)):
+        return xp.asarray(float(denominator), dtype=loss.dtype, device=_device(loss))
+    return xp.astype(denominator, loss.dtype)
+
+
+def reduce(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
+    """Reduce the per-element ``loss``.
+
+    ``'none'`` returns ``loss``; ``'sum'`` its sum; ``'mean'`` its sum divided
+    by ``denominator`` (default: the number of elements), NaN when that is 0.
+    """
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    denom = _denominator(xp, loss, denominator)
+    zero = denom == 0
+    safe = xp.where(zero, xp.ones_like(denom), denom)
+    return xp.where(zero, xp.full_like(total, float("nan")), total / safe)
+
+
+def seed(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
+    """d(reduced loss)/d(loss element): 1 for ``'sum'`` and ``'none'``,
+    ``1/denominator`` for ``'mean'`` (0 when the denominator is 0)."""
+    one = xp.asarray(1.0, dtype=loss.dtype, device=_device(loss))
+    if reduction != "mean":
+        return one
+    denom = _denominator(xp, loss, denominator)
+    zero = denom == 0
+    safe = xp.where(zero, xp.ones_like(denom), denom)
+    return xp.where(zero, xp.zeros_like(denom), one / safe)

@@ -1,0 +1,175 @@
+"""Argument checks with clear messages, in one place.
+
+Every message names the argument, shows the offending value or shape, and says
+what was expected, so that a user can fix the call without reading our code.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from ._namespace import is_floating, is_integer, to_bool
+
+__all__ = [
+    "DTypeError",
+    "ProbabilitiesAsLogitsWarning",
+    "TargetIndexError",
+    "check_batch",
+    "check_floating",
+    "check_in_unit_interval",
+    "check_index_target",
+    "check_label_smoothing",
+    "check_same_shape",
+    "check_vector",
+    "class_axis",
+    "warn_if_probabilities",
+]
+
+
+class DTypeError(TypeError, ValueError):
+    """An array has the wrong kind of dtype (integer where floats are expected,
+    or the reverse).  Subclasses both ``TypeError`` and ``ValueError``."""
+
+
+class TargetIndexError(IndexError, ValueError):
+    """A class-index target lies outside ``[0, C)`` and is not ``ignore_index``.
+    Subclasses both ``IndexError`` (as PyTorch) and ``ValueError``."""
+
+
+class ProbabilitiesAsLogitsWarning(UserWarning):
+    """Rows passed as logits already look like probabilities.
+
+    ``cross_entropy`` applies ``log_softmax`` itself; feeding it the output of
+    ``softmax`` squashes every logit into [0, 1] and the loss stops learning.
+    """
+
+
+def check_floating(xp: Any, x: Any, name: str) -> None:
+    """Raise :class:`DTypeError` unless ``x`` has a real floating dtype."""
+    if not is_floating(xp, x):
+        raise DTypeError(
+            f"{name} must have a floating-point dtype (float16, bfloat16, float32 "
+            f"or float64), got {x.dtype}; convert it first, e.g. x.astype('float32')"
+        )
+
+
+def class_axis(ndim: int, axis: int | None, name: str = "input") -> int:
+    """The non-negative class axis: ``axis`` if given, else PyTorch's (1 for
+    batched input, 0 for unbatched ``(C,)`` input)."""
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension (C,) or (N, C, ...), got a scalar")
+    if axis is None:
+        return 1 if ndim >= 2 else 0
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for {name} with {ndim} dimension(s)")
+    return axis % ndim
+
+
+def check_vector(x: Any, length: int, name: str, what: str = "the number of classes C") -> None:
+    """Raise unless ``x`` is 1-D with ``length`` entries (class weights)."""
+    if x.ndim != 1 or x.shape[0] != length:
+        raise ValueError(
+            f"{name} must be a 1-D array of length {length} ({what}), got shape {tuple(x.shape)}"
+        )
+
+
+def check_batch(input_shape: tuple, target_shape: tuple, axis: int) -> None:
+    """Raise unless ``target_shape`` is ``input_shape`` without the class axis."""
+    expected = tuple(input_shape[:axis]) + tuple(input_shape[axis + 1 :])
+    if tuple(target_shape) == expected:
+        return
+    if len(target_shape) >= 1 and len(expected) >= 1 and target_shape[0] != expected[0]:
+        raise ValueError(
+            f"Expected input batch size ({expected[0]}) to match target batch size "
+            f"({target_shape[0]}): input has shape {tuple(input_shape)} (class axis {axis}), "
+            f"target has shape {tuple(target_shape)}"
+        )
+    raise ValueError(
+        f"target has shape {tuple(target_shape)}, expected {expected} for class indices "
+        f"(input shape {tuple(input_shape)} without its class axis {axis}), or "
+        f"{tuple(input_shape)} for class probabilities"
+    )
+
+
+def check_same_shape(input: Any, target: Any, fn: str) -> None:
+    """Raise unless ``input`` and ``target`` have the same shape."""
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(
+            f"{fn}: target shape {tuple(target.shape)} must equal input shape "
+            f"{tuple(input.shape)} (no broadcasting: it would silently compute a wrong loss)"
+        )
+
+
+def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
+    """Check a class-index target and return the mask of rows that count.
+
+    ``ignore_index`` is removed before the range check, so ``-100`` never
+    counts as out of range.  Returns the boolean mask ``target != ignore_index``.
+    """
+    if not is_integer(xp, target):
+        raise DTypeError(
+            f"target must hold integer class indices (any integer dtype), got dtype "
+            f"{target.dtype} with shape {tuple(target.shape)}; for class probabilities "
+            f"target must have the same shape as input"
+        )
+    valid = (
+        target != ignore_index if ignore_index is not None else xp.ones_like(target, dtype=xp.bool)
+    )
+    bad = valid & ((target < 0) | (target >= n_classes))
+    if to_bool(xp.any(bad)):
+        first = target[bad][0]
+        count = int(xp.sum(xp.astype(bad, xp.int64)))
+        raise TargetIndexError(
+            f"Target {int(first)} is out of bounds: class indices must lie in "
+            f"[0, {n_classes - 1}] for C={n_classes} classes"
+            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+            + f" ({count} bad value{'s' if count > 1 else ''})"
+        )
+    return valid
+
+
+def check_in_unit_interval(xp: Any, x: Any, name: str) -> None:
+    """Raise unless every entry of ``x`` lies in [0, 1] (NaN counts as outside)."""
+    outside = ~((x >= 0) & (x <= 1))
+    if to_bool(xp.any(outside)):
+        first = x[outside][0]
+        raise ValueError(
+            f"all elements of {name} should be between 0 and 1, found {float(first)!r}"
+        )
+
+
+def check_label_smoothing(label_smoothing: float) -> float:
+    """Return ``label_smoothing`` as a float, or raise unless it is in [0, 1]."""
+    value = float(label_smoothing)
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise ValueError(f"label_smoothing must be in [0.0, 1.0], got {label_smoothing!r}")
+    return value
+
+
+_PROBE_ROWS = 16
+
+
+def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
+    """Warn once if the first rows of ``input`` along ``axis`` look like probabilities.
+
+    Only up to 16 rows are inspected, so the check costs nothing on large
+    inputs.  A single class (C == 1) is never flagged.
+    """
+    if input.shape[axis] < 2 or math.prod(input.shape) == 0:
+        return
+    rows = xp.moveaxis(input, axis, -1)
+    rows = xp.reshape(rows, (-1, input.shape[axis]))[:_PROBE_ROWS, ...]
+    in_unit = xp.all((rows >= 0) & (rows <= 1))
+    sums = xp.sum(rows, axis=-1)
+    tol = 1e-3 if rows.dtype != xp.float64 else 1e-6
+    looks = in_unit & xp.all(xp.abs(sums - 1) <= tol)
+    if to_bool(looks):
+        warnings.warn(
+            f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
+            f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "
+            f"itself). Pass the scores from before softmax, or use nll_loss on log-probabilities.",
+            ProbabilitiesAsLogitsWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,197 @@
+"""Binary cross-entropy, on probabilities and on logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._namespace import numeric_guard
+from .._validate import check_in_unit_interval
+from ..grad import defines_grad
+from ..special import _log_sigmoid, _sigmoid
+from ._elementwise import broadcast_to_input, finish, prepare_pair
+
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
+
+_LOG_FLOOR = -100.0  # PyTorch clamps each log at -100 so that p = 0 or 1 stays finite
+_GRAD_EPS = 1e-12  # PyTorch's floor on p (1 - p) in the backward
+
+
+def binary_cross_entropy(
+    input: Any, target: Any, weight: Any = None, reduction: str = "mean"
+) -> Any:
+    r"""Binary cross-entropy between predicted probabilities and targets.
+
+    Parameters
+    ----------
+    input : array_like, floating, any shape
+        Predicted probabilities in [0, 1] (e.g. the output of :func:`sigmoid`).
+    target : array_like, floating, same shape as ``input``
+        Target probabilities in [0, 1] (usually 0 or 1).
+    weight : array_like, optional
+        Rescaling weight, broadcastable to ``input``'s shape.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+
+    Returns
+    -------
+    array
+        Scalar, or ``input``'s shape for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        ``input`` or ``target`` outside [0, 1], shape mismatch, invalid ``reduction``.
+    DTypeError
+        Integer ``input`` or ``target``.
+
+    See Also
+    --------
+    binary_cross_entropy_with_logits : the stable version on logits.
+
+    Notes
+    -----
+    .. math:: \ell = -w\,[\, y \max(\log p, -100) + (1-y) \max(\log(1-p), -100) \,]
+
+    :math:`\log(1-p)` is evaluated as ``log1p(-p)``.  The clamp makes
+    :math:`p = 0` or :math:`1` give a loss of 100 instead of infinity, as in
+    PyTorch; the gradient :math:`w (p - y) / \max(p(1-p), 10^{-12})` is
+    PyTorch's too.  PyTorch: ``torch.nn.functional.binary_cross_entropy``.
+
+    Examples
+    --------
+    The seed's cat/dog example, :math:`-(y \log p + (1-y)\log(1-p))`:
+
+    >>> import crossentropy as ce
+    >>> round(float(ce.binary_cross_entropy([0.8], [1.0])), 4)      # -log 0.8
+    0.2231
+    >>> float(ce.binary_cross_entropy([0.0], [1.0]))                # clamped, not inf
+    100.0
+    """
+    return _bce_rule(input, target, weight, reduction)[0]
+
+
+@defines_grad(binary_cross_entropy, "input", "target")
+@numeric_guard
+def _bce_rule(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    reduction: str = "mean",
+    *,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    p = prepare_pair("binary_cross_entropy", input, target, reduction, weight)
+    xp, x, t = p.xp, p.x, p.t
+    check_in_unit_interval(xp, x, "input")
+    check_in_unit_interval(xp, t, "target")
+    w = p.extras[0]
+    if w is not None:
+        w = broadcast_to_input(xp, w, x.shape, "weight")
+    floor = xp.full_like(x, _LOG_FLOOR)
+    log_p = xp.maximum(xp.log(x), floor)
+    log_q = xp.maximum(xp.log1p(-x), floor)
+    loss = -(t * log_p + (1 - t) * log_q)
+    if w is not None:
+        loss = w * loss
+    ww = 1 if w is None else w
+
+    def d_input() -> Any:
+        return ww * (x - t) / xp.maximum(x * (1 - x), xp.full_like(x, _GRAD_EPS))
+
+    def d_target() -> Any:
+        return ww * (log_q - log_p)
+
+    return finish(p, loss, wrt, {"input": d_input, "target": d_target})
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    reduction: str = "mean",
+    pos_weight: Any = None,
+) -> Any:
+    r"""Binary cross-entropy on logits: ``sigmoid`` + BCE in one stable step.
+
+    The naive equivalent is ``binary_cross_entropy(sigmoid(input), target)``,
+    which saturates for logits beyond about ±17 (float32) and clamps at 100;
+    this function is exact for any logit.
+
+    Parameters
+    ----------
+    input : array_like, floating, any shape
+        Logits.
+    target : array_like, floating, same shape as ``input``
+        Target probabilities, usually 0 or 1.
+    weight : array_like, optional
+        Rescaling weight, broadcastable to ``input``'s shape.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+    pos_weight : array_like, optional
+        Weight of positive examples, broadcastable to ``input`` (typically one
+        value per class along the last axis): > 1 raises recall.
+
+    Returns
+    -------
+    array
+        Scalar, or ``input``'s shape for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        Shape mismatch, non-broadcastable ``weight``/``pos_weight``, invalid ``reduction``.
+    DTypeError
+        Integer ``input`` or ``target``.
+
+    Notes
+    -----
+    .. math:: \ell = w\,[\,(1-y)\,x - (1 + (p_w - 1)\,y) \log\sigma(x)\,]
+
+    with :math:`\log\sigma(x) = \min(x,0) - \log(1+e^{-|x|})`.  The gradient
+    is :math:`w\,[(1-y) - (1 + (p_w-1) y)\,\sigma(-x)]`, i.e.
+    :math:`w(\sigma(x) - y)` without ``pos_weight``.  PyTorch:
+    ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> round(float(ce.binary_cross_entropy_with_logits([0.0], [1.0])), 4)   # log 2
+    0.6931
+    >>> float(ce.binary_cross_entropy_with_logits([-1e4], [1.0]))           # exact, not 100
+    10000.0
+    """
+    return _bce_logits_rule(input, target, weight, reduction, pos_weight)[0]
+
+
+@defines_grad(binary_cross_entropy_with_logits, "input", "target")
+@numeric_guard
+def _bce_logits_rule(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    reduction: str = "mean",
+    pos_weight: Any = None,
+    *,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    p = prepare_pair(
+        "binary_cross_entropy_with_logits", input, target, reduction, weight, pos_weight
+    )
+    xp, x, t = p.xp, p.x, p.t
+    w, pw = p.extras
+    if w is not None:
+        w = broadcast_to_input(xp, w, x.shape, "weight")
+    if pw is not None:
+        pw = broadcast_to_input(xp, pw, x.shape, "pos_weight")
+    log_sig = _log_sigmoid(xp, x)
+    coef = 1 if pw is None else 1 + (pw - 1) * t
+    loss = (1 - t) * x - coef * log_sig
+    if w is not None:
+        loss = w * loss
+    ww = 1 if w is None else w
+
+    def d_input() -> Any:
+        return ww * ((1 - t) - coef * _sigmoid(xp, -x))
+
+    def d_target() -> Any:
+        return ww * (-x - (0 if pw is None else (pw - 1) * log_sig))
+
+    return finish(p, loss, wrt, {"input": d_input, "target": d_target})

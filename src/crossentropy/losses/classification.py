@@ -1,0 +1,415 @@
+"""Multi-class losses on logits and log-probabilities: ``cross_entropy`` and ``nll_loss``.
+
+Both follow ``torch.nn.functional`` exactly: class axis 1 for batched input
+``(N, C, d1, ..., dK)`` and 0 for unbatched ``(C,)`` input (overridable with
+``axis=``), per-class ``weight``, ``ignore_index``, and PyTorch's weighted mean
+(divide by the sum of the weights of the counted targets).
+
+Internally the class axis is moved last (a view, no copy); the forward and the
+analytic backward share one preparation step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .._namespace import device, namespace, numeric_guard, restore, upcast
+from .._reduction import check_reduction, reduce, seed
+from .._validate import (
+    check_batch,
+    check_floating,
+    check_index_target,
+    check_label_smoothing,
+    check_vector,
+    class_axis,
+    warn_if_probabilities,
+)
+from ..grad import defines_grad
+from ..special import _shifted
+
+__all__ = ["cross_entropy", "nll_loss"]
+
+
+@dataclass
+class _Batch:
+    """A validated classification call, class axis last, in compute dtype."""
+
+    xp: Any
+    x: Any  # (..., C) view of input, compute dtype
+    axis: int  # class axis of the caller's input
+    dtype: Any  # caller's input dtype
+    n_classes: int
+    weight: Any  # (C,) compute dtype, or None
+    reduction: str
+    target: Any  # (...) int64 with ignored entries replaced by 0, or (..., C) probabilities
+    valid: Any  # (...) bool mask of counted targets (index targets only)
+    w_t: Any  # (...) weight of each counted target, 0 where ignored (index targets only)
+    probs: bool  # probability targets
+
+
+def _prepare(
+    fn: str,
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: int | None,
+    reduction: str,
+    axis: int | None,
+    allow_probs: bool,
+) -> _Batch:
+    xp, (input, target, weight) = namespace(input, target, weight)
+    check_floating(xp, input, "input")
+    reduction = check_reduction(reduction)
+    ax = class_axis(input.ndim, axis)
+    n_classes = input.shape[ax]
+    x = upcast(xp, xp.moveaxis(input, ax, -1) if ax != input.ndim - 1 else input)
+    if weight is not None:
+        check_floating(xp, weight, "weight")
+        check_vector(weight, n_classes, "weight")
+        weight = xp.astype(weight, x.dtype)
+
+    probs = (
+        allow_probs
+        and tuple(target.shape) == tuple(input.shape)
+        and xp.isdtype(target.dtype, "real floating")
+    )
+    if probs:
+        t = xp.astype(xp.moveaxis(target, ax, -1) if ax != input.ndim - 1 else target, x.dtype)
+        return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, None, None, True)
+
+    check_batch(tuple(input.shape), tuple(target.shape), ax)
+    valid = check_index_target(xp, target, n_classes, ignore_index)
+    t = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    if weight is None:
+        w_t = xp.astype(valid, x.dtype)
+    else:
+        flat = xp.reshape(t, (-1,))
+        w_t = xp.reshape(xp.take(weight, flat, axis=0), t.shape)
+        w_t = xp.where(valid, w_t, xp.zeros_like(w_t))
+    return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, valid, w_t, False)
+
+
+def _pick(xp: Any, x: Any, t: Any) -> Any:
+    """``x[..., t]`` row by row (the target logit), without a one-hot matrix."""
+    return xp.take_along_axis(x, t[..., None], axis=-1)[..., 0]
+
+
+def _one_hot(xp: Any, t: Any, n: int, dtype: Any) -> Any:
+    classes = xp.arange(n, device=device(t))
+    return xp.astype(t[..., None] == classes, dtype)
+
+
+def _back(b: _Batch, g: Any) -> Any:
+    """A (..., C) gradient in the caller's layout and dtype."""
+    xp = b.xp
+    if b.axis != g.ndim - 1:
+        g = xp.moveaxis(g, -1, b.axis)
+    return restore(xp, g, b.dtype)
+
+
+def _xlogy_safe(xp: Any, t: Any, logp: Any) -> Any:
+    """``t * logp`` with ``0 * -inf = 0`` (a class with zero target mass)."""
+    return xp.where(t == 0, xp.zeros_like(logp), t * logp)
+
+
+# -- cross_entropy ------------------------------------------------------------------
+
+
+def _cross_entropy(b: _Batch, eps: float, wrt: tuple[str, ...]) -> tuple[Any, dict]:
+    """Value (and gradients for ``wrt``) of cross-entropy on a prepared batch."""
+    xp, C = b.xp, b.n_classes
+    z, _ = _shifted(xp, b.x, -1)  # logits minus the row max: exponents <= 0
+    ez = xp.exp(z)
+    sez = xp.sum(ez, axis=-1)
+    lse = xp.log(sez)  # logsumexp(z) per row
+
+    if b.probs:
+        t = b.target if eps == 0 else (1 - eps) * b.target + eps / C
+        logp = z - lse[..., None]
+        wt = t if b.weight is None else t * b.weight
+        loss = -xp.sum(_xlogy_safe(xp, wt, logp), axis=-1)
+        denom = float(_size(loss.shape))  # number of rows, whatever the weights
+        value = reduce(xp, loss, b.reduction, denom)
+        grads = {}
+        if wrt:
+            s = seed(xp, loss, b.reduction, denom)
+            if "input" in wrt:
+                p = ez / sez[..., None]
+                grads["input"] = _back(b, s * (xp.sum(wt, axis=-1)[..., None] * p - wt))
+            if "target" in wrt:
+                w = 1 if b.weight is None else b.weight
+                grads["target"] = _back(b, -s * (1 - eps) * w * logp)
+        return restore(xp, value, b.dtype), grads
+
+    nll = lse - _pick(xp, z, b.target)
+    loss = b.w_t * nll
+    if eps > 0:
+        if b.weight is None:
+            smooth = C * lse - xp.sum(z, axis=-1)
+        else:
+            smooth = xp.sum(b.weight) * lse - xp.matmul(z, b.weight)
+        smooth = xp.where(b.valid, smooth, xp.zeros_like(smooth))
+        loss = (1 - eps) * loss + (eps / C) * smooth
+    denom = xp.sum(b.w_t)
+    value = reduce(xp, loss, b.reduction, denom)
+    grads = {}
+    if "input" in wrt:
+        s = seed(xp, loss, b.reduction, denom)
+        p = ez / sez[..., None]
+        coef = (1 - eps) * b.w_t
+        if eps > 0:
+            big_w = C if b.weight is None else xp.sum(b.weight)
+            coef_p = coef + xp.where(b.valid, (eps / C) * big_w, xp.zeros_like(coef))
+        else:
+            coef_p = coef
+        g = coef_p[..., None] * p - coef[..., None] * _one_hot(xp, b.target, C, p.dtype)
+        if eps > 0:
+            w = xp.ones_like(p[..., :1]) if b.weight is None else b.weight
+            g = g - xp.astype(b.valid, p.dtype)[..., None] * ((eps / C) * w)
+        grads["input"] = _back(b, s * g)
+    return restore(xp, value, b.dtype), grads
+
+
+def _size(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    axis: int | None = None,
+) -> Any:
+    r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
+
+    The naive equivalent is ``nll_loss(log(softmax(input, axis)), target)``;
+    this function never forms ``softmax`` and stays exact for logits of any
+    magnitude.
+
+    Parameters
+    ----------
+    input : array_like, floating, shape (N, C), (C,) or (N, C, d1, ..., dK)
+        Unnormalised scores (logits).  The class axis is 1, or 0 for
+        unbatched ``(C,)`` input, unless ``axis`` says otherwise.
+    target : array_like
+        Either class indices, any integer dtype, shape ``(N,)``, ``()`` or
+        ``(N, d1, ..., dK)`` with values in ``[0, C)`` or ``ignore_index``;
+        or class probabilities, floating, the same shape as ``input``.
+    weight : array_like, shape (C,), optional
+        Rescaling weight per class.
+    ignore_index : int, default -100
+        Class-index target value that contributes neither loss nor gradient
+        nor denominator.  Unused for probability targets.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``'mean'`` divides by the summed weight of the counted targets (the
+        number of counted targets without ``weight``); for probability targets
+        by the number of rows.
+    label_smoothing : float in [0, 1], default 0.0
+        Mix the target with the uniform distribution over the C classes.
+    axis : int, optional, keyword-only
+        The class axis, e.g. ``axis=-1`` for ``(N, T, C)`` logits.
+
+    Returns
+    -------
+    array
+        Scalar for ``'mean'`` and ``'sum'``; the target's shape (indices) or
+        ``input``'s shape without the class axis (probabilities) for
+        ``'none'``.  ``input``'s dtype and array library.
+
+    Raises
+    ------
+    TargetIndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index``
+        (an ``IndexError`` and a ``ValueError``).
+    DTypeError
+        Integer ``input``, or a floating target whose shape is not ``input``'s.
+    ValueError
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
+        ``label_smoothing``.
+
+    Warns
+    -----
+    ProbabilitiesAsLogitsWarning
+        If the rows of ``input`` already look like probabilities (in [0, 1]
+        and summing to 1): softmax was probably applied twice.
+
+    See Also
+    --------
+    nll_loss : the same on log-probabilities.
+    crossentropy.info.cross_entropy : :math:`H(p, q)` between two distributions.
+
+    Notes
+    -----
+    With class indices :math:`y_n`, weights :math:`w` and smoothing
+    :math:`\varepsilon`, per element
+
+    .. math::
+        \ell_n = (1-\varepsilon)\, w_{y_n} (\operatorname{lse}(x_n) - x_{n,y_n})
+               + \frac{\varepsilon}{C} \sum_c w_c (\operatorname{lse}(x_n) - x_{n,c})
+
+    and ``'mean'`` returns :math:`\sum_n \ell_n / \sum_n w_{y_n}` over
+    non-ignored :math:`n` (PyTorch's formula: every class's weight appears in
+    the smoothing term).  With probability targets :math:`t`,
+    :math:`t' = (1-\varepsilon) t + \varepsilon / C` and
+    :math:`\ell_n = -\sum_c w_c t'_{n,c} \log \operatorname{softmax}(x_n)_c`,
+    ``'mean'`` divides by the number of rows.  The gradient with respect to
+    the logits is :math:`\operatorname{softmax}(x) - \text{one-hot}(y)` scaled
+    by the weights.  PyTorch: ``torch.nn.functional.cross_entropy``.
+
+    Examples
+    --------
+    The seed's batch (``torch.manual_seed(100); torch.rand(4, 5)``, rounded to
+    four digits) with labels ``[4, 3, 3, 2]``:
+
+    >>> import numpy as np
+    >>> import crossentropy as ce
+    >>> predict = np.array([[0.1117, 0.8158, 0.2626, 0.4839, 0.6765],
+    ...                     [0.7539, 0.2627, 0.0428, 0.2080, 0.1180],
+    ...                     [0.1217, 0.7356, 0.7118, 0.7876, 0.4183],
+    ...                     [0.9014, 0.9969, 0.7565, 0.2239, 0.3023]])
+    >>> label = np.array([4, 3, 3, 2])
+    >>> round(float(ce.cross_entropy(predict, label)), 4)
+    1.523
+    >>> logp = ce.log_softmax(predict, axis=1)           # = LogSoftmax + NLLLoss
+    >>> round(float(ce.nll_loss(logp, label)), 4)
+    1.523
+
+    Logits far beyond ``exp``'s range stay exact:
+
+    >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
+    10000.0
+    """
+    return _cross_entropy_rule(
+        input, target, weight, ignore_index, reduction, label_smoothing, axis=axis
+    )[0]
+
+
+@defines_grad(cross_entropy, "input", "target")
+@numeric_guard
+def _cross_entropy_rule(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    axis: int | None = None,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    b = _prepare("cross_entropy", input, target, weight, ignore_index, reduction, axis, True)
+    eps = check_label_smoothing(label_smoothing)
+    if not wrt:
+        warn_if_probabilities(b.xp, b.x, -1, "cross_entropy")
+    if "target" in wrt and not b.probs:
+        raise ValueError(
+            "cross_entropy is differentiable with respect to target only for class "
+            "probabilities (a floating target of input's shape), not class indices"
+        )
+    return _cross_entropy(b, eps, wrt)
+
+
+# -- nll_loss -----------------------------------------------------------------------
+
+
+def _nll(b: _Batch, wrt: tuple[str, ...]) -> tuple[Any, dict]:
+    xp = b.xp
+    loss = -b.w_t * _pick(xp, b.x, b.target)
+    # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
+    loss = xp.where(b.valid, loss, xp.zeros_like(loss))
+    denom = xp.sum(b.w_t)
+    value = reduce(xp, loss, b.reduction, denom)
+    grads = {}
+    if "input" in wrt:
+        s = seed(xp, loss, b.reduction, denom)
+        g = -(s * b.w_t)[..., None] * _one_hot(xp, b.target, b.n_classes, b.x.dtype)
+        grads["input"] = _back(b, g)
+    return restore(xp, value, b.dtype), grads
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    *,
+    axis: int | None = None,
+) -> Any:
+    r"""Negative log-likelihood loss on log-probabilities.
+
+    Picks ``-input[n, target[n]]`` for each row, weighted, and reduces.  It is
+    the second half of :func:`cross_entropy`:
+    ``cross_entropy(x, y) == nll_loss(log_softmax(x, axis=1), y)``.
+
+    Parameters
+    ----------
+    input : array_like, floating, shape (N, C), (C,) or (N, C, d1, ..., dK)
+        Log-probabilities (e.g. the output of :func:`log_softmax`).
+    target : array_like, integer, shape (N,), () or (N, d1, ..., dK)
+        Class indices in ``[0, C)`` or ``ignore_index``.
+    weight : array_like, shape (C,), optional
+        Rescaling weight per class.
+    ignore_index : int, default -100
+        Target value that is skipped (no loss, no gradient, not counted).
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``'mean'`` divides by the summed weight of the counted targets.
+    axis : int, optional, keyword-only
+        The class axis (default 1, or 0 for unbatched input).
+
+    Returns
+    -------
+    array
+        Scalar, or the target's shape for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    TargetIndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index``.
+    DTypeError
+        Integer ``input`` or a floating ``target``.
+    ValueError
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``.
+
+    Notes
+    -----
+    .. math:: \ell_n = -w_{y_n} x_{n, y_n}, \qquad
+              \text{mean} = \sum_n \ell_n \Big/ \sum_n w_{y_n}
+
+    over non-ignored :math:`n`; every target ignored gives NaN for
+    ``'mean'`` and 0 for ``'sum'``.  PyTorch: ``torch.nn.functional.nll_loss``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import crossentropy as ce
+    >>> logp = np.log(np.array([[0.1, 0.1, 0.8]]))   # the seed's cat/dog/horse
+    >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
+    0.2231
+    """
+    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis)[0]
+
+
+@defines_grad(nll_loss, "input")
+@numeric_guard
+def _nll_loss_rule(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    *,
+    axis: int | None = None,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    return _nll(
+        _prepare("nll_loss", input, target, weight, ignore_index, reduction, axis, False), wrt
+    )

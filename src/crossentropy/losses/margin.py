@@ -1,0 +1,170 @@
+"""Margin (hinge) losses: the multi-class ``multi_margin_loss`` and the binary ``hinge_loss``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._namespace import numeric_guard, restore, to_bool
+from .._reduction import reduce, seed
+from ..grad import defines_grad
+from ._elementwise import finish, prepare_pair
+from .classification import _back, _one_hot, _pick, _prepare
+
+__all__ = ["hinge_loss", "multi_margin_loss"]
+
+
+def multi_margin_loss(
+    input: Any,
+    target: Any,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Multi-class hinge loss (the SVM loss of Weston and Watkins).
+
+    Parameters
+    ----------
+    input : array_like, floating, shape (N, C) or (C,)
+        Scores.
+    target : array_like, integer, shape (N,) or ()
+        Class indices in ``[0, C)``.
+    p : {1, 2}, default 1
+        1 for the hinge, 2 for the squared hinge.
+    margin : float, default 1.0
+    weight : array_like, shape (C,), optional
+        Weight of each class, applied to the samples of that (target) class.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``'mean'`` divides by N, whatever the weights.
+
+    Returns
+    -------
+    array
+        Scalar, or shape (N,) for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    TargetIndexError
+        A class index outside ``[0, C)``.
+    ValueError
+        ``p`` not 1 or 2, input of more than 2 dimensions, batch-size mismatch,
+        wrong ``weight`` length, invalid ``reduction``.
+
+    Notes
+    -----
+    .. math:: \ell_n = \frac{w_{y_n}}{C} \sum_{i \ne y_n}
+              \max(0,\ \text{margin} - x_{n,y_n} + x_{n,i})^p
+
+    (the weight multiplies after the power, as PyTorch computes it).  An empty
+    batch gives NaN for ``'mean'`` and 0 for ``'sum'``.  PyTorch:
+    ``torch.nn.functional.multi_margin_loss``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> float(ce.multi_margin_loss([[0.1, 0.2, 0.4, 0.8]], [3]))   # (0.3+0.4+0.6)/4
+    0.325
+    """
+    return _multi_margin_rule(input, target, p, margin, weight, reduction)[0]
+
+
+@defines_grad(multi_margin_loss, "input")
+@numeric_guard
+def _multi_margin_rule(
+    input: Any,
+    target: Any,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Any = None,
+    reduction: str = "mean",
+    *,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    b = _prepare("multi_margin_loss", input, target, weight, None, reduction, None, False)
+    xp, x, C = b.xp, b.x, b.n_classes
+    if x.ndim > 2:
+        raise ValueError(
+            f"multi_margin_loss expects input of shape (N, C) or (C,), got {tuple(input.shape)}"
+        )
+    other = 1 - _one_hot(xp, b.target, C, x.dtype)  # 0 at the target class
+    z = margin - _pick(xp, x, b.target)[..., None] + x
+    active = xp.where(z > 0, other, xp.zeros_like(other))
+    h = active * (z if p == 1 else z * z)
+    loss = b.w_t * xp.sum(h, axis=-1) / C
+    value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
+    grads = {}
+    if "input" in wrt:
+        s = seed(xp, loss, b.reduction)
+        dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
+        g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
+        grads["input"] = _back(b, (s * b.w_t / C)[..., None] * g)
+    return value, grads
+
+
+def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
+    r"""Binary hinge loss :math:`\max(0, \text{margin} - y\,h)` with labels :math:`y \in \{-1, +1\}`.
+
+    The loss of the seeds' list "MSE, cross-entropy, hinge" (the SVM loss);
+    PyTorch has no function of this name.
+
+    Parameters
+    ----------
+    input : array_like, floating, any shape
+        Scores :math:`h_\theta(x)` (positive means class +1).
+    target : array_like, same shape as ``input``
+        Labels, each -1 or +1 (integer or floating dtype).
+    margin : float, default 1.0
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``'sum'`` gives the seeds' :math:`\sum_i \max(0, 1 - y_i h_\theta(x_i))`.
+
+    Returns
+    -------
+    array
+        Scalar, or ``input``'s shape for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        A label other than -1 or +1 (0/1 labels must be mapped with ``2*y - 1``),
+        shape mismatch, invalid ``reduction``.
+
+    Notes
+    -----
+    .. math:: \ell = \max(0,\ m - y h), \qquad
+              \partial\ell/\partial h = -y\,[m - y h > 0]
+
+    PyTorch equivalent: ``torch.clamp(margin - target * input, min=0).mean()``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.hinge_loss([2.0, 0.5, -1.0], [1, 1, 1], reduction="none")
+    array([0. , 0.5, 2. ])
+    """
+    return _hinge_rule(input, target, margin, reduction)[0]
+
+
+@defines_grad(hinge_loss, "input")
+@numeric_guard
+def _hinge_rule(
+    input: Any,
+    target: Any,
+    margin: float = 1.0,
+    reduction: str = "mean",
+    *,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    pr = prepare_pair("hinge_loss", input, target, reduction, float_target=False)
+    xp, x, y = pr.xp, pr.x, pr.t
+    bad = (y != 1) & (y != -1)
+    if to_bool(xp.any(bad)):
+        raise ValueError(
+            f"hinge_loss: target must hold labels -1 or +1, found {float(y[bad][0])!r} "
+            f"(map 0/1 labels with 2 * y - 1)"
+        )
+    z = margin - y * x
+    active = z > 0
+    loss = xp.where(active, z, xp.zeros_like(z))
+    return finish(pr, loss, wrt, {"input": lambda: xp.where(active, -y, xp.zeros_like(y))})

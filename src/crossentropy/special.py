@@ -1,0 +1,275 @@
+"""Numerically stable building blocks: logsumexp, softmax, log_softmax, sigmoid.
+
+Each public function accepts any Array API array (NumPy by default, PyTorch,
+JAX, ...) and returns one of the same library, device and dtype.  float16 and
+bfloat16 are computed in float32 and rounded once at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._namespace import device, namespace, numeric_guard, restore, upcast
+from ._validate import check_floating
+from .grad import defines_grad
+
+__all__ = ["log_sigmoid", "log_softmax", "logsumexp", "sigmoid", "softmax"]
+
+
+# -- kernels on validated, upcast arrays (shared with the losses) -----------------
+
+
+def _shifted(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
+    """``(x - m, m)`` with ``m`` the max along ``axis`` (kept), or 0 where it is ±inf.
+
+    Replacing an infinite max by 0 keeps ``-inf - (-inf)`` and ``inf - inf``
+    (NaN) out of rows that are all ``-inf`` or contain ``+inf``.
+    """
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return x - m, m
+
+
+def _logsumexp(xp: Any, x: Any, axis: Any, keepdims: bool = True) -> Any:
+    if any(x.shape[a] == 0 for a in _axes(axis, x.ndim)):
+        shape = tuple(1 if i in _axes(axis, x.ndim) else s for i, s in enumerate(x.shape))
+        out = xp.full(shape, -float("inf"), dtype=x.dtype, device=device(x))
+    else:
+        z, m = _shifted(xp, x, axis)
+        out = xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _log_softmax(xp: Any, x: Any, axis: int) -> Any:
+    return x - _logsumexp(xp, x, axis)
+
+
+def _softmax(xp: Any, x: Any, axis: int) -> Any:
+    z, _ = _shifted(xp, x, axis)
+    e = xp.exp(z)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _sigmoid(xp: Any, x: Any) -> Any:
+    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _log_sigmoid(xp: Any, x: Any) -> Any:
+    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis={axis} is out of range for an array with {ndim} dimension(s)")
+    return tuple(a % ndim for a in axes)
+
+
+def _prepare(x: Any, name: str = "x") -> tuple[Any, Any]:
+    xp, (x,) = namespace(x)
+    check_floating(xp, x, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a scalar")
+    return xp, x
+
+
+# -- public functions ---------------------------------------------------------------
+
+
+def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
+    r"""Log of the sum of exponentials along ``axis``, without overflow.
+
+    Parameters
+    ----------
+    x : array_like, floating
+        Input of any shape with at least one dimension.
+    axis : int or tuple of int, default -1
+        Axis or axes to reduce.
+    keepdims : bool, default False
+        Keep the reduced axes with size 1.
+
+    Returns
+    -------
+    array
+        ``x``'s shape without ``axis`` (or with size-1 axes if ``keepdims``),
+        ``x``'s dtype.
+
+    Raises
+    ------
+    DTypeError
+        If ``x`` is not floating.
+    ValueError
+        If ``axis`` is out of range.
+
+    See Also
+    --------
+    log_softmax : ``x - logsumexp(x, keepdims=True)``.
+
+    Notes
+    -----
+    .. math:: \operatorname{lse}(x) = m + \log \sum_i e^{x_i - m}, \quad m = \max_i x_i
+
+    Subtracting the max keeps every exponent :math:`\le 0`. Rows of only
+    ``-inf`` give ``-inf`` and rows containing ``+inf`` give ``+inf``; an
+    empty axis gives ``-inf``.  Its gradient is :func:`softmax`.  PyTorch:
+    ``torch.logsumexp(x, dim, keepdim)``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> round(float(ce.logsumexp([0.0, 0.0])), 6)          # log 2
+    0.693147
+    >>> round(float(ce.logsumexp([1e4, 1e4])), 6)          # naive exp overflows
+    10000.693147
+    """
+    return _logsumexp_rule(x, axis, keepdims)[0]
+
+
+@defines_grad(logsumexp, "x")
+@numeric_guard
+def _logsumexp_rule(
+    x: Any, axis: Any = -1, keepdims: bool = False, *, wrt: tuple[str, ...] = ()
+) -> tuple[Any, dict]:
+    xp, x = _prepare(x)
+    _axes(axis, x.ndim)
+    xc = upcast(xp, x)
+    lse = _logsumexp(xp, xc, axis, True)
+    value = lse if keepdims else xp.squeeze(lse, axis=axis)
+    grads = {"x": restore(xp, xp.exp(xc - lse), x.dtype)} if "x" in wrt else {}
+    return restore(xp, value, x.dtype), grads
+
+
+@numeric_guard
+def log_softmax(x: Any, axis: int = -1) -> Any:
+    r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
+
+    Parameters
+    ----------
+    x : array_like, floating
+        Logits of any shape with at least one dimension.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    array
+        Log-probabilities, same shape and dtype as ``x``.
+
+    Notes
+    -----
+    .. math:: \log \operatorname{softmax}(x)_i = x_i - \operatorname{lse}(x)
+
+    Never takes the log of a rounded-to-zero probability, so it stays exact
+    where ``log(softmax(x))`` gives ``-inf``.  PyTorch:
+    ``torch.nn.functional.log_softmax(x, dim=axis)``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.log_softmax([2.0, 1.0, 0.1]).round(4)
+    array([-0.417, -1.417, -2.317])
+    >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
+    array([    0., -1000.])
+    """
+    xp, x = _prepare(x)
+    _axes(axis, x.ndim)
+    return restore(xp, _log_softmax(xp, upcast(xp, x), axis), x.dtype)
+
+
+@numeric_guard
+def softmax(x: Any, axis: int = -1) -> Any:
+    r"""Normalised exponentials along ``axis``: a probability vector per row.
+
+    Parameters
+    ----------
+    x : array_like, floating
+        Logits of any shape with at least one dimension.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    array
+        Probabilities in [0, 1] summing to 1 along ``axis``; ``x``'s shape and dtype.
+
+    Notes
+    -----
+    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}},
+              \quad m = \max_j x_j
+
+    Invariant to adding a constant to every logit.  PyTorch:
+    ``torch.softmax(x, dim=axis)``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.softmax([2.0, 1.0, 0.1]).round(4)
+    array([0.659 , 0.2424, 0.0986])
+    >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
+    array([1., 0.])
+    """
+    xp, x = _prepare(x)
+    _axes(axis, x.ndim)
+    return restore(xp, _softmax(xp, upcast(xp, x), axis), x.dtype)
+
+
+@numeric_guard
+def sigmoid(x: Any) -> Any:
+    r"""Logistic function :math:`1 / (1 + e^{-x})`, elementwise, without overflow.
+
+    Parameters
+    ----------
+    x : array_like, floating
+
+    Returns
+    -------
+    array
+        Values in [0, 1], same shape and dtype as ``x``.
+
+    Notes
+    -----
+    Evaluated as :math:`1/(1+e^{-|x|})` for :math:`x \ge 0` and
+    :math:`e^{-|x|}/(1+e^{-|x|})` otherwise, so no exponent is positive.
+    PyTorch: ``torch.sigmoid(x)``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.sigmoid([0.0, 2.0, -1e4]).round(4)
+    array([0.5   , 0.8808, 0.    ])
+    """
+    xp, (x,) = namespace(x)
+    check_floating(xp, x, "x")
+    return restore(xp, _sigmoid(xp, upcast(xp, x)), x.dtype)
+
+
+@numeric_guard
+def log_sigmoid(x: Any) -> Any:
+    r"""Logarithm of :func:`sigmoid`, elementwise, exact for large ``|x|``.
+
+    Parameters
+    ----------
+    x : array_like, floating
+
+    Returns
+    -------
+    array
+        Values :math:`\le 0`, same shape and dtype as ``x``.
+
+    Notes
+    -----
+    .. math:: \log \sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})
+
+    PyTorch: ``torch.nn.functional.logsigmoid(x)``.
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.log_sigmoid([0.0, -1e4]).round(4)    # log(sigmoid(-1e4)) would be -inf
+    array([-6.9310e-01, -1.0000e+04])
+    """
+    xp, (x,) = namespace(x)
+    check_floating(xp, x, "x")
+    return restore(xp, _log_sigmoid(xp, upcast(xp, x)), x.dtype)
