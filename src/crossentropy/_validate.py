@@ -159,8 +159,10 @@ def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
     """
     if input.shape[axis] < 2 or math.prod(input.shape) == 0:
         return
-    rows = xp.moveaxis(input, axis, -1)
-    rows = xp.reshape(rows, (-1, input.shape[axis]))[:_PROBE_ROWS, ...]
+    rows = xp.moveaxis(input, axis, -1) if axis % input.ndim != input.ndim - 1 else input
+    # a few leading rows, sliced before any reshape so that nothing large is copied
+    head = tuple(slice(0, min(n, _PROBE_ROWS if i == 0 else 2)) for i, n in enumerate(rows.shape[:-1]))
+    rows = xp.reshape(rows[head + (slice(None),)], (-1, input.shape[axis]))
     in_unit = xp.all((rows >= 0) & (rows <= 1))
     sums = xp.sum(rows, axis=-1)
     tol = 1e-3 if rows.dtype != xp.float64 else 1e-6
