@@ -23,6 +23,7 @@ __all__ = [
     "check_label_smoothing",
     "check_same_shape",
     "check_vector",
+    "check_z_loss_softcap",
     "class_axis",
     "warn_if_probabilities",
 ]
@@ -146,6 +147,19 @@ def check_label_smoothing(label_smoothing: float) -> float:
     if not 0.0 <= value <= 1.0 or math.isnan(value):
         raise ValueError(f"label_smoothing must be in [0.0, 1.0], got {label_smoothing!r}")
     return value
+
+
+def check_z_loss_softcap(z_loss: float, softcap: float | None) -> tuple[float, float | None]:
+    """Return ``(z_loss, softcap)`` as floats, or raise for a negative or NaN value."""
+    z = float(z_loss)
+    if not z >= 0:
+        raise ValueError(f"z_loss must be >= 0, got {z_loss!r}")
+    if softcap is None:
+        return z, None
+    c = float(softcap)
+    if not c > 0 or math.isinf(c):
+        raise ValueError(f"softcap must be a positive finite number or None, got {softcap!r}")
+    return z, c
 
 
 _PROBE_ROWS = 16

@@ -21,6 +21,7 @@ from .._validate import (
     check_floating,
     check_index_target,
     check_label_smoothing,
+    check_z_loss_softcap,
     check_vector,
     class_axis,
     warn_if_probabilities,
@@ -116,59 +117,92 @@ def _xlogy_safe(xp: Any, t: Any, logp: Any) -> Any:
 # -- cross_entropy ------------------------------------------------------------------
 
 
-def _cross_entropy(b: _Batch, eps: float, wrt: tuple[str, ...]) -> tuple[Any, dict]:
-    """Value (and gradients for ``wrt``) of cross-entropy on a prepared batch."""
+def _cross_entropy_rows(
+    b: _Batch, eps: float, z_loss: float, softcap: float | None, need_grad: bool
+) -> tuple[Any, Any, Any, Any]:
+    """Per-row loss, the ``'mean'`` denominator, and the per-row gradients.
+
+    Returns ``(loss, denominator, d_input, d_target)`` in the class-last
+    layout; the gradients are of each row's own loss (not yet scaled by the
+    reduction) and ``None`` unless ``need_grad``.  This is the reference
+    computation every faster path must reproduce.
+    """
     xp, C = b.xp, b.n_classes
-    z, _ = _shifted(xp, b.x, -1)  # logits minus the row max: exponents <= 0
+    x = b.x
+    if softcap is not None:
+        th = xp.tanh(x / softcap)
+        x = softcap * th
+    z, m = _shifted(xp, x, -1)  # logits minus the row max: exponents <= 0
     ez = xp.exp(z)
     sez = xp.sum(ez, axis=-1)
-    lse = xp.log(sez)  # logsumexp(z) per row
+    lse = xp.log(sez)  # logsumexp of the shifted logits, per row
+    p = ez / sez[..., None] if need_grad else None
+    d_target = None
 
     if b.probs:
         t = b.target if eps == 0 else (1 - eps) * b.target + eps / C
         logp = z - lse[..., None]
         wt = t if b.weight is None else t * b.weight
         loss = -xp.sum(_xlogy_safe(xp, wt, logp), axis=-1)
+        counted = None
         denom = float(_size(loss.shape))  # number of rows, whatever the weights
-        value = reduce(xp, loss, b.reduction, denom)
-        grads = {}
-        if wrt:
-            s = seed(xp, loss, b.reduction, denom)
-            if "input" in wrt:
-                p = ez / sez[..., None]
-                grads["input"] = _back(b, s * (xp.sum(wt, axis=-1)[..., None] * p - wt))
-            if "target" in wrt:
-                w = 1 if b.weight is None else b.weight
-                grads["target"] = _back(b, -s * (1 - eps) * w * logp)
-        return restore(xp, value, b.dtype), grads
-
-    nll = lse - _pick(xp, z, b.target)
-    loss = b.w_t * nll
-    if eps > 0:
-        if b.weight is None:
-            smooth = C * lse - xp.sum(z, axis=-1)
-        else:
-            smooth = xp.sum(b.weight) * lse - xp.matmul(z, b.weight)
-        smooth = xp.where(b.valid, smooth, xp.zeros_like(smooth))
-        loss = (1 - eps) * loss + (eps / C) * smooth
-    denom = xp.sum(b.w_t)
-    value = reduce(xp, loss, b.reduction, denom)
-    grads = {}
-    if "input" in wrt:
-        s = seed(xp, loss, b.reduction, denom)
-        p = ez / sez[..., None]
-        coef = (1 - eps) * b.w_t
+        if need_grad:
+            g = xp.sum(wt, axis=-1)[..., None] * p - wt
+            w = 1 if b.weight is None else b.weight
+            d_target = -(1 - eps) * w * logp
+    else:
+        loss = b.w_t * (lse - _pick(xp, z, b.target))
         if eps > 0:
-            big_w = C if b.weight is None else xp.sum(b.weight)
-            coef_p = coef + xp.where(b.valid, (eps / C) * big_w, xp.zeros_like(coef))
-        else:
+            if b.weight is None:
+                smooth = C * lse - xp.sum(z, axis=-1)
+            else:
+                smooth = xp.sum(b.weight) * lse - xp.matmul(z, b.weight)
+            smooth = xp.where(b.valid, smooth, xp.zeros_like(smooth))
+            loss = (1 - eps) * loss + (eps / C) * smooth
+        counted = b.valid
+        denom = xp.sum(b.w_t)
+        if need_grad:
+            coef = (1 - eps) * b.w_t
             coef_p = coef
-        g = coef_p[..., None] * p - coef[..., None] * _one_hot(xp, b.target, C, p.dtype)
-        if eps > 0:
-            w = xp.ones_like(p[..., :1]) if b.weight is None else b.weight
-            g = g - xp.astype(b.valid, p.dtype)[..., None] * ((eps / C) * w)
-        grads["input"] = _back(b, s * g)
-    return restore(xp, value, b.dtype), grads
+            if eps > 0:
+                big_w = C if b.weight is None else xp.sum(b.weight)
+                coef_p = coef + xp.where(b.valid, (eps / C) * big_w, xp.zeros_like(coef))
+            g = coef_p[..., None] * p - coef[..., None] * _one_hot(xp, b.target, C, p.dtype)
+            if eps > 0:
+                w = xp.ones_like(p[..., :1]) if b.weight is None else b.weight
+                g = g - xp.astype(b.valid, p.dtype)[..., None] * ((eps / C) * w)
+
+    if z_loss:
+        full_lse = lse + m[..., 0]
+        zl = z_loss * full_lse * full_lse
+        if counted is not None:
+            zl = xp.where(counted, zl, xp.zeros_like(zl))
+        loss = loss + zl
+        if need_grad:
+            dz = 2 * z_loss * full_lse
+            if counted is not None:
+                dz = xp.where(counted, dz, xp.zeros_like(dz))
+            g = g + dz[..., None] * p
+    if need_grad and softcap is not None:
+        g = g * (1 - th * th)
+    return loss, denom, (g if need_grad else None), d_target
+
+
+def _cross_entropy(
+    b: _Batch, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
+) -> tuple[Any, dict]:
+    """Value (and gradients for ``wrt``) of cross-entropy on a prepared batch."""
+    xp = b.xp
+    loss, denom, d_input, d_target = _cross_entropy_rows(b, eps, z_loss, softcap, bool(wrt))
+    value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)
+    grads = {}
+    if wrt:
+        s = seed(xp, loss, b.reduction, denom)
+        if "input" in wrt:
+            grads["input"] = _back(b, s * d_input)
+        if "target" in wrt:
+            grads["target"] = _back(b, s * d_target)
+    return value, grads
 
 
 def _size(shape: tuple) -> int:
@@ -187,6 +221,8 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     *,
     axis: int | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -216,6 +252,12 @@ def cross_entropy(
         Mix the target with the uniform distribution over the C classes.
     axis : int, optional, keyword-only
         The class axis, e.g. ``axis=-1`` for ``(N, T, C)`` logits.
+    z_loss : float, default 0.0, keyword-only
+        Adds ``z_loss * logsumexp(x)**2`` per counted row (PaLM's auxiliary
+        loss that keeps the normaliser near 0); reduced like the loss.
+    softcap : float, optional, keyword-only
+        Replace the logits by ``softcap * tanh(x / softcap)`` first (Gemma 2's
+        logit soft-capping); the gradient includes the ``tanh`` factor.
 
     Returns
     -------
@@ -262,7 +304,9 @@ def cross_entropy(
     :math:`\ell_n = -\sum_c w_c t'_{n,c} \log \operatorname{softmax}(x_n)_c`,
     ``'mean'`` divides by the number of rows.  The gradient with respect to
     the logits is :math:`\operatorname{softmax}(x) - \text{one-hot}(y)` scaled
-    by the weights.  PyTorch: ``torch.nn.functional.cross_entropy``.
+    by the weights.  PyTorch: ``torch.nn.functional.cross_entropy`` (which
+    has no ``z_loss`` or ``softcap``: with them, the PyTorch equivalent is
+    ``F.cross_entropy(c * torch.tanh(x / c), y) + z_loss * mean(lse**2)``).
 
     Examples
     --------
@@ -288,7 +332,15 @@ def cross_entropy(
     10000.0
     """
     return _cross_entropy_rule(
-        input, target, weight, ignore_index, reduction, label_smoothing, axis=axis
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        axis=axis,
+        z_loss=z_loss,
+        softcap=softcap,
     )[0]
 
 
@@ -303,10 +355,13 @@ def _cross_entropy_rule(
     label_smoothing: float = 0.0,
     *,
     axis: int | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
     b = _prepare("cross_entropy", input, target, weight, ignore_index, reduction, axis, True)
     eps = check_label_smoothing(label_smoothing)
+    z_loss, softcap = check_z_loss_softcap(z_loss, softcap)
     if not wrt:
         warn_if_probabilities(b.xp, b.x, -1, "cross_entropy")
     if "target" in wrt and not b.probs:
@@ -314,7 +369,7 @@ def _cross_entropy_rule(
             "cross_entropy is differentiable with respect to target only for class "
             "probabilities (a floating target of input's shape), not class indices"
         )
-    return _cross_entropy(b, eps, wrt)
+    return _cross_entropy(b, eps, z_loss, softcap, wrt)
 
 
 # -- nll_loss -----------------------------------------------------------------------
