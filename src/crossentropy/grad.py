@@ -36,23 +36,26 @@ def defines_grad(forward: Callable, *differentiable: str) -> Callable[[Callable]
     return register
 
 
-def _argnames(fn: Callable, argnums: int | Sequence[int]) -> tuple[str, ...]:
-    params = [
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+def _argnames(fn: Callable, argnums: int | str | Sequence[int | str]) -> tuple[str, ...]:
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    every = [p.name for p in params]
+    nums = (argnums,) if isinstance(argnums, (int, str)) else tuple(argnums)
     if not nums:
         raise ValueError("argnums must name at least one argument")
     names = []
     for n in nums:
-        if not isinstance(n, int) or not -len(params) <= n < len(params):
+        if isinstance(n, str):
+            if n not in every:
+                raise ValueError(f"argnums={argnums!r}: {fn.__name__} has no argument {n!r}")
+            names.append(n)
+        elif isinstance(n, int) and -len(positional) <= n < len(positional):
+            names.append(positional[n])
+        else:
             raise ValueError(
-                f"argnums={argnums!r}: {fn.__name__} has {len(params)} positional "
-                f"arguments {tuple(params)}"
+                f"argnums={argnums!r}: {fn.__name__} has {len(positional)} positional "
+                f"arguments {tuple(positional)}"
             )
-        names.append(params[n])
     return tuple(names)
 
 
@@ -70,10 +73,11 @@ def value_and_grad(
         ``multi_margin_loss``, ``hinge_loss``), ``logsumexp``, and the
         :mod:`crossentropy.info` functions ``entropy``, ``cross_entropy`` and
         ``kl_divergence``.
-    argnums : int or sequence of int, default 0
+    argnums : int, str or sequence of them, default 0
         Positional index (or indices) of the argument(s) to differentiate, as in
-        ``jax.value_and_grad``.  0 is ``input``; 1 is ``target`` where the
-        target is continuous (probability targets, BCE, MSE, KL).
+        ``jax.value_and_grad``; 0 is ``input``, 1 is ``target`` where the
+        target is continuous (probability targets, BCE, MSE, KL).  An argument
+        may also be named, which reaches keyword-only ones (``"linear_bias"``).
 
     Returns
     -------
@@ -119,14 +123,14 @@ def value_and_grad(
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
         value, grads = rule(*args, wrt=names, **kwargs)
-        if isinstance(argnums, int):
+        if isinstance(argnums, (int, str)):
             return value, grads[names[0]]
         return value, tuple(grads[n] for n in names)
 
     return wrapped
 
 
-def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+def grad(fn: Callable, argnums: int | str | Sequence[int | str] = 0) -> Callable[..., Any]:
     """Like :func:`value_and_grad` but return only the gradient.
 
     Examples
