@@ -84,7 +84,8 @@ def information(p: Any, *, base: float | None = None) -> Any:
 
     Notes
     -----
-    A certain event (:math:`p = 1`) carries no information.
+    A certain event (:math:`p = 1`) carries no information.  PyTorch:
+    ``-torch.log(p)`` (``-torch.log2(p)`` for bits).
 
     Examples
     --------
@@ -191,7 +192,8 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     -----
     :math:`H(p, q) = H(p) + D_{KL}(p \| q) \ge H(p)`, with equality iff
     :math:`p = q`; for a one-hot :math:`p`, :math:`H(p) = 0` and
-    :math:`H(p, q) = D_{KL}(p\|q) = -\log q_y`.
+    :math:`H(p, q) = D_{KL}(p\|q) = -\log q_y`.  PyTorch:
+    ``-(p * q.log()).sum(-1)`` (which gives NaN where ``p = q = 0``; here 0).
 
     Examples
     --------
@@ -309,7 +311,9 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     -----
     .. math:: JS(p, q) = \tfrac12 D_{KL}(p\|m) + \tfrac12 D_{KL}(q\|m), \quad m = \tfrac12 (p + q)
 
-    Finite even where the supports differ.
+    Finite even where the supports differ.  PyTorch has no function for it:
+    ``0.5 * (F.kl_div(m.log(), p, reduction='none') + F.kl_div(m.log(), q,
+    reduction='none')).sum(-1)``.
 
     Examples
     --------
