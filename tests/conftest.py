@@ -45,7 +45,8 @@ class Backend:
         if self.name == "torch":
             import torch
 
-            t = torch.from_numpy(np.ascontiguousarray(a)).clone()
+            # ascontiguousarray turns a 0-d array into shape (1,): restore the shape
+            t = torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape)).clone()
             return t.to(torch.bfloat16) if dtype == "bfloat16" else t
         if self.name == "jax":
             import jax.numpy as jnp

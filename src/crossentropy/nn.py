@@ -155,6 +155,9 @@ class Softmax(_Module):
         super().__init__(axis=dim)
         self.dim = dim
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim!r})"
+
 
 class LogSoftmax(_Module):
     """:func:`crossentropy.log_softmax` along ``dim`` (PyTorch's name for the axis)."""
@@ -164,3 +167,6 @@ class LogSoftmax(_Module):
     def __init__(self, dim=-1):
         super().__init__(axis=dim)
         self.dim = dim
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim!r})"

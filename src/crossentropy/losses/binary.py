@@ -13,7 +13,9 @@ from ._elementwise import broadcast_to_input, finish, prepare_pair
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
 _LOG_FLOOR = -100.0  # PyTorch clamps each log at -100 so that p = 0 or 1 stays finite
-_GRAD_EPS = 1e-12  # PyTorch's floor on p (1 - p) in the backward
+# PyTorch's floor on p (1 - p) in the backward: the float32 constant 1e-12
+# (``constexpr float EPSILON``), which is this value in float64
+_GRAD_EPS = 9.999999960041972e-13
 
 
 def binary_cross_entropy(

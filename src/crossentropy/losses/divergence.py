@@ -95,7 +95,7 @@ def _kl_div_rule(
         return -et if log_target else -t
 
     def d_target() -> Any:
-        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports 0 there
+        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0
         return et * (t - x + 1) if log_target else xp.where(positive, log_t + 1 - x, 0 * x)
 
     return finish(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)
