@@ -40,7 +40,14 @@ def _argnames(fn: Callable, argnums: int | str | Sequence[int | str]) -> tuple[s
     params = list(inspect.signature(fn).parameters.values())
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     every = [p.name for p in params]
-    nums = (argnums,) if isinstance(argnums, (int, str)) else tuple(argnums)
+    if isinstance(argnums, (int, str)):
+        nums = (argnums,)
+    elif isinstance(argnums, (tuple, list)):
+        nums = tuple(argnums)
+    else:
+        raise ValueError(
+            f"argnums must be an int, an argument name, or a tuple of them, got {argnums!r}"
+        )
     if not nums:
         raise ValueError("argnums must name at least one argument")
     names = []
@@ -49,7 +56,11 @@ def _argnames(fn: Callable, argnums: int | str | Sequence[int | str]) -> tuple[s
             if n not in every:
                 raise ValueError(f"argnums={argnums!r}: {fn.__name__} has no argument {n!r}")
             names.append(n)
-        elif isinstance(n, int) and -len(positional) <= n < len(positional):
+        elif (
+            isinstance(n, int)
+            and not isinstance(n, bool)
+            and -len(positional) <= n < len(positional)
+        ):
             names.append(positional[n])
         else:
             raise ValueError(
