@@ -41,7 +41,12 @@ def _logsumexp(xp: Any, x: Any, axis: Any, keepdims: bool = True) -> Any:
 
 
 def _log_softmax(xp: Any, x: Any, axis: int) -> Any:
-    return x - _logsumexp(xp, x, axis)
+    if x.shape[axis] == 0:
+        return x
+    # (x - m) - log sum exp(x - m): subtracting the full logsumexp from x would
+    # cancel catastrophically for large |x| (-1e30 - (-1e30 + log 3) == 0)
+    z, _ = _shifted(xp, x, axis)
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
 def _softmax(xp: Any, x: Any, axis: int) -> Any:
