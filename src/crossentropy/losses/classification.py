@@ -21,8 +21,8 @@ from .._validate import (
     check_floating,
     check_index_target,
     check_label_smoothing,
-    check_z_loss_softcap,
     check_vector,
+    check_z_loss_softcap,
     class_axis,
     warn_if_probabilities,
 )
