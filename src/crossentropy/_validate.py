@@ -20,6 +20,7 @@ __all__ = [
     "check_floating",
     "check_in_unit_interval",
     "check_index_target",
+    "check_integer_target",
     "check_label_smoothing",
     "check_same_shape",
     "check_vector",
@@ -109,22 +110,32 @@ def check_same_shape(input: Any, target: Any, fn: str) -> None:
         )
 
 
-def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
-    """Check a class-index target and return the mask of rows that count.
-
-    ``ignore_index`` is removed before the range check, so ``-100`` never
-    counts as out of range.  Returns the boolean mask ``target != ignore_index``.
-    """
+def check_integer_target(xp: Any, target: Any) -> None:
+    """Raise :class:`DTypeError` unless ``target`` holds integers (class indices)."""
     if not is_integer(xp, target):
         raise DTypeError(
             f"target must hold integer class indices (any integer dtype), got dtype "
             f"{target.dtype} with shape {tuple(target.shape)}; for class probabilities "
             f"target must have the same shape as input"
         )
+
+
+def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
+    """Check a class-index target and return the mask of rows that count.
+
+    ``ignore_index`` is removed before the range check, so ``-100`` never
+    counts as out of range.  Returns the boolean mask ``target != ignore_index``.
+    """
+    check_integer_target(xp, target)
+    # compare only with values the dtype can hold (array-api-strict rejects -100 for uint8)
+    info = xp.iinfo(target.dtype)
     valid = (
-        target != ignore_index if ignore_index is not None else xp.ones_like(target, dtype=xp.bool)
+        target != ignore_index
+        if ignore_index is not None and info.min <= ignore_index <= info.max
+        else xp.ones_like(target, dtype=xp.bool)
     )
-    bad = valid & ((target < 0) | (target >= n_classes))
+    too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
+    bad = valid & ((target < 0) | too_big)
     if to_bool(xp.any(bad)):
         first = target[bad][0]
         count = int(xp.sum(xp.astype(bad, xp.int64)))

@@ -20,6 +20,7 @@ from .._validate import (
     check_batch,
     check_floating,
     check_index_target,
+    check_integer_target,
     check_label_smoothing,
     check_vector,
     check_z_loss_softcap,
@@ -79,6 +80,7 @@ def _prepare(
         t = xp.astype(xp.moveaxis(target, ax, -1) if ax != input.ndim - 1 else target, x.dtype)
         return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, None, None, True)
 
+    check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
     valid = check_index_target(xp, target, n_classes, ignore_index)
     t = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
