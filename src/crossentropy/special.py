@@ -12,6 +12,7 @@ from typing import Any
 from ._namespace import device, namespace, numeric_guard, restore, upcast
 from ._validate import check_floating
 from .grad import defines_grad
+from .kernels._special import logsumexp_rows, softmax_rows
 
 __all__ = ["log_sigmoid", "log_softmax", "logsumexp", "sigmoid", "softmax"]
 
@@ -139,6 +140,9 @@ def _logsumexp_rule(
 ) -> tuple[Any, dict]:
     xp, x = _prepare(x)
     _axes(axis, x.ndim)
+    fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
+    if fast is not None:
+        return fast
     xc = upcast(xp, x)
     lse = _logsumexp(xp, xc, axis, True)
     value = lse if keepdims else xp.squeeze(lse, axis=axis)
@@ -180,6 +184,9 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     """
     xp, x = _prepare(x)
     _axes(axis, x.ndim)
+    fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
+    if fast is not None:
+        return fast
     return restore(xp, _log_softmax(xp, upcast(xp, x), axis), x.dtype)
 
 
@@ -217,6 +224,9 @@ def softmax(x: Any, axis: int = -1) -> Any:
     """
     xp, x = _prepare(x)
     _axes(axis, x.ndim)
+    fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies
+    if fast is not None:
+        return fast
     return restore(xp, _softmax(xp, upcast(xp, x), axis), x.dtype)
 
 

@@ -28,6 +28,7 @@ from .._validate import (
     warn_if_probabilities,
 )
 from ..grad import defines_grad
+from ..kernels._cross_entropy import cross_entropy_batch
 from ..special import _shifted
 
 __all__ = ["cross_entropy", "nll_loss"]
@@ -194,6 +195,9 @@ def _cross_entropy(
     b: _Batch, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
 ) -> tuple[Any, dict]:
     """Value (and gradients for ``wrt``) of cross-entropy on a prepared batch."""
+    fast = cross_entropy_batch(b, eps, z_loss, softcap, wrt)  # fused CPU kernel, if it applies
+    if fast is not None:
+        return fast
     xp = b.xp
     loss, denom, d_input, d_target = _cross_entropy_rows(b, eps, z_loss, softcap, bool(wrt))
     value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)

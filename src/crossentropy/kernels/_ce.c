@@ -1,0 +1,1335 @@
+/*
+ * Fused, multithreaded CPU kernels for the softmax family (module
+ * crossentropy.kernels._ce).
+ *
+ * The logits are described by a data pointer and three element strides:
+ * row r = o * D + d of the class-last view lives at x + o*s0 + d*s1, and its
+ * class c at + c*s2.  Two layouts of work:
+ *
+ *   rows     class stride 1 and C > 32: one row at a time, vectorized along
+ *            the row.  Max, then sum of exp, then the gradient pass, each on
+ *            the cache-resident row (rows longer than `online` elements use a
+ *            single-pass running max / rescaled sum instead).
+ *   columns  small C or strided classes (K-dim input): a block of NB rows is
+ *            copied into a [C][NB] buffer and every step is vectorized across
+ *            the rows.
+ *
+ * exp, expm1 (for tanh) and log are polynomials the compiler vectorizes (range
+ * reduction by ln 2, Taylor polynomial on |r| <= ln2/2, 2^k from exponent
+ * bits).  Sums run in the input precision over at most CE_CHUNK terms and are
+ * then accumulated in double.  Threads: POSIX threads over contiguous ranges of
+ * rows; the GIL is released while they run.
+ *
+ * This file is compiled once; its second half (CE_TYPED) is included twice
+ * with REAL = float and REAL = double.
+ */
+#ifndef CE_TYPED
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifndef _WIN32
+#include <pthread.h>
+#include <unistd.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(CE_NO_CLONES)
+/* one build, best code for the CPU it runs on (resolved once at load time) */
+#define CE_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CE_ISA "x86-64-v4/x86-64-v3/x86-64 (runtime dispatch)"
+#elif defined(__AVX512F__)
+#define CE_HOT
+#define CE_ISA "avx512f"
+#elif defined(__AVX2__)
+#define CE_HOT
+#define CE_ISA "avx2"
+#else
+#define CE_HOT
+#define CE_ISA "baseline"
+#endif
+
+#if defined(__GNUC__)
+#define CE_INLINE static inline __attribute__((always_inline))
+#else
+#define CE_INLINE static inline
+#endif
+
+#define CE_PRAGMA(x) _Pragma(#x)
+#define CE_SIMD CE_PRAGMA(omp simd)
+#define CE_SIMD_SUM(v) CE_PRAGMA(omp simd reduction(+ : v))
+#define CE_SIMD_SUM2(v, u) CE_PRAGMA(omp simd reduction(+ : v, u))
+#define CE_SIMD_MAX(v) CE_PRAGMA(omp simd reduction(max : v))
+
+#define CE_CHUNK 512           /* terms per partial sum in the input precision */
+#define CE_PAR_MIN (1 << 16)   /* fewer elements than this: one thread */
+#define CE_MAX_THREADS 256
+#ifndef CE_PREFETCH
+#define CE_PREFETCH 2          /* chunks ahead */
+#endif
+
+typedef struct {
+    Py_ssize_t O, D, C;          /* rows r = o * D + d */
+    const char *x;
+    Py_ssize_t xs[3];            /* element strides of o, d, c */
+    char *g;                     /* gradient (same geometry), or NULL */
+    Py_ssize_t gs[3];
+    char *dt;                    /* gradient for probability targets (g's strides), or NULL */
+    const char *t;               /* probability targets, or NULL for class indices */
+    Py_ssize_t ts[3];
+    const int64_t *y;            /* class index per row (ignored rows hold 0) */
+    const char *wt;              /* weight of each row's target, 0 where ignored */
+    const unsigned char *valid;  /* 1 where the row counts */
+    const char *weight;          /* (C,) class weights, or NULL */
+    char *loss;                  /* (R,) per-row loss */
+    double eps, zl, cap, scale;  /* label smoothing, z-loss, softcap (0: none), seed */
+    double W;                    /* sum of the class weights (C without weights) */
+    Py_ssize_t online;           /* exact path: rows longer than this use one pass */
+    int exact;                   /* rows: only the exact path (tests compare both) */
+    int stream;                  /* rows: write g with non-temporal stores */
+    int copy_mode;               /* copy(): 0 memcpy, 1 plain stores, 2 non-temporal stores */
+    int mode;                    /* softmax family: 0 logsumexp, 1 softmax, 2 log_softmax */
+} ce_task;
+
+typedef void (*ce_range_fn)(const ce_task *, Py_ssize_t, Py_ssize_t, int *);
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define CE_HAVE_STREAM 1
+#endif
+#ifndef CE_STREAM_MIN
+#define CE_STREAM_MIN ((Py_ssize_t)1 << 26) /* gradients this large bypass the caches */
+#endif
+
+/* memcpy with non-temporal stores: the destination is written without being
+   read first (no read-for-ownership) and without evicting the working set */
+static void ce_stream(void *dst, const void *src, size_t n) {
+#ifdef CE_HAVE_STREAM
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    while (n && ((uintptr_t)d & 15)) {
+        *d++ = *s++;
+        n--;
+    }
+    for (; n >= 64; n -= 64, d += 64, s += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    memcpy(d, s, n);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+static void ce_stream_done(void) {
+#ifdef CE_HAVE_STREAM
+    _mm_sfence();
+#endif
+}
+
+static inline Py_ssize_t ce_offset(const Py_ssize_t *s, Py_ssize_t r, Py_ssize_t D) {
+    return (r / D) * s[0] + (r % D) * s[1];
+}
+
+/* ------------------------------------------------------------------ float */
+#define CE_TYPED 1
+#define REAL float
+#define UINT uint32_t
+#define SFX(name) name##_f32
+#define NB 32
+#define EXP_LO (-104.0f)
+#define EXP_HI (89.0f)
+#define EM1_LO (-30.0f)
+#define MAGIC (12582912.0f)
+#define LOG2E_R (1.44269504088896341f)
+#define LN2_HI_R (0.693359375f)
+#define LN2_LO_R (-2.12194440e-4f)
+#define BIAS 127u
+#define MANT 23
+#define FLUSH (-87.3f)
+#define RL 64
+#define FCH 1024
+#define FMAXCHUNKS 128
+#include "_ce.c" /* this file, second half */
+#undef REAL
+#undef UINT
+#undef SFX
+#undef NB
+#undef EXP_LO
+#undef EXP_HI
+#undef EM1_LO
+#undef MAGIC
+#undef LOG2E_R
+#undef LN2_HI_R
+#undef LN2_LO_R
+#undef BIAS
+#undef MANT
+#undef FLUSH
+#undef RL
+#undef FCH
+#undef FMAXCHUNKS
+#define REAL double
+#define UINT uint64_t
+#define SFX(name) name##_f64
+#define NB 16
+#define EXP_LO (-746.0)
+#define EXP_HI (710.0)
+#define EM1_LO (-60.0)
+#define MAGIC (6755399441055744.0)
+#define LOG2E_R (1.4426950408889634074)
+#define LN2_HI_R (6.93147180369123816490e-01)
+#define LN2_LO_R (1.90821492927058770002e-10)
+#define BIAS 1023u
+#define MANT 52
+#define FLUSH (-708.0)
+#define RL 32
+#define FCH 1024
+#define FMAXCHUNKS 64
+#define CE_DOUBLE 1
+#include "_ce.c" /* this file, second half */
+#undef CE_TYPED
+
+/* ------------------------------------------------------------- threading */
+
+typedef struct {
+    const ce_task *a;
+    Py_ssize_t lo, hi;
+    ce_range_fn fn;
+    int failed;
+} ce_job;
+
+#ifndef _WIN32
+static void *ce_job_run(void *p) {
+    ce_job *j = (ce_job *)p;
+    j->fn(j->a, j->lo, j->hi, &j->failed);
+    return NULL;
+}
+#endif
+
+static int ce_default_threads(void) {
+#ifndef _WIN32
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+#else
+    return 1;
+#endif
+}
+
+/* Split [0, n) into contiguous ranges, one per thread; returns nonzero on failure. */
+static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
+    ce_job jobs[CE_MAX_THREADS];
+    int failed = 0;
+    if (nthreads < 1) nthreads = ce_default_threads();
+    if (nthreads > CE_MAX_THREADS) nthreads = CE_MAX_THREADS;
+    if (nthreads > n) nthreads = (int)(n > 0 ? n : 1);
+#ifdef _WIN32
+    nthreads = 1;
+#endif
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k].a = a;
+        jobs[k].fn = fn;
+        jobs[k].lo = (Py_ssize_t)((double)n * k / nthreads);
+        jobs[k].hi = (Py_ssize_t)((double)n * (k + 1) / nthreads);
+        jobs[k].failed = 0;
+    }
+    jobs[nthreads - 1].hi = n;
+#ifndef _WIN32
+    pthread_t tid[CE_MAX_THREADS];
+    int started[CE_MAX_THREADS];
+    for (int k = 1; k < nthreads; k++) {
+        started[k] = pthread_create(&tid[k], NULL, ce_job_run, &jobs[k]) == 0;
+        if (!started[k]) fn(a, jobs[k].lo, jobs[k].hi, &jobs[k].failed);
+    }
+#endif
+    fn(a, jobs[0].lo, jobs[0].hi, &jobs[0].failed);
+#ifndef _WIN32
+    for (int k = 1; k < nthreads; k++)
+        if (started[k]) pthread_join(tid[k], NULL);
+#endif
+    for (int k = 0; k < nthreads; k++) failed |= jobs[k].failed;
+    return failed;
+}
+
+static int ce_threads_for(Py_ssize_t elements, int nthreads) {
+    return elements < CE_PAR_MIN ? 1 : nthreads;
+}
+
+/* ---------------------------------------------------------- Python entry */
+
+#define PTR(v) ((void *)(uintptr_t)(v))
+
+static const char cross_entropy_doc[] =
+    "cross_entropy(dtype, O, D, C, x, xs0, xs1, xs2, g, gs0, gs1, gs2, t, ts0, ts1, ts2,\n"
+    "              y, wt, valid, weight, loss, eps, z_loss, softcap, scale, online,\n"
+    "              columns, nthreads, dt, flags=0)\n\n"
+    "Per-row loss (and the gradient scaled by `scale` when g != 0) of cross-entropy on\n"
+    "raw pointers; dtype 0 is float32, 1 float64.  Strides are in elements.  online:\n"
+    "0 for the default; a negative value -n selects the exact row path only, with\n"
+    "one-pass statistics for rows longer than n.  dt: the gradient with respect to\n"
+    "probability targets (g's strides), or 0.  flags & 1: g is a reused buffer (large\n"
+    "gradients then bypass the caches; a fresh buffer's pages are in cache already).";
+
+static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
+    int dtype, columns, nthreads;
+    Py_ssize_t x, g, t, y, wt, valid, weight, loss, dt;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    int flags = 0;
+    if (!PyArg_ParseTuple(args, "innnnnnnnnnnnnnnnnnnnddddniin|i", &dtype, &a.O, &a.D, &a.C, &x,
+                          &a.xs[0], &a.xs[1], &a.xs[2], &g, &a.gs[0], &a.gs[1], &a.gs[2], &t,
+                          &a.ts[0], &a.ts[1], &a.ts[2], &y, &wt, &valid, &weight, &loss, &a.eps,
+                          &a.zl, &a.cap, &a.scale, &a.online, &columns, &nthreads, &dt, &flags))
+        return NULL;
+    if (dtype != 0 && dtype != 1) {
+        PyErr_SetString(PyExc_ValueError, "dtype must be 0 (float32) or 1 (float64)");
+        return NULL;
+    }
+    if (a.O < 0 || a.D < 1 || a.C < 1 || !x || !loss || (!t && (!y || !wt || !valid))) {
+        PyErr_SetString(PyExc_ValueError, "cross_entropy: invalid geometry or null pointer");
+        return NULL;
+    }
+    a.x = PTR(x);
+    a.g = PTR(g);
+    a.dt = PTR(dt);
+    a.t = PTR(t);
+    a.y = PTR(y);
+    a.wt = PTR(wt);
+    a.valid = PTR(valid);
+    a.weight = PTR(weight);
+    a.loss = PTR(loss);
+    a.exact = a.online < 0;
+    if (a.online < 0) a.online = -a.online;
+    if (a.online == 0) a.online = dtype ? (1 << 17) : (1 << 18);
+    a.W = (double)a.C;
+    if (a.weight) {
+        double W = 0;
+        for (Py_ssize_t c = 0; c < a.C; c++)
+            W += dtype ? ((const double *)a.weight)[c] : (double)((const float *)a.weight)[c];
+        a.W = W;
+    }
+    Py_ssize_t R = a.O * a.D;
+    int nt = ce_threads_for(R * a.C, nthreads);
+    int failed = 0;
+#ifdef CE_HAVE_STREAM
+    a.stream = (flags & 1) && a.g && a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
+#endif
+    Py_BEGIN_ALLOW_THREADS
+    if (columns) {
+        Py_ssize_t nb = dtype ? 16 : 32;
+        failed = ce_parallel(&a, (R + nb - 1) / nb, nt, dtype ? ce_cols_f64 : ce_cols_f32);
+    } else {
+        failed = ce_parallel(&a, R, nt, dtype ? ce_rows_f64 : ce_rows_f32);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static const char softmax_doc[] =
+    "softmax(dtype, O, D, C, x, xs0, xs1, xs2, out, os0, os1, os2, lse, mode, nthreads)\n\n"
+    "Row-wise logsumexp into `lse` (R values) and, for mode 1 (softmax) or 2\n"
+    "(log_softmax), the rows into `out`; class stride 1 for x and out.";
+
+static PyObject *py_softmax(PyObject *self, PyObject *args) {
+    int dtype, nthreads;
+    Py_ssize_t x, out, lse;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "innnnnnnnnnnnii", &dtype, &a.O, &a.D, &a.C, &x, &a.xs[0],
+                          &a.xs[1], &a.xs[2], &out, &a.gs[0], &a.gs[1], &a.gs[2], &lse, &a.mode,
+                          &nthreads))
+        return NULL;
+    if ((dtype != 0 && dtype != 1) || a.O < 0 || a.D < 1 || a.C < 1 || !x || !lse ||
+        a.xs[2] != 1 || (out && a.gs[2] != 1) || (a.mode && !out)) {
+        PyErr_SetString(PyExc_ValueError, "softmax: invalid arguments");
+        return NULL;
+    }
+    a.x = PTR(x);
+    a.g = PTR(out);
+    a.loss = PTR(lse);
+    a.online = dtype ? (1 << 17) : (1 << 18);
+    Py_ssize_t R = a.O * a.D;
+    int nt = ce_threads_for(R * a.C, nthreads);
+    Py_BEGIN_ALLOW_THREADS
+    ce_parallel(&a, R, nt, dtype ? ce_softmax_rows_f64 : ce_softmax_rows_f32);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static void ce_copy_range(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
+    (void)failed;
+    if (a->g) {
+        char *d = a->g + lo * 4096;
+        const char *s = a->x + lo * 4096;
+        const size_t n = (size_t)((hi - lo) * 4096);
+        if (a->copy_mode == 2) {
+            ce_stream(d, s, n);
+            ce_stream_done();
+        } else if (a->copy_mode == 1) {
+            float *df = (float *)d; /* + 0.0f keeps the loop a loop (not a memcpy call) */
+            const float *sf = (const float *)s;
+            CE_SIMD
+            for (size_t i = 0; i < n / 4; i++) df[i] = sf[i] + 0.0f;
+        } else {
+            memcpy(d, s, n);
+        }
+        return;
+    }
+    /* read only: sum the words so that nothing is optimised away */
+    const uint64_t *p = (const uint64_t *)(a->x + lo * 4096);
+    const Py_ssize_t n = (hi - lo) * 512;
+    uint64_t acc[8] = {0};
+    for (Py_ssize_t i = 0; i + 8 <= n; i += 8) {
+#if defined(__GNUC__)
+        __builtin_prefetch(p + i + 1024, 0, 3); /* two pages ahead, as the kernels do */
+#endif
+        for (int j = 0; j < 8; j++) acc[j] += p[i + j];
+    }
+    uint64_t total = 0;
+    for (int j = 0; j < 8; j++) total += acc[j];
+    *failed = total == 0x9e3779b97f4a7c15ull; /* practically never: keeps the sum live */
+}
+
+static const char copy_doc[] =
+    "copy(src, dst, nbytes, nthreads, mode=0)\n\n"
+    "A copy split over threads, as the kernels split their work: the time of one\n"
+    "pass that reads a buffer and writes another of the same size (dst 0: read\n"
+    "only).  mode 0: memcpy, 1: plain stores, 2: non-temporal stores.";
+
+static PyObject *py_copy(PyObject *self, PyObject *args) {
+    Py_ssize_t src, dst, nbytes;
+    int nthreads;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "nnni|i", &src, &dst, &nbytes, &nthreads, &a.copy_mode)) return NULL;
+    if (nbytes < 0 || !src) {
+        PyErr_SetString(PyExc_ValueError, "copy: invalid arguments");
+        return NULL;
+    }
+    a.x = PTR(src);
+    a.g = PTR(dst);
+    Py_ssize_t pages = nbytes / 4096;
+    Py_BEGIN_ALLOW_THREADS
+    if (pages) ce_parallel(&a, pages, nthreads, ce_copy_range);
+    if (a.g) memcpy(a.g + pages * 4096, a.x + pages * 4096, (size_t)(nbytes - pages * 4096));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_info(PyObject *self, PyObject *noargs) {
+    return Py_BuildValue("{s:s,s:i}", "isa", CE_ISA, "cpus", ce_default_threads());
+}
+
+static PyMethodDef ce_methods[] = {
+    {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
+    {"softmax", py_softmax, METH_VARARGS, softmax_doc},
+    {"copy", py_copy, METH_VARARGS, copy_doc},
+    {"info", py_info, METH_NOARGS, "Build information: instruction sets, CPUs online."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef ce_module = {
+    PyModuleDef_HEAD_INIT, "_ce", "Fused CPU kernels for crossentropy.", -1, ce_methods,
+};
+
+PyMODINIT_FUNC PyInit__ce(void) {
+    for (int i = 0; i < 1024; i++) {
+        ones_f32[i] = 1.0f;
+        ones_f64[i] = 1.0;
+    }
+    return PyModule_Create(&ce_module);
+}
+
+#else /* ================================================= typed kernels */
+
+/* ---- elementary functions, vectorizable ---- */
+
+CE_INLINE REAL SFX(from_bits)(UINT u) {
+    REAL f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+CE_INLINE UINT SFX(to_bits)(REAL f) {
+    UINT u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* 2^k for an integer-valued REAL k in the normal exponent range */
+CE_INLINE REAL SFX(pow2)(REAL k) {
+    return SFX(from_bits)((SFX(to_bits)(k + MAGIC) - SFX(to_bits)(MAGIC) + BIAS) << MANT);
+}
+
+/* exp(x): |error| about 1 ulp; -inf -> 0, +inf -> inf, NaN -> NaN, subnormals kept */
+CE_INLINE REAL SFX(vexp)(REAL x) {
+    x = x < EXP_LO ? EXP_LO : x; /* comparisons keep NaN */
+    x = x > EXP_HI ? EXP_HI : x;
+    REAL k = (x * LOG2E_R + MAGIC) - MAGIC; /* round to nearest */
+    REAL r = x - k * LN2_HI_R;
+    r = r - k * LN2_LO_R; /* |r| <= ln2/2 */
+#ifdef CE_DOUBLE
+    REAL p = 1.0 / 479001600;
+    p = p * r + 1.0 / 39916800;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#else
+    REAL p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#endif
+    /* 2^k as two factors so that k down to -150 (-1076) gives subnormals */
+    REAL k1 = (k * (REAL)0.5 + MAGIC) - MAGIC;
+    REAL k2 = k - k1;
+    return p * SFX(pow2)(k1) * SFX(pow2)(k2);
+}
+
+/* expm1(x) for x <= 0, accurate relative to the result near 0 */
+CE_INLINE REAL SFX(vexpm1_neg)(REAL x) {
+    x = x < EM1_LO ? EM1_LO : x;
+    REAL k = (x * LOG2E_R + MAGIC) - MAGIC;
+    REAL r = x - k * LN2_HI_R;
+    r = r - k * LN2_LO_R;
+#ifdef CE_DOUBLE
+    REAL p = 1.0 / 87178291200;
+    p = p * r + 1.0 / 6227020800;
+    p = p * r + 1.0 / 479001600;
+    p = p * r + 1.0 / 39916800;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+#else
+    REAL p = 1.0f / 40320;
+    p = p * r + 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+#endif
+    REAL q = r + (r * r) * p; /* expm1(r) */
+    REAL f = SFX(pow2)(k);
+    return f * q + (f - 1);
+}
+
+/* tanh(y) = -expm1(-2|y|) / (2 + expm1(-2|y|)), with the sign of y */
+CE_INLINE REAL SFX(vtanh)(REAL y) {
+    REAL a = y < 0 ? -y : y;
+    REAL u = SFX(vexpm1_neg)(-2 * a);
+    REAL t = -u / (2 + u);
+    return y < 0 ? -t : t;
+}
+
+/* log(s) in double for s in {0} U [1, inf] U {NaN} (a sum of exponentials of z <= 0) */
+CE_INLINE double SFX(vlog)(double s) {
+    uint64_t u;
+    memcpy(&u, &s, sizeof u);
+    uint64_t e = (u >> 52) & 0x7ff;
+    uint64_t mb = (u & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m;
+    memcpy(&m, &mb, sizeof m);                 /* s = m * 2^(e - 1023), m in [1, 2) */
+    double big = m > 1.4142135623730951 ? 1.0 : 0.0;
+    m = big > 0 ? m * 0.5 : m;                 /* m in [sqrt(1/2), sqrt(2)) */
+    uint64_t eb = e + 0x4330000000000000ull;   /* exponent as a double via 2^52 */
+    double ef;
+    memcpy(&ef, &eb, sizeof ef);
+    ef = ef - 4503599627370496.0 - 1023.0 + big;
+    double v = (m - 1) / (m + 1), v2 = v * v; /* log m = 2 atanh(v) */
+    double p = 1.0 / 21;
+    p = p * v2 + 1.0 / 19;
+    p = p * v2 + 1.0 / 17;
+    p = p * v2 + 1.0 / 15;
+    p = p * v2 + 1.0 / 13;
+    p = p * v2 + 1.0 / 11;
+    p = p * v2 + 1.0 / 9;
+    p = p * v2 + 1.0 / 7;
+    p = p * v2 + 1.0 / 5;
+    p = p * v2 + 1.0 / 3;
+    p = p * v2 + 1.0;
+    double r = ef * 0.6931471805599453 + 2 * v * p;
+    r = s == 0 ? -INFINITY : r;
+    r = s > 1.7976931348623157e308 ? s : r; /* inf */
+    return s != s ? s : r;                  /* NaN */
+}
+
+/* the logit after soft-capping: cap * tanh(v / cap) */
+CE_INLINE REAL SFX(capped)(REAL v, REAL cap, int on) { return on ? cap * SFX(vtanh)(v / cap) : v; }
+
+/* ---- row kernels: one cache-resident row, vectorized along it ---- */
+
+/* max of the (capped) row, 0 if it is not finite (as the reference shifts) */
+CE_INLINE REAL SFX(row_max)(const REAL *x, Py_ssize_t C, REAL cap, int on) {
+    REAL mx = -INFINITY;
+    CE_SIMD_MAX(mx)
+    for (Py_ssize_t c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+    if (on) mx = cap * SFX(vtanh)(mx / cap); /* tanh is increasing */
+    return mx - mx == 0 ? mx : 0;
+}
+
+CE_INLINE double SFX(row_sumexp)(const REAL *x, Py_ssize_t C, REAL m, REAL cap, int on) {
+    double S = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        const REAL *xc = x + c0;
+        REAL s = 0;
+        CE_SIMD_SUM(s)
+        for (Py_ssize_t i = 0; i < n; i++) s += SFX(vexp)(SFX(capped)(xc[i], cap, on) - m);
+        S += s;
+    }
+    return S;
+}
+
+/* single pass: running max, sum rescaled when the max grows; 0 if the row
+   needs the two-pass treatment (a non-finite maximum) */
+CE_INLINE int SFX(row_online)(const REAL *x, Py_ssize_t C, REAL cap, int on, REAL *m_out,
+                              double *S_out) {
+    REAL M = -INFINITY;
+    double S = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        const REAL *xc = x + c0;
+        REAL cm = -INFINITY;
+        CE_SIMD_MAX(cm)
+        for (Py_ssize_t i = 0; i < n; i++) cm = xc[i] > cm ? xc[i] : cm;
+        if (on) cm = cap * SFX(vtanh)(cm / cap);
+        if (cm > M) {
+            if (S != 0) S *= exp((double)M - (double)cm);
+            M = cm;
+        }
+        if (M == -INFINITY) continue;
+        if (!(M - M == 0)) return 0;
+        REAL s = 0;
+        CE_SIMD_SUM(s)
+        for (Py_ssize_t i = 0; i < n; i++) s += SFX(vexp)(SFX(capped)(xc[i], cap, on) - M);
+        S += s;
+    }
+    if (M == -INFINITY) return 0;
+    *m_out = M;
+    *S_out = S;
+    return 1;
+}
+
+CE_INLINE void SFX(row_stats)(const ce_task *a, const REAL *x, REAL cap, int on, REAL *m,
+                              double *S) {
+    if (a->C > a->online && SFX(row_online)(x, a->C, cap, on, m, S)) return;
+    *m = SFX(row_max)(x, a->C, cap, on);
+    *S = SFX(row_sumexp)(x, a->C, *m, cap, on);
+}
+
+/* sum over c of w_c (z_c) with z = capped(x) - m; w = 1 without weights */
+CE_INLINE double SFX(row_sum_z)(const REAL *x, const REAL *w, Py_ssize_t C, REAL m, REAL cap,
+                                int on, int weighted) {
+    double S = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        const REAL *xc = x + c0;
+        REAL s = 0;
+        CE_SIMD_SUM(s)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            REAL z = SFX(capped)(xc[i], cap, on) - m;
+            s += weighted ? w[c0 + i] * z : z;
+        }
+        S += s;
+    }
+    return S;
+}
+
+/* probability targets: sum of wt_c and of wt_c (z_c - lse) over wt_c != 0 */
+CE_INLINE void SFX(row_prob_sums)(const REAL *x, const REAL *t, const REAL *w, Py_ssize_t C,
+                                  REAL m, REAL lse, REAL omeps, REAL epsc, REAL cap, int on,
+                                  int weighted, double *Sw_out, double *L_out) {
+    double Sw = 0, L = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        REAL sw = 0, l = 0;
+        CE_SIMD_SUM2(sw, l)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t c = c0 + i;
+            REAL tp = omeps * t[c] + epsc;
+            REAL wt = weighted ? tp * w[c] : tp;
+            REAL lp = SFX(capped)(x[c], cap, on) - m - lse;
+            sw += wt;
+            l += wt == 0 ? 0 : wt * lp;
+        }
+        Sw += sw;
+        L += l;
+    }
+    *Sw_out = Sw;
+    *L_out = L;
+}
+
+/* g_c = (A e_c - B w_c - T t'_c w_c) * (1 - th_c^2): every gradient of the family */
+CE_INLINE void SFX(row_grad)(const REAL *x, const REAL *t, const REAL *w, REAL *g, Py_ssize_t C,
+                             REAL m, REAL A, REAL B, REAL T, REAL omeps, REAL epsc, REAL cap,
+                             int on, int weighted, int probs) {
+    CE_SIMD
+    for (Py_ssize_t c = 0; c < C; c++) {
+        REAL th = 0, v = x[c];
+        if (on) {
+            th = SFX(vtanh)(v / cap);
+            v = cap * th;
+        }
+        REAL gv = A * SFX(vexp)(v - m);
+        if (probs) {
+            REAL tp = omeps * t[c] + epsc;
+            gv -= T * (weighted ? tp * w[c] : tp);
+        } else {
+            gv -= weighted ? B * w[c] : B;
+        }
+        if (on) gv *= 1 - th * th;
+        g[c] = gv;
+    }
+}
+
+/* probability targets: d loss / d t_c = -(1 - eps) w_c log softmax(x)_c, times the seed */
+CE_INLINE void SFX(row_dtarget)(const REAL *x, const REAL *w, REAL *dt, Py_ssize_t C, REAL m,
+                                REAL lse, REAL coef, REAL cap, int on) {
+    if (w) {
+        CE_SIMD
+        for (Py_ssize_t c = 0; c < C; c++) dt[c] = coef * w[c] * (SFX(capped)(x[c], cap, on) - m - lse);
+    } else {
+        CE_SIMD
+        for (Py_ssize_t c = 0; c < C; c++) dt[c] = coef * (SFX(capped)(x[c], cap, on) - m - lse);
+    }
+}
+
+static void SFX(row_one)(const ce_task *a, Py_ssize_t r, int on, int weighted) {
+    const Py_ssize_t C = a->C;
+    const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
+    REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
+    const REAL *w = (const REAL *)a->weight;
+    const REAL cap = (REAL)a->cap;
+    const double eps = a->eps, zl = a->zl, s = a->scale;
+    const REAL omeps = (REAL)(1 - eps), epsc = (REAL)(eps / C);
+    REAL m;
+    double S;
+    SFX(row_stats)(a, x, cap, on, &m, &S);
+    const double lse = SFX(vlog)(S), full = lse + m;
+
+    if (a->t) {
+        const REAL *t = (const REAL *)a->t + ce_offset(a->ts, r, a->D);
+        double Sw, L;
+        SFX(row_prob_sums)(x, t, w, C, m, (REAL)lse, eps ? omeps : 1, eps ? epsc : 0, cap, on,
+                           weighted, &Sw, &L);
+        double loss = -L;
+        if (zl) loss += zl * full * full;
+        ((REAL *)a->loss)[r] = (REAL)loss;
+        if (g) {
+            double dz = zl ? 2 * zl * full : 0;
+            SFX(row_grad)(x, t, w, g, C, m, (REAL)(s * (Sw + dz) / S), 0, (REAL)s,
+                          eps ? omeps : 1, eps ? epsc : 0, cap, on, weighted, 1);
+        }
+        if (a->dt)
+            SFX(row_dtarget)(x, w, (REAL *)a->dt + ce_offset(a->gs, r, a->D), C, m, (REAL)lse,
+                             (REAL)(-(1 - eps) * s), cap, on);
+        return;
+    }
+
+    const int64_t y = a->y[r];
+    const int valid = a->valid[r] != 0;
+    const double wt = (double)((const REAL *)a->wt)[r];
+    const REAL zy = SFX(capped)(x[y], cap, on) - m;
+    double loss = wt * (lse - (double)zy);
+    if (eps > 0) {
+        double smooth = valid ? a->W * lse - SFX(row_sum_z)(x, w, C, m, cap, on, weighted) : 0;
+        loss = (1 - eps) * loss + eps / C * smooth;
+    }
+    if (zl && valid) loss += zl * full * full;
+    ((REAL *)a->loss)[r] = (REAL)loss;
+    if (!g) return;
+
+    const double coef = (1 - eps) * wt;
+    const double coef_p = coef + (valid ? eps / C * a->W : 0);
+    const double dz = (zl && valid) ? 2 * zl * full : 0;
+    const REAL A = (REAL)(s * (coef_p + dz) / S);
+    const REAL B = valid ? (REAL)(s * eps / C) : 0;
+    /* the target's entry in one expression, read before g (maybe x itself) is written */
+    REAL th = 0, v = x[y];
+    if (on) {
+        th = SFX(vtanh)(v / cap);
+        v = cap * th;
+    }
+    REAL gy = A * SFX(vexp)(v - m) - (weighted ? B * w[y] : B) - (REAL)(s * coef);
+    if (on) gy *= 1 - th * th;
+    SFX(row_grad)(x, NULL, w, g, C, m, A, B, 0, 0, 0, cap, on, weighted, 0);
+    if (coef != 0) g[y] = gy;
+}
+
+/* ---- fast rows: finite maxima, chunked online max / sum, multi-lane accumulators ---- */
+
+/* exp(z) for z <= ~0 (and NaN): one 2^k factor, results below the smallest
+   normal number flushed to 0 */
+CE_INLINE REAL SFX(vexp_fast)(REAL z) {
+    REAL t = z * LOG2E_R + MAGIC;
+    REAL k = t - MAGIC;
+    REAL r = z - k * LN2_HI_R;
+    r = r - k * LN2_LO_R;
+#ifdef CE_DOUBLE
+    REAL p = 1.0 / 479001600;
+    p = p * r + 1.0 / 39916800;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#else
+    REAL p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#endif
+    REAL f = SFX(from_bits)((SFX(to_bits)(t) - SFX(to_bits)(MAGIC) + BIAS) << MANT);
+    REAL v = p * f;
+    return z < FLUSH ? 0 : v;
+}
+
+static REAL SFX(ones)[FCH];
+
+/* ask for a chunk ahead of time (beyond the row's end: the next row, if
+   contiguous); the hardware streams within a page, this crosses them */
+CE_INLINE void SFX(prefetch)(const REAL *p) {
+#if defined(__GNUC__)
+    for (int b = 0; b < FCH * (int)sizeof(REAL); b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+#else
+    (void)p;
+#endif
+}
+
+/* max of x[0:n], four independent vector accumulators */
+CE_INLINE REAL SFX(vmax)(const REAL *x, Py_ssize_t n) {
+    REAL mm[RL];
+    CE_SIMD
+    for (int j = 0; j < RL; j++) mm[j] = -INFINITY;
+    Py_ssize_t i = 0;
+    for (; i + RL <= n; i += RL) {
+        CE_SIMD
+        for (int j = 0; j < RL; j++) mm[j] = x[i + j] > mm[j] ? x[i + j] : mm[j];
+    }
+    REAL m = -INFINITY;
+    CE_SIMD_MAX(m)
+    for (Py_ssize_t k = i; k < n; k++) m = x[k] > m ? x[k] : m;
+    CE_SIMD_MAX(m)
+    for (int j = 0; j < RL; j++) m = mm[j] > m ? mm[j] : m;
+    return m;
+}
+
+/* one element of the first pass: its exp (stored when `store`), and the
+   smoothing / probability-target sums relative to the running max M */
+#define CE_P1_BODY(c, s_, z_, w_)                                                   \
+    {                                                                               \
+        REAL th_ = 0, v_ = x[c];                                                    \
+        if (on) {                                                                   \
+            th_ = SFX(vtanh)(v_ / cap);                                             \
+            v_ = cap * th_;                                                         \
+        }                                                                           \
+        REAL z0_ = v_ - M;                                                          \
+        REAL e_ = SFX(vexp_fast)(z0_);                                              \
+        if (store) e[c] = e_;                                                       \
+        s_ += e_;                                                                   \
+        if (probs) {                                                                \
+            REAL wt_ = (omeps * t[c] + epsc) * w[c];                                \
+            w_ += wt_;                                                              \
+            z_ += wt_ == 0 ? 0 : wt_ * z0_;                                         \
+        } else if (smooth) {                                                        \
+            z_ += w[c] * z0_;                                                       \
+            w_ += w[c];                                                             \
+        }                                                                           \
+    }
+
+/* pass 1 over a row in chunks of FCH: running max M, sum of exp(x - M) and
+   (smooth) sum of w (x - M) / (probs) sum of wt (x - M) and of wt, each sum
+   rescaled when M grows; 0 (nothing usable) if a chunk maximum is not finite */
+CE_INLINE int SFX(fast_pass1)(const REAL *x0, const REAL *t0, const REAL *w0, REAL *e0,
+                              Py_ssize_t C, REAL cap, int on, int probs, int smooth, int store,
+                              REAL omeps, REAL epsc, REAL *M_out, double *S_out, double *Z_out,
+                              double *W_out, REAL *Mk) {
+    REAL M = -INFINITY;
+    double S = 0, Z = 0, Wt = 0;
+    for (Py_ssize_t c0 = 0, k = 0; c0 < C; c0 += FCH, k++) {
+        const Py_ssize_t n = C - c0 < FCH ? C - c0 : FCH;
+        const REAL *x = x0 + c0;
+        const REAL *t = probs ? t0 + c0 : NULL;
+        const REAL *w = w0 ? w0 + c0 : SFX(ones);
+        REAL *e = store ? e0 + c0 : NULL;
+        SFX(prefetch)(x + CE_PREFETCH * FCH);
+        REAL cm = SFX(vmax)(x, n);
+        if (on) cm = cap * SFX(vtanh)(cm / cap);
+        if (!(cm - cm == 0)) return 0;
+        if (cm > M) {
+            if (k) {
+                double d = (double)M - (double)cm;
+                S *= exp(d);
+                Z += d * Wt;
+            }
+            M = cm;
+        }
+        if (store) Mk[k] = M;
+        REAL ss[RL], zz[RL], ww[RL];
+        CE_SIMD
+        for (int j = 0; j < RL; j++) ss[j] = zz[j] = ww[j] = 0;
+        Py_ssize_t i = 0;
+        for (; i + RL <= n; i += RL) {
+            CE_SIMD
+            for (int j = 0; j < RL; j++) CE_P1_BODY(i + j, ss[j], zz[j], ww[j])
+        }
+        REAL st = 0, zt = 0, wt = 0;
+        CE_PRAGMA(omp simd reduction(+ : st, zt, wt))
+        for (Py_ssize_t c = i; c < n; c++) CE_P1_BODY(c, st, zt, wt)
+        CE_PRAGMA(omp simd reduction(+ : st, zt, wt))
+        for (int j = 0; j < RL; j++) {
+            st += ss[j];
+            zt += zz[j];
+            wt += ww[j];
+        }
+        S += st;
+        Z += zt;
+        Wt += wt;
+    }
+    *M_out = M;
+    *S_out = S;
+    *Z_out = Z;
+    *W_out = Wt;
+    return 1;
+}
+
+/* pass 3: g = (A e - B w - T t' w) (1 - th^2), e from the scratch row (stored by
+   pass 1 relative to the chunk's running max Mk) or recomputed; the target's
+   entry y (if >= 0) is then set to gy.  Each chunk is written to g, or built in
+   the scratch row and streamed to g (`stream`). */
+CE_INLINE void SFX(fast_pass3)(const REAL *x0, const REAL *t0, const REAL *w0, REAL *g0,
+                               REAL *scratch, Py_ssize_t C, REAL M, const REAL *Mk, double A,
+                               REAL B, REAL T, REAL omeps, REAL epsc, REAL cap, int on,
+                               int probs, int from_e, int stream, int64_t y, REAL gy) {
+    for (Py_ssize_t c0 = 0, k = 0; c0 < C; c0 += FCH, k++) {
+        const Py_ssize_t n = C - c0 < FCH ? C - c0 : FCH;
+        const REAL *x = x0 + c0;
+        const REAL *t = probs ? t0 + c0 : NULL;
+        const REAL *w = w0 ? w0 + c0 : SFX(ones);
+        const REAL *e = from_e ? scratch + c0 : NULL;
+        REAL *dst = stream ? (from_e ? scratch + c0 : scratch) : g0 + c0;
+        if (!from_e) SFX(prefetch)(x + CE_PREFETCH * FCH);
+        const REAL Ak = (REAL)(from_e && Mk[k] != M ? A * exp((double)Mk[k] - (double)M) : A);
+        CE_SIMD
+        for (Py_ssize_t i = 0; i < n; i++) {
+            REAL th = 0, v = x[i];
+            if (on) {
+                th = SFX(vtanh)(v / cap);
+                v = cap * th;
+            }
+            REAL ev = from_e ? e[i] : SFX(vexp_fast)(v - M);
+            REAL gv = Ak * ev - (probs ? T * ((omeps * t[i] + epsc) * w[i]) : B * w[i]);
+            dst[i] = on ? gv * (1 - th * th) : gv;
+        }
+        if (y >= c0 && y < c0 + n) dst[y - c0] = gy;
+        if (stream) ce_stream(g0 + c0, dst, (size_t)n * sizeof(REAL));
+    }
+}
+
+/* The per-row losses, out of line: one compiled copy whatever the caller, so
+   that the value does not depend on whether a gradient is computed as well
+   (floating-point contraction may differ between inlined copies). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static double SFX(index_loss)(double wt, double lse, REAL zy, double eps, Py_ssize_t C, int valid,
+                              double W, double Z, double zl, double full) {
+    double loss = wt * (lse - (double)zy);
+    if (eps > 0) loss = (1 - eps) * loss + eps / C * (valid ? W * lse - Z : 0);
+    if (zl && valid) loss += zl * full * full;
+    return loss;
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static double SFX(prob_loss)(double Z, double lse, double Wt, double zl, double full) {
+    double loss = -(Z - lse * Wt);
+    if (zl) loss += zl * full * full;
+    return loss;
+}
+
+/* one row on the fast path; 0 if it needs the exact one (nothing final written) */
+CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int on, int probs,
+                            int smooth, int store) {
+    const Py_ssize_t C = a->C;
+    const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
+    REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
+    const REAL *t = probs ? (const REAL *)a->t + ce_offset(a->ts, r, a->D) : NULL;
+    const REAL *w = (const REAL *)a->weight;
+    const REAL cap = (REAL)a->cap;
+    const double eps = a->eps, zl = a->zl, s = a->scale;
+    const REAL omeps = (REAL)(1 - eps), epsc = (REAL)(eps / C);
+    REAL Mk[FMAXCHUNKS];
+    REAL M;
+    double S, Z, Wt;
+    /* the target's logit, read before g (maybe x itself) is written */
+    int64_t y = 0;
+    REAL thy = 0, vy = 0;
+    if (!probs) {
+        y = a->y[r];
+        vy = x[y];
+        if (on) {
+            thy = SFX(vtanh)(vy / cap);
+            vy = cap * thy;
+        }
+    }
+    if (!SFX(fast_pass1)(x, t, w, scratch, C, cap, on, probs, smooth, store, probs ? omeps : 0,
+                         probs ? epsc : 0, &M, &S, &Z, &Wt, Mk))
+        return 0;
+    const double lse = log(S), full = lse + M;
+    if (probs) {
+        ((REAL *)a->loss)[r] = (REAL)SFX(prob_loss)(Z, lse, Wt, zl, full);
+        if (g) {
+            const double dz = zl ? 2 * zl * full : 0;
+            SFX(fast_pass3)(x, t, w, g, scratch, C, M, Mk, s * (Wt + dz) / S, 0, (REAL)s, omeps,
+                            epsc, cap, on, 1, store, a->stream, -1, 0);
+        }
+        if (a->dt)
+            SFX(row_dtarget)(x, w, (REAL *)a->dt + ce_offset(a->gs, r, a->D), C, M, (REAL)lse,
+                             (REAL)(-(1 - eps) * s), cap, on);
+        return 1;
+    }
+    const int valid = a->valid[r] != 0;
+    const double wt = (double)((const REAL *)a->wt)[r];
+    const REAL zy = vy - M;
+    ((REAL *)a->loss)[r] = (REAL)SFX(index_loss)(wt, lse, zy, eps, C, valid, a->W, Z, zl, full);
+    if (!g) return 1;
+    const double coef = (1 - eps) * wt;
+    const double coef_p = coef + (valid ? eps / C * a->W : 0);
+    const double dz = (zl && valid) ? 2 * zl * full : 0;
+    const double A = s * (coef_p + dz) / S;
+    const REAL B = valid ? (REAL)(s * eps / C) : 0;
+    REAL gy = (REAL)A * SFX(vexp)(vy - M) - (w ? B * w[y] : B) - (REAL)(s * coef);
+    gy = on ? gy * (1 - thy * thy) : gy;
+    SFX(fast_pass3)(x, NULL, w, g, scratch, C, M, Mk, A, B, 0, 0, 0, cap, on, 0, store, a->stream,
+                    coef != 0 ? y : -1, gy);
+    return 1;
+}
+
+CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
+    const Py_ssize_t C = a->C;
+    const int on = a->cap > 0, weighted = a->weight != NULL, probs = a->t != NULL;
+    /* e kept between the passes in a scratch row when it and the logits row stay in L2 */
+    const int store = a->g && 2 * C * (Py_ssize_t)sizeof(REAL) <= (1 << 20) && C <= FCH * FMAXCHUNKS;
+    REAL *scratch = NULL;
+    if (store || a->stream) {
+        scratch = (REAL *)malloc((size_t)(store ? C : FCH) * sizeof(REAL));
+        if (!scratch) {
+            *failed = 1;
+            return;
+        }
+    }
+    for (Py_ssize_t r = lo; r < hi; r++) {
+        int done = 0;
+        if (!a->exact) {
+            const int smooth = !probs && a->eps > 0 && a->valid[r];
+#define CE_FAST(on_, probs_, smooth_)                                                   \
+    (store ? SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 1)                      \
+           : SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 0))
+            if (probs) done = on ? CE_FAST(1, 1, 0) : CE_FAST(0, 1, 0);
+            else if (smooth) done = on ? CE_FAST(1, 0, 1) : CE_FAST(0, 0, 1);
+            else done = on ? CE_FAST(1, 0, 0) : CE_FAST(0, 0, 0);
+#undef CE_FAST
+        }
+        if (done) continue;
+        /* rows with a non-finite maximum: the exact path */
+        SFX(row_one)(a, r, on, weighted);
+    }
+    if (a->stream) ce_stream_done();
+    free(scratch);
+}
+
+/* ---- column kernels: NB rows at once, vectorized across rows ---- */
+
+/* copy NB rows starting at r0 into buf[c * NB + i], padding missing rows with 0 */
+CE_INLINE void SFX(gather)(const char *base, const Py_ssize_t *st, Py_ssize_t D, Py_ssize_t C,
+                           Py_ssize_t r0, int nb, REAL *buf) {
+    const REAL *p = (const REAL *)base;
+    Py_ssize_t off0 = ce_offset(st, r0, D);
+    if (st[1] == 1 && r0 / D == (r0 + nb - 1) / D) { /* consecutive rows, contiguous lanes */
+        for (Py_ssize_t c = 0; c < C; c++) {
+            memcpy(buf + c * NB, p + off0 + c * st[2], nb * sizeof(REAL));
+            for (int i = nb; i < NB; i++) buf[c * NB + i] = 0;
+        }
+        return;
+    }
+    for (int i = 0; i < NB; i++) {
+        if (i < nb) {
+            const REAL *row = p + ce_offset(st, r0 + i, D);
+            for (Py_ssize_t c = 0; c < C; c++) buf[c * NB + i] = row[c * st[2]];
+        } else {
+            for (Py_ssize_t c = 0; c < C; c++) buf[c * NB + i] = 0;
+        }
+    }
+}
+
+CE_INLINE void SFX(scatter)(char *base, const Py_ssize_t *st, Py_ssize_t D, Py_ssize_t C,
+                            Py_ssize_t r0, int nb, const REAL *buf) {
+    REAL *p = (REAL *)base;
+    Py_ssize_t off0 = ce_offset(st, r0, D);
+    if (st[1] == 1 && r0 / D == (r0 + nb - 1) / D) {
+        for (Py_ssize_t c = 0; c < C; c++) memcpy(p + off0 + c * st[2], buf + c * NB, nb * sizeof(REAL));
+        return;
+    }
+    for (int i = 0; i < nb; i++) {
+        REAL *row = p + ce_offset(st, r0 + i, D);
+        for (Py_ssize_t c = 0; c < C; c++) row[c * st[2]] = buf[c * NB + i];
+    }
+}
+
+CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, REAL *E, REAL *T,
+                              int on, int weighted) {
+    const Py_ssize_t C = a->C;
+    const REAL *w = (const REAL *)a->weight;
+    const REAL cap = (REAL)a->cap;
+    const double eps = a->eps, zl = a->zl, s = a->scale;
+    const REAL omeps = (REAL)(1 - eps), epsc = (REAL)(eps / C);
+    REAL m[NB], A[NB], B[NB], lseR[NB], tg[NB];
+    double S[NB], lse[NB], acc[NB], acc2[NB], loss[NB];
+    int64_t y[NB];
+
+    SFX(gather)(a->x, a->xs, a->D, C, r0, nb, X);
+    if (on) { /* X holds tanh(x / cap); the logit is cap * X */
+        for (Py_ssize_t c = 0; c < C; c++) {
+            REAL *xc = X + c * NB;
+            CE_SIMD
+            for (int i = 0; i < NB; i++) xc[i] = SFX(vtanh)(xc[i] / cap);
+        }
+    }
+    const REAL k = on ? cap : 1;
+    CE_SIMD
+    for (int i = 0; i < NB; i++) m[i] = -INFINITY;
+    for (Py_ssize_t c = 0; c < C; c++) {
+        const REAL *xc = X + c * NB;
+        CE_SIMD
+        for (int i = 0; i < NB; i++) m[i] = k * xc[i] > m[i] ? k * xc[i] : m[i];
+    }
+    CE_SIMD
+    for (int i = 0; i < NB; i++) {
+        m[i] = m[i] - m[i] == 0 ? m[i] : 0;
+        S[i] = 0;
+        acc[i] = 0;
+        acc2[i] = 0;
+    }
+    for (Py_ssize_t c = 0; c < C; c++) {
+        const REAL *xc = X + c * NB;
+        REAL *ec = E + c * NB;
+        CE_SIMD
+        for (int i = 0; i < NB; i++) {
+            REAL e = SFX(vexp)(k * xc[i] - m[i]);
+            ec[i] = e;
+            S[i] += e;
+        }
+    }
+    CE_SIMD
+    for (int i = 0; i < NB; i++) {
+        lse[i] = SFX(vlog)(S[i]);
+        lseR[i] = (REAL)lse[i];
+    }
+
+    if (a->t) {
+        SFX(gather)(a->t, a->ts, a->D, C, r0, nb, T);
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const REAL *xc = X + c * NB;
+            REAL *tc = T + c * NB;
+            const REAL wc = weighted ? w[c] : 1;
+            CE_SIMD
+            for (int i = 0; i < NB; i++) {
+                REAL wt = (omeps * tc[i] + epsc) * wc;
+                REAL lp = k * xc[i] - m[i] - lseR[i];
+                tc[i] = wt;
+                acc[i] += wt;
+                acc2[i] += wt == 0 ? 0 : wt * lp;
+            }
+        }
+        for (int i = 0; i < nb; i++) {
+            double full = lse[i] + m[i];
+            double l = -acc2[i];
+            if (zl) l += zl * full * full;
+            ((REAL *)a->loss)[r0 + i] = (REAL)l;
+            A[i] = (REAL)(s * (acc[i] + (zl ? 2 * zl * full : 0)) / S[i]);
+        }
+        if (!a->g) return;
+        for (int i = nb; i < NB; i++) A[i] = 0;
+        const REAL sR = (REAL)s;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const REAL *xc = X + c * NB, *tc = T + c * NB;
+            REAL *ec = E + c * NB;
+            CE_SIMD
+            for (int i = 0; i < NB; i++) {
+                REAL gv = A[i] * ec[i] - sR * tc[i];
+                ec[i] = on ? gv * (1 - xc[i] * xc[i]) : gv;
+            }
+        }
+        SFX(scatter)(a->g, a->gs, a->D, C, r0, nb, E);
+        if (!a->dt) return;
+        const REAL coef = (REAL)(-(1 - eps) * s);
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const REAL *xc = X + c * NB;
+            REAL *tc = T + c * NB;
+            const REAL cw = weighted ? coef * w[c] : coef;
+            CE_SIMD
+            for (int i = 0; i < NB; i++) tc[i] = cw * (k * xc[i] - m[i] - lseR[i]);
+        }
+        SFX(scatter)(a->dt, a->gs, a->D, C, r0, nb, T);
+        return;
+    }
+
+    const int64_t *ys = a->y + r0;
+    const REAL *wts = (const REAL *)a->wt + r0;
+    const unsigned char *vs = a->valid + r0;
+    if (eps > 0) {
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const REAL *xc = X + c * NB;
+            const REAL wc = weighted ? w[c] : 1;
+            CE_SIMD
+            for (int i = 0; i < NB; i++) acc[i] += wc * (k * xc[i] - m[i]);
+        }
+    }
+    for (int i = 0; i < nb; i++) {
+        y[i] = ys[i];
+        const int valid = vs[i] != 0;
+        const double wt = (double)wts[i], full = lse[i] + m[i];
+        const REAL zy = k * X[y[i] * NB + i] - m[i];
+        double l = wt * (lse[i] - (double)zy);
+        if (eps > 0) l = (1 - eps) * l + eps / C * (valid ? a->W * lse[i] - acc[i] : 0);
+        if (zl && valid) l += zl * full * full;
+        loss[i] = l;
+        const double coef = (1 - eps) * wt;
+        const double coef_p = coef + (valid ? eps / C * a->W : 0);
+        const double dz = (zl && valid) ? 2 * zl * full : 0;
+        A[i] = (REAL)(s * (coef_p + dz) / S[i]);
+        B[i] = valid ? (REAL)(s * eps / C) : 0;
+        acc2[i] = coef;
+        /* the target's entry, in one expression */
+        REAL th = X[y[i] * NB + i];
+        REAL gv = A[i] * E[y[i] * NB + i] - (weighted ? B[i] * w[y[i]] : B[i]) - (REAL)(s * coef);
+        tg[i] = on ? gv * (1 - th * th) : gv;
+    }
+    for (int i = 0; i < nb; i++) ((REAL *)a->loss)[r0 + i] = (REAL)loss[i];
+    if (!a->g) return;
+    for (int i = nb; i < NB; i++) A[i] = B[i] = 0;
+    for (Py_ssize_t c = 0; c < C; c++) {
+        const REAL *xc = X + c * NB;
+        REAL *ec = E + c * NB;
+        const REAL wc = weighted ? w[c] : 1;
+        CE_SIMD
+        for (int i = 0; i < NB; i++) {
+            REAL gv = A[i] * ec[i] - B[i] * wc;
+            ec[i] = on ? gv * (1 - xc[i] * xc[i]) : gv;
+        }
+    }
+    for (int i = 0; i < nb; i++)
+        if (acc2[i] != 0) E[y[i] * NB + i] = tg[i];
+    SFX(scatter)(a->g, a->gs, a->D, C, r0, nb, E);
+}
+
+CE_HOT static void SFX(ce_cols)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
+    const Py_ssize_t C = a->C, R = a->O * a->D;
+    REAL *buf = (REAL *)malloc((size_t)C * NB * 3 * sizeof(REAL));
+    if (!buf) {
+        *failed = 1;
+        return;
+    }
+    REAL *X = buf, *E = buf + C * NB, *T = buf + 2 * C * NB;
+    const int on = a->cap > 0, weighted = a->weight != NULL;
+    for (Py_ssize_t b = lo; b < hi; b++) {
+        Py_ssize_t r0 = b * NB;
+        int nb = (int)(R - r0 < NB ? R - r0 : NB);
+        if (on) {
+            if (weighted) SFX(col_block)(a, r0, nb, X, E, T, 1, 1);
+            else SFX(col_block)(a, r0, nb, X, E, T, 1, 0);
+        } else {
+            if (weighted) SFX(col_block)(a, r0, nb, X, E, T, 0, 1);
+            else SFX(col_block)(a, r0, nb, X, E, T, 0, 0);
+        }
+    }
+    free(buf);
+}
+
+/* ---- softmax family on rows: logsumexp, softmax, log_softmax ---- */
+
+CE_HOT static void SFX(ce_softmax_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi,
+                                        int *failed) {
+    (void)failed;
+    const Py_ssize_t C = a->C;
+    REAL Mk[FMAXCHUNKS];
+    for (Py_ssize_t r = lo; r < hi; r++) {
+        const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
+        REAL *out = a->mode ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
+        const int store = a->mode == 1 && (const REAL *)out != x &&
+                          2 * C * (Py_ssize_t)sizeof(REAL) <= (1 << 20) && C <= FCH * FMAXCHUNKS;
+        REAL m;
+        double S, Z, W;
+        int fast = store ? SFX(fast_pass1)(x, NULL, NULL, out, C, 0, 0, 0, 0, 1, 0, 0, &m, &S,
+                                           &Z, &W, Mk)
+                         : SFX(fast_pass1)(x, NULL, NULL, NULL, C, 0, 0, 0, 0, 0, 0, 0, &m, &S,
+                                           &Z, &W, Mk);
+        if (!fast) SFX(row_stats)(a, x, 0, 0, &m, &S);
+        const double lse = log(S);
+        ((REAL *)a->loss)[r] = (REAL)(lse + m);
+        if (a->mode == 1 && fast && store) { /* out holds exp(x - Mk) per chunk */
+            for (Py_ssize_t c0 = 0, k = 0; c0 < C; c0 += FCH, k++) {
+                const Py_ssize_t n = C - c0 < FCH ? C - c0 : FCH;
+                const REAL f = (REAL)(exp((double)Mk[k] - (double)m) / S);
+                REAL *o = out + c0;
+                CE_SIMD
+                for (Py_ssize_t i = 0; i < n; i++) o[i] *= f;
+            }
+        } else if (a->mode == 1) {
+            const REAL inv = (REAL)(1 / S);
+            if (fast) {
+                CE_SIMD
+                for (Py_ssize_t c = 0; c < C; c++) out[c] = SFX(vexp_fast)(x[c] - m) * inv;
+            } else {
+                CE_SIMD
+                for (Py_ssize_t c = 0; c < C; c++) out[c] = SFX(vexp)(x[c] - m) * inv;
+            }
+        } else if (a->mode == 2) {
+            const REAL sh = (REAL)(lse + m);
+            CE_SIMD
+            for (Py_ssize_t c = 0; c < C; c++) out[c] = x[c] - sh;
+        }
+    }
+}
+
+#endif /* CE_TYPED */

@@ -1,0 +1,267 @@
+"""The fast path of ``cross_entropy``: one fused pass for the value and the gradient.
+
+:func:`cross_entropy_batch` takes the prepared batch of
+``crossentropy.losses.classification`` (class axis last, a view) and returns
+what the reference ``_cross_entropy`` returns, or ``None`` when the kernels do
+not apply (another array library, a GPU tensor, float16 compute, a layout they
+cannot read in place, kernels disabled), so that the caller falls through to the
+reference path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .._namespace import restore
+from .._reduction import reduce, seed
+from . import _native
+from ._native import Strided, rows_geometry, strided
+
+__all__ = ["cross_entropy_batch"]
+
+#: classes up to this many are processed across rows (columns kernel)
+SMALL_C = 32
+#: 0: rows with a finite maximum take the fast path; -n: the exact path only,
+#: one-pass statistics for rows longer than n (tests compare the two)
+ROW_MODE = 0
+#: the columns kernel keeps three (C, rows-per-block) buffers per thread
+_COLUMN_BUFFER_LIMIT = 16 << 20
+
+
+def _contiguous(xp: Any, a: Any) -> Any:
+    if isinstance(a, (np.ndarray, np.generic)):  # unbatched input: 0-d ops give NumPy scalars
+        return np.ascontiguousarray(a)
+    return a.contiguous()
+
+
+def _class_last(xp: Any, a: Any, axis: int) -> Any:
+    return a if axis == a.ndim - 1 else xp.moveaxis(a, axis, -1)
+
+
+def _empty(xp: Any, like: Any, shape: tuple) -> Any:
+    """A new array of ``like``'s library and dtype.  CPU tensors are NumPy memory
+    seen through ``torch.from_numpy``: NumPy asks the kernel for huge pages, so
+    the page faults of a large fresh buffer cost half as much."""
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, dtype=like.dtype)
+    import torch
+
+    dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(like.dtype)
+    if dtype is None or like.device.type != "cpu":
+        return xp.empty(shape, dtype=like.dtype, device=like.device)
+    return torch.from_numpy(np.empty(shape, dtype=dtype))
+
+
+def _fold(lead: tuple, a: Strided, rows_first: bool, od: tuple | None) -> tuple | None:
+    """``(s0, s1, class stride)`` of ``a`` for rows ``(O, D) == od``, or None."""
+    geo = rows_geometry(lead, a.strides[:-1], rows_first)
+    if geo is None or (od is not None and geo[:2] != od):
+        return None
+    return geo
+
+
+def _plan(b: Any, x: Strided, g_strides: tuple | None) -> tuple | None:
+    """The kernel's layout arguments for ``x`` (and the gradient's class-last
+    element strides ``g_strides``), or ``None`` if the layout is not supported."""
+    C = b.n_classes
+    lead = x.shape[:-1]
+    t = strided(b.target) if b.probs else None
+    if b.probs and (t is None or t.code != x.code):
+        return None
+    columns = (
+        C <= SMALL_C
+        or x.strides[-1] != 1
+        or (g_strides is not None and g_strides[-1] != 1)
+        or (t is not None and t.strides[-1] != 1)
+    )
+    if columns and 3 * C * 32 * 8 > _COLUMN_BUFFER_LIMIT:
+        return None
+    geo = _fold(lead, x, not columns, None)
+    if geo is None:
+        return None
+    od = geo[:2]
+    gs = (0, 0, 0)
+    if g_strides is not None:
+        gg = _fold(lead, Strided(None, 0, x.shape, g_strides, x.code), not columns, od)
+        if gg is None:
+            return None
+        gs = (gg[2], gg[3], g_strides[-1])
+    tp, ts = 0, (0, 0, 0)
+    if t is not None:
+        tg = _fold(lead, t, not columns, od)
+        if tg is None:
+            return None
+        tp, ts = t.ptr, (tg[2], tg[3], t.strides[-1])
+    return columns, od, (geo[2], geo[3], x.strides[-1]), gs, tp, ts, t
+
+
+def _launch(
+    b: Any,
+    x: Strided,
+    plan: tuple,
+    gp: int,
+    dtp: int,
+    reused: bool,
+    eps: float,
+    z_loss: float,
+    softcap: float | None,
+    scale: float,
+    loss: Any,
+) -> None:
+    columns, (outer, inner), xs, gs, tp, ts, _t = plan
+    keep = []  # contiguous copies stay alive until the call returns
+
+    def pointer(a: Any) -> int:
+        a = _contiguous(b.xp, a)
+        keep.append(a)
+        return strided(a).ptr
+
+    yp = wp = vp = 0
+    if not b.probs:  # int64, compute dtype and bool, made by _prepare
+        yp, wp, vp = pointer(b.target), pointer(b.w_t), pointer(b.valid)
+    wtp = pointer(b.weight) if b.weight is not None else 0
+    _native._ce.cross_entropy(
+        x.code, outer, inner, b.n_classes, x.ptr, *xs, gp, *gs, tp, *ts,
+        yp, wp, vp, wtp, strided(loss).ptr, eps, z_loss, softcap or 0.0, scale, ROW_MODE,
+        int(columns), _native.get_num_threads(), dtp, int(reused),
+    )  # fmt: skip
+
+
+def _grad_shape(b: Any, x: Strided) -> tuple:
+    shape = list(x.shape[:-1])
+    shape.insert(b.axis, b.n_classes)
+    return tuple(shape)
+
+
+def _class_last_strides(b: Any, shape: tuple) -> tuple:
+    """Element strides of the class-last view of a C-contiguous ``shape``."""
+    strides, step = [0] * len(shape), 1
+    for i in range(len(shape) - 1, -1, -1):
+        strides[i] = step
+        step *= shape[i]
+    strides.append(strides.pop(b.axis))
+    return tuple(strides)
+
+
+def supported(b: Any) -> bool:
+    """True if :func:`run` with a fresh gradient buffer applies to ``b``."""
+    x = strided(b.x)
+    if x is None or x.code > 1 or any(n == 0 for n in x.shape):
+        return False
+    return _plan(b, x, _class_last_strides(b, _grad_shape(b, x))) is not None
+
+
+def _denominator(b: Any, loss: Any, host: Any) -> Any:
+    if b.probs:
+        n = 1
+        for s in loss.shape:
+            n *= s
+        return float(n)
+    return host.sum(_on_host(b.w_t))
+
+
+def _on_host(a: Any) -> Any:
+    """A NumPy view of a CPU tensor that needs no gradient (else ``a``)."""
+    return a if isinstance(a, (np.ndarray, np.generic)) else a.numpy()
+
+
+def _reduce(b: Any, loss: Any, denom: Any, host: Any) -> Any:
+    """``reduce`` in NumPy on the per-row losses (small tensor reductions in
+    PyTorch wake its thread pool for nothing), as ``b.xp``'s array."""
+    value = reduce(host, _on_host(loss), b.reduction, denom)
+    if isinstance(loss, np.ndarray) or b.reduction == "none":
+        return value if b.reduction != "none" else loss
+    import torch
+
+    return torch.from_numpy(np.asarray(value))
+
+
+def run(
+    b: Any,
+    eps: float,
+    z_loss: float,
+    softcap: float | None,
+    need_grad: bool,
+    out: Any = None,
+    target_grad: bool = False,
+) -> tuple[Any, Any, Any] | None:
+    """``(value, gradient, target gradient)`` from the kernel (the gradients
+    ``None`` unless asked for), or ``None`` if it does not apply.  Gradients have
+    the caller's layout and the compute dtype; ``out`` (that shape and dtype)
+    receives the input's when given, and may be the input itself."""
+    xp = b.xp
+    x = strided(b.x)
+    if x is None or x.code > 1 or any(n == 0 for n in x.shape):
+        return None
+    need_grad = need_grad or target_grad
+    g_full = g = dt_full = None
+    if need_grad:
+        g_full = _empty(xp, b.x, _grad_shape(b, x)) if out is None else out
+        g = strided(_class_last(xp, g_full, b.axis))
+        if g is None or g.code != x.code:
+            return None
+    plan = _plan(b, x, None if g is None else g.strides)
+    if plan is None:
+        return None
+    dtp = 0
+    if target_grad:
+        dt_full = _empty(xp, b.x, _grad_shape(b, x))
+        dt = strided(_class_last(xp, dt_full, b.axis))
+        if dt.strides != g.strides:
+            return None
+        dtp = dt.ptr
+    loss = _empty(xp, b.x, tuple(x.shape[:-1]))
+    host = _native.numpy_namespace()
+    denom = _denominator(b, loss, host)
+    scale = float(seed(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
+    gp = 0 if g is None else g.ptr
+    _launch(b, x, plan, gp, dtp, out is not None, eps, z_loss, softcap, scale, loss)
+    return _reduce(b, loss, denom, host), g_full, dt_full
+
+
+def _torch_graph(b: Any) -> bool | None:
+    """For a tensor batch: True if autograd must see the call, None if only the
+    reference path can build that graph (weights or targets that need gradients)."""
+    import torch
+
+    if not torch.is_grad_enabled():
+        return False
+    if (b.weight is not None and b.weight.requires_grad) or (b.probs and b.target.requires_grad):
+        return None
+    return bool(b.x.requires_grad)
+
+
+def cross_entropy_batch(
+    b: Any, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
+) -> tuple[Any, dict] | None:
+    """``_cross_entropy(b, ...)`` through the kernels, or ``None`` to fall through."""
+    if not _native.enabled():
+        return None
+    if array_api_compat.is_torch_array(b.x):
+        graph = _torch_graph(b)
+        if graph is None:
+            return None
+        if graph:
+            from ._torch import autograd_cross_entropy
+
+            return autograd_cross_entropy(b, eps, z_loss, softcap, wrt)
+    elif not isinstance(b.x, np.ndarray):
+        return None
+    result = run(b, eps, z_loss, softcap, "input" in wrt, target_grad="target" in wrt)
+    if result is None:
+        return None
+    return package(b, wrt, *result)
+
+
+def package(b: Any, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[Any, dict]:
+    """What ``_cross_entropy`` returns: the value and the asked-for gradients,
+    in the caller's dtype."""
+    grads = {}
+    if "input" in wrt:
+        grads["input"] = restore(b.xp, g, b.dtype)
+    if "target" in wrt:
+        grads["target"] = restore(b.xp, dt, b.dtype)
+    return restore(b.xp, value, b.dtype), grads

@@ -1,0 +1,167 @@
+"""The compiled extension and the plumbing that hands it arrays without copying.
+
+Arrays reach the C code as a data pointer plus element strides, so a NumPy
+array, a PyTorch CPU tensor or any strided view of either (the class axis
+moved last, a K-dim input) is used in place.  Nothing here imports PyTorch:
+tensors are recognised through array-api-compat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+try:  # built by setup.py; optional
+    from . import _ce
+except ImportError:  # pragma: no cover - depends on the build
+    _ce = None
+
+__all__ = [
+    "Strided",
+    "available",
+    "disabled",
+    "enabled",
+    "get_num_threads",
+    "numpy_namespace",
+    "rows_geometry",
+    "set_num_threads",
+    "strided",
+]
+
+_DISABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("kernels_disabled", default=False)
+_THREADS: list[int] = []
+
+
+def available() -> bool:
+    """True if the compiled kernels were built and import."""
+    return _ce is not None
+
+
+def enabled() -> bool:
+    """True if calls may take the fast path: built, not disabled by
+    ``CROSSENTROPY_DISABLE_KERNELS=1`` nor inside :func:`disabled`."""
+    return (
+        _ce is not None
+        and not _DISABLED.get()
+        and os.environ.get("CROSSENTROPY_DISABLE_KERNELS", "") in ("", "0")
+    )
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Context manager: every call inside it takes the portable reference path."""
+    token = _DISABLED.set(True)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use: :func:`set_num_threads`, else
+    ``CROSSENTROPY_NUM_THREADS``, else the CPUs this process may run on."""
+    if _THREADS:
+        return _THREADS[0]
+    env = os.environ.get("CROSSENTROPY_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads (``None``: back to the default)."""
+    _THREADS.clear()
+    if n is not None:
+        if int(n) < 1:
+            raise ValueError(f"number of threads must be >= 1, got {n!r}")
+        _THREADS.append(int(n))
+
+
+# -- arrays as (pointer, element strides) -----------------------------------------
+
+_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+
+
+class Strided:
+    """An array's data pointer, shape and element strides, and the array itself
+    (kept alive while the kernel runs)."""
+
+    __slots__ = ("array", "ptr", "shape", "strides", "code")
+
+    def __init__(self, array: Any, ptr: int, shape: tuple, strides: tuple, code: int) -> None:
+        self.array, self.ptr, self.shape, self.strides, self.code = array, ptr, shape, strides, code
+
+
+def _torch_code(t: Any) -> int | None:
+    import torch
+
+    return {torch.float32: 0, torch.float64: 1, torch.int64: 2, torch.bool: 3}.get(t.dtype)
+
+
+def strided(a: Any) -> Strided | None:
+    """A :class:`Strided` for a NumPy array or a PyTorch CPU tensor in place,
+    or ``None`` if the kernels cannot read it as it is.
+
+    ``code`` is 0 for float32, 1 for float64, 2 for int64, 3 for bool.
+    """
+    if isinstance(a, np.ndarray):
+        if not a.flags.aligned:
+            return None
+        dt = a.dtype
+        code = _CODES.get(dt, 2 if dt == np.int64 else 3 if dt == np.bool_ else None)
+        if code is None or dt.byteorder not in ("=", "|"):
+            return None
+        size = dt.itemsize
+        if any(s % size for s in a.strides):
+            return None
+        ptr = a.__array_interface__["data"][0]
+        return Strided(a, ptr, a.shape, tuple(s // size for s in a.strides), code)
+    if array_api_compat.is_torch_array(a):
+        if a.device.type != "cpu" or a.is_sparse or a.is_conj() or a.is_neg():
+            return None
+        code = _torch_code(a)
+        if code is None:
+            return None
+        return Strided(a, a.data_ptr(), tuple(a.shape), tuple(a.stride()), code)
+    return None
+
+
+def rows_geometry(shape: tuple, strides: tuple, rows_first: bool) -> tuple | None:
+    """``(O, D, s0, s1)`` such that row ``r = o * D + d`` of the leading axes
+    ``shape`` (C order) starts at ``o * s0 + d * s1``; ``None`` if the leading
+    axes do not fold into two.  With one axis, ``rows_first`` puts it in ``O``
+    (rows kernel) rather than ``D`` (columns kernel)."""
+    merged: list[list[int]] = []
+    for n, s in zip(shape, strides):
+        if n == 1:
+            continue
+        if merged and merged[-1][1] == s * n:
+            merged[-1] = [merged[-1][0] * n, s]
+        else:
+            merged.append([n, s])
+    if not merged:
+        return (1, 1, 0, 0)
+    if len(merged) == 1:
+        n, s = merged[0]
+        return (n, 1, s, 0) if rows_first else (1, n, 0, s)
+    if len(merged) == 2:
+        (o, s0), (d, s1) = merged
+        return (o, d, s0, s1)
+    return None
+
+
+def numpy_namespace() -> Any:
+    """The Array API namespace of NumPy arrays."""
+    return array_api_compat.array_namespace(_EMPTY)
+
+
+_EMPTY = np.empty(0)

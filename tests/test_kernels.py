@@ -1,0 +1,655 @@
+"""The fused CPU kernels (``crossentropy.kernels``) against the portable reference path.
+
+Every comparison runs the same call twice, through the kernel (a spy on the
+extension proves that it ran) and inside ``kernels.disabled()`` (the reference
+Array API path), and compares values and gradients; the kernel is also checked
+against float64 / long-double truth, against PyTorch float64 for what PyTorch
+can express, and z_loss / softcap against PyTorch autograd on their formula.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import crossentropy as ce
+from conftest import finite_difference, torch_grad, torch_oracle
+from crossentropy import kernels
+from crossentropy.kernels import _cross_entropy, _native, _special
+
+value_and_grad_ce = ce.value_and_grad(ce.cross_entropy)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Counts of calls into the extension's entry points."""
+    assert kernels.available(), "the C extension crossentropy.kernels._ce was not built"
+    counts = {"cross_entropy": 0, "softmax": 0}
+    for name in counts:
+        real = getattr(_native._ce, name)
+
+        def spy(*args, _real=real, _name=name):
+            counts[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(_native._ce, name, spy)
+    return counts
+
+
+def both(calls: dict, fn, *args, entry: str = "cross_entropy", **kwargs):
+    """``(through the kernel, through the reference path)``; asserts which ran."""
+    before = calls[entry]
+    fast = fn(*args, **kwargs)
+    assert calls[entry] == before + 1, "the kernel did not run"
+    with kernels.disabled():
+        ref = fn(*args, **kwargs)
+    assert calls[entry] == before + 1, "the kernel ran inside kernels.disabled()"
+    return fast, ref
+
+
+def close(actual, expected, dtype, scale=1.0, rtol=None):
+    """Kernel vs reference: relative to rounding of the compute dtype; ``scale``
+    bounds the magnitudes involved (absolute errors of order eps * scale)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape
+    f32 = np.dtype(dtype) != np.float64
+    rtol = rtol if rtol is not None else (2e-6 if f32 else 1e-12)
+    atol = (4e-7 if f32 else 1e-14) * scale
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def make(rng, shape, axis=None, *, probs=False, ignore=False, weighted=False, dtype="float64"):
+    ax = (1 if len(shape) > 1 else 0) if axis is None else axis % len(shape)
+    C = shape[ax]
+    x = rng.standard_normal(shape).astype(dtype) * np.asarray(2.0, dtype)
+    batch = tuple(n for i, n in enumerate(shape) if i != ax)
+    if probs:
+        t = rng.random(shape).astype(dtype)
+        t /= t.sum(axis=ax, keepdims=True)
+    else:
+        t = rng.integers(0, C, batch)
+        if ignore:
+            t[rng.random(batch) < 0.3] = -100
+    w = rng.random(C).astype(dtype) + np.asarray(0.1, dtype) if weighted else None
+    return x, t, w
+
+
+OPTIONS = {
+    "plain": {},
+    "ignore": {"ignore": True},
+    "weight": {"weighted": True, "ignore": True},
+    "smooth": {"label_smoothing": 0.1},
+    "smooth-weight": {"label_smoothing": 0.2, "weighted": True, "ignore": True},
+    "z_loss": {"z_loss": 1e-2, "ignore": True},
+    "softcap": {"softcap": 3.0},
+    "everything": {"softcap": 3.0, "z_loss": 0.1, "label_smoothing": 0.1, "weighted": True, "ignore": True},
+    "probs": {"probs": True},
+    "probs-everything": {"probs": True, "weighted": True, "label_smoothing": 0.1, "softcap": 4.0, "z_loss": 0.01},
+}  # fmt: skip
+
+SHAPES = {
+    "rows": ((24, 100), None),  # class axis contiguous, C > 32: the rows kernel
+    "long-rows": ((3, 2500), None),  # several 1024-element chunks per row
+    "columns": ((40, 7), None),  # small C: vectorized across rows
+    "k-dim": ((3, 6, 5, 4), None),  # class axis 1 of (N, C, d1, d2): strided classes
+    "k-dim-wide": ((2, 70, 9), None),
+    "axis-last-3d": ((3, 5, 60), -1),
+    "unbatched": ((50,), None),
+}
+
+
+def split(opts: dict) -> tuple[dict, dict]:
+    data = {k: opts[k] for k in ("probs", "ignore", "weighted") if k in opts}
+    return data, {k: v for k, v in opts.items() if k not in data}
+
+
+# -- cross_entropy: kernel vs reference -------------------------------------------
+
+
+class TestCrossEntropyKernel:
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("layout", list(SHAPES))
+    @pytest.mark.parametrize("option", list(OPTIONS))
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    def test_value_and_grad_match_reference(self, calls, rng, dtype, layout, option, reduction):
+        shape, axis = SHAPES[layout]
+        data, kw = split(OPTIONS[option])
+        if layout == "unbatched" and data.get("ignore"):
+            data["ignore"] = False
+        x, t, w = make(rng, shape, axis, dtype=dtype, **data)
+        (v, g), (v_ref, g_ref) = both(
+            calls, value_and_grad_ce, x, t, w, reduction=reduction, axis=axis, **kw
+        )
+        assert v.dtype == v_ref.dtype == np.dtype(dtype) and v.shape == v_ref.shape
+        assert g.dtype == g_ref.dtype == np.dtype(dtype) and g.shape == x.shape
+        close(v, v_ref, dtype, scale=10)
+        close(g, g_ref, dtype, scale=np.abs(g_ref).max(), rtol=1e-5 if dtype == "float32" else None)
+        # the forward alone gives exactly value_and_grad's value
+        before = calls["cross_entropy"]
+        plain = ce.cross_entropy(x, t, w, reduction=reduction, axis=axis, **kw)
+        assert calls["cross_entropy"] == before + 1
+        np.testing.assert_array_equal(plain, v)
+
+    @pytest.mark.parametrize("option", ["plain", "weight", "smooth-weight", "probs-everything"])
+    def test_probability_target_gradient(self, calls, rng, option):
+        data, kw = split(OPTIONS[option])
+        x, t, w = make(rng, (6, 40), probs=True, weighted=data.get("weighted", False))
+        f = ce.value_and_grad(ce.cross_entropy, (0, 1))
+        (v, (gx, gt)), (v_ref, (gx_ref, gt_ref)) = both(calls, f, x, t, w, **kw)
+        close(v, v_ref, "float64")
+        close(gx, gx_ref, "float64", scale=np.abs(gx_ref).max())
+        close(gt, gt_ref, "float64", scale=np.abs(gt_ref).max())
+        np.testing.assert_allclose(
+            gt,
+            finite_difference(lambda a: ce.cross_entropy(x, a, w, **kw), t),
+            rtol=1e-6,
+            atol=1e-8,
+        )
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize(
+        "layout", ["class-stride-2", "row-stride", "transposed", "k-dim-sliced", "fortran"]
+    )
+    def test_strided_views_are_read_in_place(self, calls, rng, dtype, layout):
+        base = rng.standard_normal((40, 90)).astype(dtype)
+        x, axis = {
+            "class-stride-2": (base[:, ::2], None),
+            "row-stride": (base[::3], None),
+            "transposed": (base.T, 0),  # (90, 40) with classes on axis 0
+            "k-dim-sliced": (base.reshape(4, 10, 90)[:, :, 5:80], 1),
+            "fortran": (np.asfortranarray(base), None),
+        }[layout]
+        ax = 1 if axis is None else axis
+        t = rng.integers(0, x.shape[ax], tuple(n for i, n in enumerate(x.shape) if i != ax))
+        (v, g), (v_ref, g_ref) = both(
+            calls, value_and_grad_ce, x, t, axis=axis, label_smoothing=0.1
+        )
+        close(v, v_ref, dtype)
+        close(g, g_ref, dtype, scale=np.abs(g_ref).max(), rtol=1e-5)
+
+    @pytest.mark.parametrize("mode", [-(1 << 30), -1000, -1])
+    @pytest.mark.parametrize("option", ["everything", "probs-everything", "plain"])
+    def test_exact_row_path(self, calls, rng, monkeypatch, mode, option):
+        """The exact path (two passes, or one-pass statistics beyond -mode classes)
+        that serves rows with a non-finite maximum, on finite rows."""
+        data, kw = split(OPTIONS[option])
+        x, t, w = make(rng, (5, 2500), **data)
+        fast = value_and_grad_ce(x, t, w, **kw)
+        monkeypatch.setattr(_cross_entropy, "ROW_MODE", mode)
+        (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t, w, **kw)
+        close(v, v_ref, "float64")
+        close(g, g_ref, "float64", scale=np.abs(g_ref).max())
+        close(fast[0], v, "float64")
+        close(fast[1], g, "float64", scale=np.abs(g).max())
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("C", [7, 100, 3000])
+    @pytest.mark.parametrize("option", ["plain", "everything", "probs-everything"])
+    def test_non_finite_logits_match_reference(self, calls, rng, dtype, C, option):
+        """+inf, -inf and NaN logits, whole rows of -inf, and ignored rows: the same
+        NaN / inf pattern and the same finite numbers as the reference."""
+        data, kw = split(OPTIONS[option])
+        x, t, w = make(rng, (8, C), dtype=dtype, **data)
+        x[0, 1] = np.inf
+        x[1, :] = -np.inf
+        x[2, 3] = np.nan
+        x[3, : C // 2] = -np.inf
+        x[4, 0] = -np.inf
+        if not data.get("probs"):
+            t[5] = -100
+            x[5, 2] = np.nan  # ignored row holding a NaN
+            t[3] = C - 1  # a finite target logit in the half -inf row
+        for reduction in ("none", "sum"):
+            (v, g), (v_ref, g_ref) = both(
+                calls, value_and_grad_ce, x, t, w, reduction=reduction, **kw
+            )
+            np.testing.assert_array_equal(np.isnan(v), np.isnan(v_ref))
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(g_ref))
+            close(v, v_ref, dtype, scale=10)
+            finite = np.isfinite(g_ref)
+            close(g[finite], g_ref[finite], dtype, scale=1.0, rtol=1e-5)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_extreme_logits(self, calls, rng, dtype):
+        """Logits of magnitude 1e4 (exp far out of range) and a row whose softmax
+        underflows: the kernel flushes exp below the smallest normal to 0."""
+        x = (rng.standard_normal((16, 200)) * 1e4).astype(dtype)
+        x[1] = rng.standard_normal(200) * 40  # exponents around -90: subnormal range in float32
+        t = rng.integers(0, 200, 16)
+        (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t, reduction="none")
+        close(v, v_ref, dtype, scale=4e4)
+        tiny = np.finfo(dtype).smallest_normal
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=tiny)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_as_accurate_as_reference_against_truth(self, calls, rng, dtype):
+        """Against long-double truth, the kernel's error is no larger than the
+        reference path's (both round the same inputs)."""
+        x = (rng.standard_normal((300, 100)) * 20).astype(dtype)
+        t = rng.integers(0, 100, 300)
+        v, v_ref = both(calls, ce.cross_entropy, x, t, reduction="none")
+        xl = x.astype(np.longdouble)
+        m = xl.max(axis=1, keepdims=True)
+        truth = np.log(np.exp(xl - m).sum(axis=1)) + m[:, 0] - xl[np.arange(300), t]
+        err, err_ref = np.abs(v - truth).max(), np.abs(v_ref - truth).max()
+        assert err <= 1.5 * err_ref + np.finfo(dtype).eps
+
+    def test_float16_input(self, calls, rng):
+        x, t, _ = make(rng, (20, 50), dtype="float16")
+        (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t)
+        assert v.dtype == g.dtype == np.float16
+        np.testing.assert_allclose(v.astype(float), v_ref.astype(float), rtol=1e-3)
+        np.testing.assert_allclose(g.astype(float), g_ref.astype(float), rtol=1e-2, atol=1e-4)
+
+    def test_matches_torch_oracle(self, calls, rng):
+        x, t, w = make(rng, (30, 45), ignore=True, weighted=True)
+        before = calls["cross_entropy"]
+        value, grad = value_and_grad_ce(x, t, w, label_smoothing=0.15)
+        assert calls["cross_entropy"] == before + 1
+        tv, tg = torch_grad("cross_entropy", 0, x, t, w, label_smoothing=0.15)
+        np.testing.assert_allclose(value, tv, rtol=1e-12)
+        np.testing.assert_allclose(grad, tg, rtol=1e-10, atol=1e-15)
+        x, t, _ = make(rng, (4, 6, 3, 5))
+        np.testing.assert_allclose(
+            ce.cross_entropy(x, t, reduction="none"),
+            torch_oracle("cross_entropy", x, t, reduction="none"),
+            rtol=1e-12,
+        )
+
+    def test_every_target_ignored(self, calls):
+        x = np.arange(12.0).reshape(3, 4)
+        t = np.full(3, -100)
+        (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t)
+        assert np.isnan(v) and np.isnan(v_ref)
+        np.testing.assert_array_equal(g, g_ref)
+        np.testing.assert_array_equal(g, np.zeros_like(x))
+
+    def test_threads_do_not_change_results(self, calls, rng):
+        x, t, w = make(rng, (256, 300), weighted=True, ignore=True, dtype="float32")
+        results = []
+        for n in (1, 2, 3):
+            kernels.set_num_threads(n)
+            try:
+                results.append(value_and_grad_ce(x, t, w, label_smoothing=0.1, reduction="none"))
+            finally:
+                kernels.set_num_threads(None)
+        for v, g in results[1:]:
+            np.testing.assert_array_equal(v, results[0][0])
+            np.testing.assert_array_equal(g, results[0][1])
+
+    @given(
+        n=st.integers(1, 40),
+        c=st.integers(1, 80),
+        eps=st.sampled_from([0.0, 0.3]),
+        z=st.sampled_from([0.0, 0.05]),
+        cap=st.sampled_from([None, 2.0]),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def test_property_kernel_equals_reference(self, n, c, eps, z, cap, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n, c)) * 3
+        t = rng.integers(0, c, n)
+        kw = {"label_smoothing": eps, "z_loss": z, "softcap": cap}
+        v, g = value_and_grad_ce(x, t, **kw)
+        with kernels.disabled():
+            v_ref, g_ref = value_and_grad_ce(x, t, **kw)
+        close(v, v_ref, "float64", scale=10)
+        close(g, g_ref, "float64", scale=max(np.abs(g_ref).max(), 1.0 / n))
+
+
+# -- z_loss and softcap against PyTorch autograd on the formula -----------------------
+
+
+class TestZLossSoftcapAgainstTorch:
+    """``F.cross_entropy(c * tanh(x / c), y, w) + z * sum(valid * lse**2) / sum(w_y)``
+    differentiated by PyTorch autograd in float64."""
+
+    @staticmethod
+    def torch_formula(x, t, w, z_loss, softcap, reduction, ignore_index=-100):
+        torch = pytest.importorskip("torch")
+        import torch.nn.functional as F
+
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        tt = torch.from_numpy(t)
+        wt = None if w is None else torch.from_numpy(w.astype(np.float64))
+        logits = xt if softcap is None else softcap * torch.tanh(xt / softcap)
+        per_row = F.cross_entropy(logits, tt, wt, reduction="none", ignore_index=ignore_index)
+        valid = tt != ignore_index
+        lse = torch.logsumexp(logits, dim=1)
+        per_row = per_row + z_loss * torch.where(valid, lse * lse, torch.zeros_like(lse))
+        if reduction == "none":
+            out = per_row
+        elif reduction == "sum":
+            out = per_row.sum()
+        else:
+            w_y = torch.ones_like(lse) if wt is None else wt[torch.where(valid, tt, 0)]
+            out = per_row.sum() / torch.where(valid, w_y, torch.zeros_like(w_y)).sum()
+        out.sum().backward()
+        return out.detach().numpy(), xt.grad.numpy()
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("shape", [(12, 9), (10, 300)])
+    @pytest.mark.parametrize("z_loss,softcap", [(1e-2, None), (0.0, 2.5), (0.3, 5.0)])
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("weighted", [False, True])
+    def test_against_torch_autograd(
+        self, calls, rng, dtype, shape, z_loss, softcap, reduction, weighted
+    ):
+        x, t, w = make(rng, shape, ignore=True, weighted=weighted)
+        x *= 3
+        before = calls["cross_entropy"]
+        v, g = value_and_grad_ce(
+            x.astype(dtype), t, None if w is None else w.astype(dtype), reduction=reduction,
+            z_loss=z_loss, softcap=softcap,
+        )  # fmt: skip
+        assert calls["cross_entropy"] == before + 1
+        tv, tg = self.torch_formula(x, t, w, z_loss, softcap, reduction)
+        tol = {"rtol": 1e-11, "atol": 1e-13} if dtype == "float64" else {"rtol": 2e-5, "atol": 2e-6}
+        np.testing.assert_allclose(v, tv, **tol)
+        np.testing.assert_allclose(g, tg, **tol)
+
+    def test_gradient_vs_finite_differences(self, rng):
+        x, t, w = make(rng, (5, 40), ignore=True, weighted=True)
+        kw = {"label_smoothing": 0.1, "z_loss": 0.05, "softcap": 2.0}
+        g = ce.grad(ce.cross_entropy)(x, t, w, **kw)
+        fd = finite_difference(lambda a: ce.cross_entropy(a, t, w, **kw), x)
+        np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+
+
+# -- PyTorch CPU tensors: the autograd.Function ----------------------------------------
+
+
+class TestTorch:
+    @pytest.fixture(autouse=True)
+    def _torch(self):
+        self.torch = pytest.importorskip("torch")
+        import torch.nn.functional as F
+
+        self.F = F
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim", "axis-last-3d"])
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    def test_backward_matches_torch(self, calls, rng, dtype, layout, reduction):
+        torch, F = self.torch, self.F
+        shape, axis = SHAPES[layout]
+        x, t, w = make(rng, shape, axis, ignore=True, weighted=True)
+        tdt = getattr(torch, dtype)
+        xt = torch.tensor(x, dtype=tdt, requires_grad=True)
+        tt, wt = torch.from_numpy(t), torch.tensor(w, dtype=tdt)
+        before = calls["cross_entropy"]
+        loss = ce.cross_entropy(xt, tt, wt, reduction=reduction, label_smoothing=0.1, axis=axis)
+        assert calls["cross_entropy"] == before + 1
+        assert type(loss.grad_fn).__name__.startswith("_CrossEntropy")
+        seed = torch.linspace(0.5, 2.0, loss.numel(), dtype=tdt).reshape(loss.shape)
+        (loss * seed).sum().backward()
+        xr = xt.detach().clone().requires_grad_(True)
+        xm = xr if axis is None else xr.movedim(axis, 1)
+        ref = F.cross_entropy(xm, tt, wt, reduction=reduction, label_smoothing=0.1)
+        (ref * seed).sum().backward()
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-11, "atol": 1e-14}
+        np.testing.assert_allclose(loss.detach().numpy(), ref.detach().numpy(), **tol)
+        np.testing.assert_allclose(xt.grad.numpy(), xr.grad.numpy(), **tol)
+
+    def test_value_and_grad_on_tensors(self, calls, rng):
+        torch = self.torch
+        x, t, _ = make(rng, (20, 60), ignore=True)
+        xt = torch.tensor(x)
+        (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, xt, torch.from_numpy(t), z_loss=0.1)
+        assert isinstance(g, torch.Tensor) and g.dtype == torch.float64
+        close(v.numpy(), v_ref.numpy(), "float64")
+        close(g.numpy(), g_ref.numpy(), "float64", scale=1.0)
+        # with autograd on: the value is a graph node, the gradient the same numbers
+        v2, g2 = value_and_grad_ce(xt.clone().requires_grad_(True), torch.from_numpy(t), z_loss=0.1)
+        assert v2.requires_grad
+        np.testing.assert_array_equal(g2.numpy(), g.numpy())
+
+    def test_no_grad_forward_uses_kernel(self, calls, rng):
+        torch = self.torch
+        x, t, _ = make(rng, (16, 33))
+        with torch.no_grad():
+            v, v_ref = both(
+                calls, ce.cross_entropy, torch.tensor(x, requires_grad=True), torch.from_numpy(t)
+            )
+        close(v.numpy(), v_ref.numpy(), "float64")
+
+    def test_weight_that_needs_a_gradient_takes_reference_path(self, calls, rng):
+        torch = self.torch
+        x, t, w = make(rng, (8, 40), weighted=True)
+        wt = torch.tensor(w, requires_grad=True)
+        loss = ce.cross_entropy(torch.tensor(x, requires_grad=True), torch.from_numpy(t), wt)
+        assert calls["cross_entropy"] == 0
+        loss.backward()
+        assert wt.grad is not None and torch.isfinite(wt.grad).all()
+
+    def test_backward_twice_with_retained_graph(self, calls, rng):
+        torch = self.torch
+        x, t, _ = make(rng, (8, 40))
+        xt = torch.tensor(x, requires_grad=True)
+        loss = ce.cross_entropy(xt, torch.from_numpy(t))
+        loss.backward(retain_graph=True)
+        first = xt.grad.clone()
+        (3 * loss).backward()
+        np.testing.assert_allclose(xt.grad.numpy(), 4 * first.numpy(), rtol=1e-14)
+
+
+# -- out= and overwrite_input ---------------------------------------------------------
+
+
+class TestBuffers:
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim"])
+    def test_out_and_overwrite_input(self, calls, rng, dtype, layout):
+        shape, axis = SHAPES[layout]
+        x, t, w = make(rng, shape, axis, dtype=dtype, weighted=True, ignore=True)
+        kw = {"label_smoothing": 0.1, "z_loss": 0.01, "softcap": 4.0, "axis": axis}
+        v_ref, g_ref = value_and_grad_ce(x, t, w, **kw)
+        out = np.full_like(x, np.nan)
+        v, g = kernels.cross_entropy_value_and_grad(x, t, w, out=out, **kw)
+        assert g is out
+        np.testing.assert_array_equal(v, v_ref)
+        np.testing.assert_array_equal(out, g_ref)
+        before = calls["cross_entropy"]
+        y = x.copy()
+        v, g = kernels.cross_entropy_value_and_grad(y, t, w, overwrite_input=True, **kw)
+        assert calls["cross_entropy"] == before + 1
+        assert g is y
+        np.testing.assert_array_equal(v, v_ref)
+        np.testing.assert_array_equal(y, g_ref)
+
+    def test_overwrite_torch_tensor(self, rng):
+        torch = pytest.importorskip("torch")
+        x, t, _ = make(rng, (6, 50))
+        v_ref, g_ref = value_and_grad_ce(x, t)
+        xt = torch.tensor(x)
+        v, g = kernels.cross_entropy_value_and_grad(xt, torch.from_numpy(t), overwrite_input=True)
+        assert g.data_ptr() == xt.data_ptr()
+        np.testing.assert_array_equal(xt.numpy(), g_ref)
+        close(v.numpy(), v_ref, "float64")  # torch.sum and np.sum add in different orders
+
+    def test_out_falls_back_when_disabled(self, rng):
+        x, t, _ = make(rng, (6, 50))
+        v_ref, g_ref = value_and_grad_ce(x, t)
+        out = np.empty_like(x)
+        with kernels.disabled():
+            v, g = kernels.cross_entropy_value_and_grad(x, t, out=out)
+        assert g is out
+        close(v, v_ref, "float64")
+        close(out, g_ref, "float64", scale=1.0)
+
+    def test_bad_buffers_raise(self, rng):
+        x, t, _ = make(rng, (6, 50))
+        with pytest.raises(ValueError, match=r"out must have input's shape \(6, 50\)"):
+            kernels.cross_entropy_value_and_grad(x, t, out=np.empty((6, 49)))
+        with pytest.raises(ValueError, match="dtype float64"):
+            kernels.cross_entropy_value_and_grad(x, t, out=np.empty((6, 50), np.float32))
+        with pytest.raises(ValueError, match="either out= or overwrite_input=True"):
+            kernels.cross_entropy_value_and_grad(x, t, out=np.empty_like(x), overwrite_input=True)
+        frozen = x.copy()
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            kernels.cross_entropy_value_and_grad(frozen, t, overwrite_input=True)
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak
+
+
+class TestMemory:
+    """NumPy reports its allocations to tracemalloc: the peak is exact."""
+
+    @pytest.mark.parametrize("shape", [(512, 2000), (4096, 10), (8, 40, 300)])
+    def test_peak_extra_memory(self, rng, shape):
+        """The gradient is the only logits-sized allocation; the rest is per row
+        (validated targets, weights, mask, losses: under 32 bytes a row), plus the
+        forward's look at 16 rows for probabilities passed as logits."""
+        x = rng.standard_normal(shape, dtype=np.float32)
+        t = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+        nbytes, per_row = x.nbytes, 32 * t.size
+        assert _peak(lambda: value_and_grad_ce(x, t)) <= nbytes + per_row
+        assert _peak(lambda: ce.cross_entropy(x, t)) <= per_row + 16 * 8 * shape[1]
+        assert (
+            _peak(lambda: kernels.cross_entropy_value_and_grad(x, t, overwrite_input=True))
+            <= per_row
+        )
+        if shape[1] >= 100:
+            assert _peak(lambda: value_and_grad_ce(x, t)) <= 1.1 * nbytes
+        with kernels.disabled():  # what the kernel saves: the reference holds several copies
+            assert _peak(lambda: value_and_grad_ce(x, t)) >= 2 * nbytes
+
+
+# -- softmax family -------------------------------------------------------------------
+
+
+class TestSoftmaxFamily:
+    @pytest.fixture(autouse=True)
+    def _small(self, monkeypatch):
+        monkeypatch.setattr(_special, "MIN_SIZE", 0)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("shape", [(30, 7), (4, 3, 200), (2, 5000), (100,)])
+    def test_match_reference_and_truth(self, calls, rng, dtype, shape):
+        x = (rng.standard_normal(shape) * 5).astype(dtype)
+        x.reshape(-1, shape[-1])[0, 2] = np.inf
+        if x.ndim > 1:
+            x.reshape(-1, shape[-1])[1] = -np.inf
+        eps = np.finfo(dtype).eps
+        xl = x.astype(np.longdouble)
+        with np.errstate(all="ignore"):  # the rows of -inf and +inf
+            m = np.max(xl, axis=-1, keepdims=True)
+            m = np.where(np.isfinite(m), m, 0)
+            lse = np.log(np.exp(xl - m).sum(axis=-1, keepdims=True)) + m
+            truths = [np.exp(xl - lse), xl - lse, lse[..., 0]]
+        for fn, kind, truth in zip(
+            (ce.softmax, ce.log_softmax, ce.logsumexp),
+            ("softmax", "log_softmax", "logsumexp"),
+            truths,
+        ):
+            out, ref = both(calls, fn, x, entry="softmax")
+            assert out.dtype == ref.dtype and out.shape == ref.shape
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+            ok = np.isfinite(ref)
+            np.testing.assert_array_equal(out[~ok], ref[~ok])
+            # both paths round z = x - max once: errors of order eps * |x|
+            atol = 8 * eps * np.abs(x[np.isfinite(x)]).max()
+            np.testing.assert_allclose(out[ok], ref[ok], rtol=8 * eps, atol=atol, err_msg=kind)
+            np.testing.assert_allclose(out[ok], truth[ok].astype(float), rtol=8 * eps, atol=atol)
+
+    def test_logsumexp_gradient_and_keepdims(self, calls, rng):
+        x = rng.standard_normal((20, 40))
+        (v, g), (v_ref, g_ref) = both(calls, ce.value_and_grad(ce.logsumexp), x, entry="softmax")
+        close(v, v_ref, "float64")
+        close(g, g_ref, "float64", scale=1.0)
+        k, k_ref = both(calls, ce.logsumexp, x, keepdims=True, entry="softmax")
+        assert k.shape == (20, 1)
+        close(k, k_ref, "float64")
+
+    def test_other_axes_and_libraries_fall_through(self, calls, rng):
+        x = rng.standard_normal((20, 40))
+        ce.softmax(x, axis=0)
+        ce.logsumexp(x, axis=(0, 1))
+        ce.log_softmax(x.astype(np.float16))
+        assert calls["softmax"] == 0
+
+    def test_torch_tensor_without_grad(self, calls, rng):
+        torch = pytest.importorskip("torch")
+        x = torch.tensor(rng.standard_normal((10, 300)))
+        out, ref = both(calls, ce.log_softmax, x, entry="softmax")
+        assert isinstance(out, torch.Tensor)
+        close(out.numpy(), ref.numpy(), "float64", scale=10)
+        ce.softmax(x.clone().requires_grad_(True))  # autograd needs the portable path
+        assert calls["softmax"] == 1
+
+
+# -- switches ---------------------------------------------------------------------------
+
+
+class TestSwitches:
+    def test_environment_variable_disables(self, calls, rng, monkeypatch):
+        x, t, _ = make(rng, (4, 50))
+        monkeypatch.setenv("CROSSENTROPY_DISABLE_KERNELS", "1")
+        assert not kernels.enabled()
+        ce.cross_entropy(x, t)
+        assert calls["cross_entropy"] == 0
+        monkeypatch.setenv("CROSSENTROPY_DISABLE_KERNELS", "0")
+        ce.cross_entropy(x, t)
+        assert calls["cross_entropy"] == 1
+
+    def test_disabled_context_nests_and_restores(self):
+        assert kernels.enabled()
+        with kernels.disabled():
+            with kernels.disabled():
+                assert not kernels.enabled()
+            assert not kernels.enabled()
+        assert kernels.enabled()
+
+    def test_other_libraries_fall_through(self, calls, xp, rng):
+        x, t, _ = make(rng, (6, 40))
+        v = ce.cross_entropy(xp.asarray(x), xp.asarray(t))
+        expected_calls = 1 if xp.name in ("numpy", "torch") else 0
+        assert calls["cross_entropy"] == expected_calls
+        assert xp.owns(v)
+        np.testing.assert_allclose(xp.to_numpy(v), torch_oracle("cross_entropy", x, t), rtol=1e-12)
+
+    def test_threads_setting(self, monkeypatch):
+        monkeypatch.setenv("CROSSENTROPY_NUM_THREADS", "3")
+        assert kernels.get_num_threads() == 3
+        kernels.set_num_threads(5)
+        try:
+            assert kernels.get_num_threads() == 5
+        finally:
+            kernels.set_num_threads(None)
+        assert kernels.get_num_threads() == 3
+        with pytest.raises(ValueError, match="number of threads must be >= 1, got 0"):
+            kernels.set_num_threads(0)
+
+    def test_info(self):
+        info = kernels.info()
+        assert info["available"] is True and info["cpus"] >= 1 and info["threads"] >= 1
+        assert isinstance(info["isa"], str)
+
+
+def test_empty_batch_takes_reference_path(calls):
+    v, g = value_and_grad_ce(np.zeros((0, 5)), np.zeros(0, dtype=np.int64))
+    assert calls["cross_entropy"] == 0
+    assert np.isnan(v) and g.shape == (0, 5)
