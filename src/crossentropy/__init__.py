@@ -8,6 +8,7 @@ from . import info, nn
 from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .grad import grad, value_and_grad
 from .info import entropy
+from .linear import linear_cross_entropy
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -35,6 +36,7 @@ __all__ = [
     "hinge_loss",
     "info",
     "kl_div",
+    "linear_cross_entropy",
     "log_sigmoid",
     "log_softmax",
     "logsumexp",

@@ -1,0 +1,521 @@
+"""``linear_cross_entropy`` against the naive PyTorch float64 computation.
+
+The oracle is ``F.cross_entropy(h @ W.T + b, t, ...)`` in float64 with torch
+autograd for the gradients (plus the explicit z-loss and soft-capping terms,
+which PyTorch does not have), and PyTorch's own ``F.linear_cross_entropy``
+where it has the option.  Gradients are also checked against central finite
+differences, and the memory bound with ``tracemalloc``.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import crossentropy as ce
+from conftest import assert_close, finite_difference, torch_oracle
+from crossentropy.linear import default_chunk_size, linear_cross_entropy
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+REDUCTIONS = ["none", "mean", "sum"]
+WRT = (0, 1, "linear_bias")
+# (N, V, D) with chunk sizes that divide nothing evenly
+UNEVEN = (252, 507, 123)
+OPTIONS = [
+    pytest.param({}, id="plain"),
+    pytest.param({"weight": True}, id="weight"),
+    pytest.param({"label_smoothing": 0.15}, id="smooth"),
+    pytest.param({"label_smoothing": 0.15, "weight": True}, id="smooth-weight"),
+    pytest.param({"z_loss": 0.02}, id="zloss"),
+    pytest.param({"softcap": 3.0}, id="softcap"),
+    pytest.param(
+        {"softcap": 2.5, "z_loss": 0.01, "label_smoothing": 0.1, "weight": True}, id="all"
+    ),
+]
+
+
+# -- inputs and oracle --------------------------------------------------------------
+
+
+def _problem(rng, n, v, d, *, ignored=True, bias=True, scale=1.0):
+    h = rng.normal(size=(n, d))
+    w = rng.normal(scale=scale / np.sqrt(d), size=(v, d)) * 2
+    b = rng.normal(size=v) if bias else None
+    t = rng.integers(0, v, size=n)
+    if ignored and n > 3:
+        t[1::7] = -100
+    return h, w, t, b
+
+
+def _naive(h, w, t, b=None, *, weight=None, reduction="mean", ignore_index=-100,
+           label_smoothing=0.0, z_loss=0.0, softcap=None):  # fmt: skip
+    """Value and gradients (of the value's sum) of the naive float64 computation."""
+    th = torch.tensor(h, dtype=torch.float64, requires_grad=True)
+    tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    tb = None if b is None else torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    tt = torch.as_tensor(np.asarray(t), dtype=torch.int64)
+    cw = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    y = th @ tw.T + (0 if tb is None else tb)
+    if softcap is not None:
+        y = softcap * torch.tanh(y / softcap)
+    kw = {"ignore_index": ignore_index, "label_smoothing": label_smoothing, "weight": cw}
+    if z_loss:
+        rows = F.cross_entropy(y, tt, reduction="none", **kw)
+        counted = tt != ignore_index
+        rows = rows + z_loss * torch.logsumexp(y, -1) ** 2 * counted
+        wt = counted.to(y.dtype) if cw is None else cw[tt.clamp(min=0)] * counted
+        value = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / wt.sum()}[reduction]
+    else:
+        value = F.cross_entropy(
+            y.reshape(-1, w.shape[0]), tt.reshape(-1), reduction=reduction, **kw
+        )
+        value = value.reshape(tt.shape) if reduction == "none" else value
+    value.sum().backward()
+    grads = [th.grad.numpy(), tw.grad.numpy(), None if tb is None else tb.grad.numpy()]
+    return value.detach().numpy(), grads
+
+
+def _kwargs(rng, v, options):
+    kw = dict(options)
+    if kw.pop("weight", False):
+        kw["weight"] = rng.uniform(0.5, 2.0, size=v)
+    return kw
+
+
+# -- values and gradients -----------------------------------------------------------
+
+
+class TestLinearCrossEntropy:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("options", OPTIONS)
+    def test_matches_naive_torch_float64(self, rng, options, reduction):
+        n, v, d = UNEVEN
+        h, w, t, b = _problem(rng, n, v, d)
+        kw = _kwargs(rng, v, options)
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, reduction=reduction, chunk_size=(37, 100), **kw
+        )
+        expected, expected_grads = _naive(h, w, t, b, reduction=reduction, **kw)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    def test_every_backend(self, xp, rng, reduction):
+        # even chunks: JAX compiles each new shape, so few shapes keep this fast
+        h, w, t, b = _problem(rng, 14, 18, 5)
+        cw = rng.uniform(0.5, 2.0, size=18)
+        kw = {"reduction": reduction, "label_smoothing": 0.1, "z_loss": 0.01, "softcap": 4.0}
+        args = [xp.asarray(a) for a in (h, w, t)]
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            *args, linear_bias=xp.asarray(b), weight=xp.asarray(cw), chunk_size=(7, 9), **kw
+        )
+        expected, expected_grads = _naive(h, w, t, b, weight=cw, **kw)
+        assert_close(value, expected, backend=xp, dtype="float64")
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e, backend=xp, dtype="float64")
+        plain = linear_cross_entropy(*args, linear_bias=xp.asarray(b), weight=xp.asarray(cw), **kw)
+        assert_close(plain, expected, backend=xp, dtype="float64")
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    def test_matches_torch_linear_cross_entropy(self, rng, reduction, weighted):
+        n, v, d = UNEVEN
+        h, w, t, b = _problem(rng, n, v, d)
+        cw = rng.uniform(0.5, 2.0, size=v) if weighted else None
+        expected = torch_oracle(
+            "linear_cross_entropy", h, w, t, linear_bias=b, weight=cw, reduction=reduction,
+            ignore_index=-100,
+        )  # fmt: skip
+        got = linear_cross_entropy(h, w, t, linear_bias=b, weight=cw, reduction=reduction)
+        assert_close(got, expected)
+
+    def test_float32_within_1e_5(self, rng):
+        h, w, t, b = _problem(rng, 96, 300, 40)
+        f32 = [a.astype(np.float32) for a in (h, w, b)]
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            f32[0], f32[1], t, linear_bias=f32[2], label_smoothing=0.1, z_loss=1e-3
+        )
+        expected, expected_grads = _naive(*f32[:2], t, f32[2], label_smoothing=0.1, z_loss=1e-3)
+        assert value.dtype == np.float32
+        assert_close(value, expected, rtol=1e-5, atol=0)
+        for g, e, a in zip(grads, expected_grads, f32):
+            assert g.dtype == np.float32
+            assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+            assert g.shape == a.shape
+
+    @pytest.mark.parametrize("chunk_size", [None, 1, (1, 1), (5, 3), (64, 17), (1000, 1000)])
+    def test_chunk_size_does_not_change_result(self, rng, chunk_size):
+        h, w, t, b = _problem(rng, 29, 41, 7)
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, label_smoothing=0.2, chunk_size=chunk_size
+        )
+        expected, expected_grads = _naive(h, w, t, b, label_smoothing=0.2)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    def test_k_dim_input(self, rng, reduction):
+        h = rng.normal(size=(2, 3, 4, 6))
+        w = rng.normal(size=(9, 6))
+        t = rng.integers(0, 9, size=(2, 3, 4))
+        t[0, 1, 2] = -100
+        value, (dh, dw) = ce.value_and_grad(linear_cross_entropy, (0, 1))(
+            h, w, t, reduction=reduction, chunk_size=5
+        )
+        expected, (eh, ew, _) = _naive(h, w, t, reduction=reduction)
+        assert_close(value, expected)
+        assert_close(dh, eh)
+        assert_close(dw, ew)
+
+    def test_unbatched(self, rng):
+        h, w = rng.normal(size=6), rng.normal(size=(9, 6))
+        value, dh = ce.value_and_grad(linear_cross_entropy)(h, w, np.array(4), reduction="none")
+        expected, (eh, _, _) = _naive(h[None], w, np.array([4]), reduction="none")
+        assert value.shape == ()
+        assert_close(value, expected[0])
+        assert_close(dh, eh[0])
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    def test_all_ignored(self, rng, reduction):
+        h, w, _, b = _problem(rng, 6, 8, 3)
+        t = np.full(6, -100)
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, reduction=reduction
+        )
+        expected, expected_grads = _naive(h, w, t, b, reduction=reduction)
+        if reduction == "mean":
+            assert np.isnan(value) and np.isnan(expected)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+            assert not np.any(g)
+
+    def test_custom_ignore_index(self, rng):
+        h, w, t, b = _problem(rng, 20, 10, 4, ignored=False)
+        t[::3] = 3
+        got = linear_cross_entropy(h, w, t, linear_bias=b, ignore_index=3, chunk_size=4)
+        expected, _ = _naive(h, w, t, b, ignore_index=3)
+        assert_close(got, expected)
+
+    def test_extreme_logits(self, rng):
+        h, w, t, b = _problem(rng, 10, 12, 3, ignored=False)
+        b = b + 1e4  # lse far beyond exp's range; the shift keeps it exact
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, chunk_size=(3, 5)
+        )
+        expected, expected_grads = _naive(h, w, t, b)
+        assert np.isfinite(value)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    @pytest.mark.parametrize("options", OPTIONS[:1] + OPTIONS[-1:])
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_gradient_finite_differences(self, rng, options, reduction):
+        h, w, t, b = _problem(rng, 5, 6, 3)
+        kw = _kwargs(rng, 6, options) | {"reduction": reduction, "chunk_size": (2, 4)}
+        _, grads = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, linear_bias=b, **kw)
+        fd = [
+            finite_difference(lambda x: linear_cross_entropy(x, w, t, linear_bias=b, **kw), h),
+            finite_difference(lambda x: linear_cross_entropy(h, x, t, linear_bias=b, **kw), w),
+            finite_difference(lambda x: linear_cross_entropy(h, w, t, linear_bias=x, **kw), b),
+        ]
+        for g, e in zip(grads, fd):
+            assert_close(g, e, rtol=1e-6, atol=1e-8)
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    def test_blas_accumulation_and_matmul_fallback_agree(self, rng, monkeypatch, dtype):
+        import crossentropy.linear as lin
+
+        h, w, t, b = (
+            a.astype(dtype) if a.dtype.kind == "f" else a for a in _problem(rng, 40, 50, 7)
+        )
+        if np.dtype(dtype) not in lin._cblas():
+            pytest.skip("this NumPy has no bundled OpenBLAS: matmul + add only")
+        kw = {"linear_bias": b, "chunk_size": (16, 20), "softcap": 5.0}
+        fast = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **kw)
+        monkeypatch.setattr(lin, "_cblas", lambda: {})
+        slow = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **kw)
+        tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-6}
+        assert_close(fast[0], slow[0], **tol)
+        for g, e in zip(fast[1], slow[1]):
+            assert g.dtype == np.dtype(dtype)
+            assert_close(g, e, **tol)
+        expected, expected_grads = _naive(h, w, t, b, softcap=5.0)
+        assert_close(slow[0], expected, rtol=1e-5 if dtype == "float32" else 1e-9)
+
+    def test_argnums_by_name_and_single(self, rng):
+        h, w, t, b = _problem(rng, 7, 5, 3)
+        _, (eh, ew, eb) = _naive(h, w, t, b)
+        _, db = ce.value_and_grad(linear_cross_entropy, "linear_bias")(h, w, t, linear_bias=b)
+        assert_close(db, eb)
+        dw = ce.grad(linear_cross_entropy, "linear_weight")(h, w, t, linear_bias=b)
+        assert_close(dw, ew)
+        _, (dh,) = ce.value_and_grad(linear_cross_entropy, (0,))(h, w, t, linear_bias=b)
+        assert_close(dh, eh)
+
+    def test_gradient_filter(self, rng):
+        n, v, d = 16, 24, 4
+        h, w, t, b = _problem(rng, n, v, d, ignored=False)
+        t = t % 8
+        b[8:] = -80.0  # softmax ~ e^-80 on the last two blocks of 8 columns
+        exact = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, chunk_size=(5, 8)
+        )
+        value, (dh, dw, db) = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, chunk_size=(5, 8), filter_eps=1e-20
+        )
+        assert value == exact[0]  # the loss never changes
+        assert not np.any(dw[8:]) and not np.any(db[8:])  # skipped blocks
+        assert np.all(np.abs(exact[1][1][8:]) > 0)
+        assert_close(dw[:8], exact[1][1][:8])
+        assert_close(dh, exact[1][0])  # what was skipped is below 1e-30
+        none = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, linear_bias=b, filter_eps=0)
+        assert_close(none[1][1], exact[1][1])
+
+
+# -- PyTorch autograd ---------------------------------------------------------------
+
+
+class TestTorchAutograd:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[-1]])
+    def test_backward_matches_naive(self, rng, reduction, options):
+        h, w, t, b = _problem(rng, 23, 19, 6)
+        kw = _kwargs(rng, 19, options)
+        upstream = rng.normal(size=23) if reduction == "none" else np.array(1.7)
+        th, tw, tb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+        extra = {k: (torch.tensor(v) if k == "weight" else v) for k, v in kw.items()}
+        loss = linear_cross_entropy(
+            th, tw, torch.tensor(t), linear_bias=tb, reduction=reduction, chunk_size=(6, 7), **extra
+        )
+        assert loss.grad_fn is not None
+        (loss * torch.tensor(upstream)).sum().backward()
+
+        ref = [torch.tensor(a, requires_grad=True) for a in (h, w, b)]
+        y = ref[0] @ ref[1].T + ref[2]
+        if kw.get("softcap"):
+            y = kw["softcap"] * torch.tanh(y / kw["softcap"])
+        cw = None if "weight" not in kw else torch.tensor(kw["weight"])
+        tt = torch.tensor(t)
+        rows = F.cross_entropy(y, tt, weight=cw, reduction="none",
+                               label_smoothing=kw.get("label_smoothing", 0.0))  # fmt: skip
+        rows = rows + kw.get("z_loss", 0.0) * torch.logsumexp(y, 1) ** 2 * (tt != -100)
+        wt = (tt != -100).double() * (1 if cw is None else cw[tt.clamp(min=0)])
+        ref_loss = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / wt.sum()}[reduction]
+        (ref_loss * torch.tensor(upstream)).sum().backward()
+        assert_close(loss.detach().numpy(), ref_loss.detach().numpy())
+        for ours, theirs in zip((th, tw, tb), ref):
+            assert_close(ours.grad.numpy(), theirs.grad.numpy())
+
+    def test_only_weight_requires_grad(self, rng):
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        tw = torch.tensor(w, requires_grad=True)
+        linear_cross_entropy(torch.tensor(h), tw, torch.tensor(t)).backward()
+        _, (_, ew, _) = _naive(h, w, t)
+        assert_close(tw.grad.numpy(), ew)
+
+    def test_scalar_backward_twice_raises(self, rng):
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        th = torch.tensor(h, requires_grad=True)
+        loss = linear_cross_entropy(th, torch.tensor(w), torch.tensor(t))
+        loss.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="backward through the same scalar loss twice"):
+            loss.backward()
+
+    def test_none_backward_twice_recomputes(self, rng):
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        th = torch.tensor(h, requires_grad=True)
+        loss = linear_cross_entropy(th, torch.tensor(w), torch.tensor(t), reduction="none").sum()
+        loss.backward(retain_graph=True)
+        first = th.grad.clone()
+        loss.backward()
+        assert_close(th.grad.numpy(), 2 * first.numpy())
+
+    def test_no_grad_gives_plain_tensor(self, rng):
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        th = torch.tensor(h, requires_grad=True)
+        with torch.no_grad():
+            loss = linear_cross_entropy(th, torch.tensor(w), torch.tensor(t))
+        assert loss.grad_fn is None
+        assert_close(loss.numpy(), _naive(h, w, t)[0])
+
+    @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+    def test_half_precision(self, rng, dtype):
+        h, w, t, b = _problem(rng, 40, 64, 16)
+        tdt = getattr(torch, dtype)
+        th, tw, tb = (torch.tensor(a).to(tdt).requires_grad_() for a in (h, w, b))
+        loss = linear_cross_entropy(th, tw, torch.tensor(t), linear_bias=tb, chunk_size=(16, 24))
+        loss.backward()
+        assert loss.dtype == tdt and th.grad.dtype == tdt and tw.grad.dtype == tdt
+        # oracle: float64 on the same rounded inputs; half precision rounds the
+        # logits and gradients to 8 (bfloat16) or 11 (float16) bits
+        rounded = [a.detach().double().numpy() for a in (th, tw, tb)]
+        expected, grads = _naive(rounded[0], rounded[1], t, rounded[2])
+        tol = 2e-2 if dtype == "bfloat16" else 3e-3
+        assert_close(loss.detach().float().numpy(), expected, rtol=tol, atol=0)
+        for ours, e in zip((th, tw, tb), grads):
+            assert_close(ours.grad.float().numpy(), e, rtol=0, atol=tol * np.abs(e).max())
+
+    def test_float32_matches_naive_float32_autograd(self, rng):
+        h, w, t, b = _problem(rng, 50, 80, 12)
+        mine = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in (h, w, b)]
+        ref = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in (h, w, b)]
+        linear_cross_entropy(mine[0], mine[1], torch.tensor(t), linear_bias=mine[2]).backward()
+        F.cross_entropy(ref[0] @ ref[1].T + ref[2], torch.tensor(t)).backward()
+        for a, e in zip(mine, ref):
+            assert a.grad.dtype == torch.float32
+            assert_close(a.grad.numpy(), e.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+class TestMemory:
+    def test_never_holds_the_logits(self, rng):
+        n, v, d = 128, 30000, 16
+        h = rng.normal(size=(n, d)).astype(np.float32)
+        w = rng.normal(size=(v, d)).astype(np.float32)
+        t = rng.integers(0, v, size=n)
+        logits_bytes = n * v * 4  # 41 MB
+        chunk = 16
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            value, (dh, dw) = ce.value_and_grad(linear_cross_entropy, (0, 1))(
+                h, w, t, chunk_size=chunk
+            )
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        extra = peak - dh.nbytes - dw.nbytes
+        assert extra < 2 * chunk * v * 4 + 2**20, (extra, logits_bytes)
+        assert extra < logits_bytes / 5
+        expected, (eh, ew, _) = _naive(h, w, t)
+        assert_close(value, expected, rtol=1e-5)
+
+    def test_default_chunk_size_fits_budget(self):
+        chunk = default_chunk_size(128000, 4)
+        assert 64 <= chunk and chunk * 128000 * 4 <= 112 * 2**20
+        assert default_chunk_size(10**9, 4) >= 1
+
+
+# -- properties ---------------------------------------------------------------------
+
+
+@given(
+    n=st.integers(1, 9),
+    v=st.integers(1, 11),
+    rows=st.integers(1, 10),
+    cols=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_chunking_is_invisible(n, v, rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    h, w, t, b = _problem(rng, n, v, 3)
+    value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+        h, w, t, linear_bias=b, reduction="sum", chunk_size=(rows, cols), label_smoothing=0.1
+    )
+    expected, expected_grads = _naive(h, w, t, b, reduction="sum", label_smoothing=0.1)
+    assert_close(value, expected)
+    for g, e in zip(grads, expected_grads):
+        assert_close(g, e)
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+class TestErrors:
+    def _args(self, rng):
+        return _problem(rng, 6, 8, 3)[:3]
+
+    def test_feature_mismatch_names_both_shapes(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(
+            ValueError, match=r"input has shape \(6, 4\).*linear_weight has shape \(8, 3\)"
+        ):
+            linear_cross_entropy(np.zeros((6, 4)), w, t)
+
+    def test_weight_must_be_2d(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match=r"linear_weight must be 2-D.*\(2, 4, 3\)"):
+            linear_cross_entropy(h, np.zeros((2, 4, 3)), t)
+
+    def test_target_shape(self, rng):
+        h, w, _ = self._args(rng)
+        with pytest.raises(ValueError, match=r"target has shape \(5,\), expected \(6,\)"):
+            linear_cross_entropy(h, w, np.zeros(5, dtype=np.int64))
+
+    def test_probability_target(self, rng):
+        h, w, _ = self._args(rng)
+        with pytest.raises(ValueError, match="class indices only"):
+            linear_cross_entropy(h, w, np.full((6, 8), 1 / 8))
+
+    def test_float_target_of_right_shape(self, rng):
+        h, w, _ = self._args(rng)
+        with pytest.raises(ce.DTypeError, match="integer class indices"):
+            linear_cross_entropy(h, w, np.zeros(6))
+
+    def test_target_out_of_range(self, rng):
+        h, w, t = self._args(rng)
+        t[2] = 8
+        with pytest.raises(ce.TargetIndexError, match=r"Target 8 is out of bounds.*\[0, 7\]"):
+            linear_cross_entropy(h, w, t)
+
+    @pytest.mark.parametrize("name", ["linear_bias", "weight"])
+    def test_vector_length(self, rng, name):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match=rf"{name} must be a 1-D array of length 8.*\(7,\)"):
+            linear_cross_entropy(h, w, t, **{name: np.ones(7)})
+
+    def test_integer_input(self, rng):
+        _, w, t = self._args(rng)
+        with pytest.raises(ce.DTypeError, match="input must have a floating-point dtype"):
+            linear_cross_entropy(np.ones((6, 3), dtype=np.int64), w, t)
+
+    @pytest.mark.parametrize("chunk_size", [0, -3, 2.5, (4, 0), (1, 2, 3), True])
+    def test_bad_chunk_size(self, rng, chunk_size):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match="chunk_size"):
+            linear_cross_entropy(h, w, t, chunk_size=chunk_size)
+
+    def test_bad_filter_eps(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match="filter_eps must be >= 0"):
+            linear_cross_entropy(h, w, t, filter_eps=-1.0)
+
+    @pytest.mark.parametrize(
+        ("kw", "match"),
+        [
+            ({"reduction": "batchmean"}, "reduction must be one of"),
+            ({"label_smoothing": 1.5}, "label_smoothing must be in"),
+            ({"z_loss": -1.0}, "z_loss must be >= 0"),
+            ({"softcap": 0.0}, "softcap must be a positive"),
+        ],
+    )
+    def test_bad_options(self, rng, kw, match):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match=match):
+            linear_cross_entropy(h, w, t, **kw)
+
+    def test_bias_gradient_without_bias(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match="linear_bias: it is None"):
+            ce.value_and_grad(linear_cross_entropy, "linear_bias")(h, w, t)
+
+    def test_target_not_differentiable(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(
+            ValueError, match="not differentiable with respect to its argument 'target'"
+        ):
+            ce.value_and_grad(linear_cross_entropy, 2)(h, w, t)
