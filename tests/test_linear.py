@@ -206,17 +206,34 @@ class TestLinearCrossEntropy:
         expected, _ = _naive(h, w, t, b, ignore_index=3)
         assert_close(got, expected)
 
-    def test_extreme_logits(self, rng):
+    @pytest.mark.parametrize("offset", [1e4, -1e4, 300.0])
+    @pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[3], OPTIONS[4]])
+    def test_logits_beyond_exp_range(self, rng, offset, options):
+        # exp overflows (or underflows to 0) on these logits: the chunks are
+        # redone with the running-max shift, and stay exact
         h, w, t, b = _problem(rng, 10, 12, 3, ignored=False)
-        b = b + 1e4  # lse far beyond exp's range; the shift keeps it exact
+        b = b + offset
+        kw = _kwargs(rng, 12, options)
         value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
-            h, w, t, linear_bias=b, chunk_size=(3, 5)
+            h, w, t, linear_bias=b, chunk_size=(3, 5), **kw
         )
-        expected, expected_grads = _naive(h, w, t, b)
+        expected, expected_grads = _naive(h, w, t, b, **kw)
         assert np.isfinite(value)
-        assert_close(value, expected)
+        assert_close(value, expected, rtol=1e-9 if abs(offset) < 1e3 else 1e-12)
         for g, e in zip(grads, expected_grads):
-            assert_close(g, e)
+            assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+    def test_float32_logits_beyond_exp_range(self, rng):
+        h, w, t, b = _problem(rng, 10, 12, 3, ignored=False)
+        b = b + 120.0  # exp(120) overflows float32, not float64
+        f32 = [a.astype(np.float32) for a in (h, w, b)]
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            f32[0], f32[1], t, linear_bias=f32[2], chunk_size=(3, 5)
+        )
+        expected, expected_grads = _naive(*f32[:2], t, f32[2])
+        assert_close(value, expected, rtol=1e-5)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e, rtol=1e-4, atol=1e-6)
 
     @pytest.mark.parametrize("options", OPTIONS[:1] + OPTIONS[-1:])
     @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -323,6 +340,17 @@ class TestTorchAutograd:
         linear_cross_entropy(torch.tensor(h), tw, torch.tensor(t)).backward()
         _, (_, ew, _) = _naive(h, w, t)
         assert_close(tw.grad.numpy(), ew)
+
+    @pytest.mark.parametrize("reduction", ["none", "mean"])
+    def test_numpy_target_and_weight_with_tensors(self, rng, reduction):
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        cw = rng.uniform(0.5, 2.0, size=7)
+        th = torch.tensor(h, requires_grad=True)
+        loss = linear_cross_entropy(th, torch.tensor(w), t, weight=cw, reduction=reduction)
+        loss.sum().backward()
+        expected, (eh, _, _) = _naive(h, w, t, weight=cw, reduction=reduction)
+        assert_close(loss.detach().numpy(), expected)
+        assert_close(th.grad.numpy(), eh)
 
     def test_scalar_backward_twice_raises(self, rng):
         h, w, t, _ = _problem(rng, 9, 7, 3)

@@ -26,7 +26,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ._namespace import compute_dtype, is_torch, namespace, numeric_guard, restore
+from ._namespace import compute_dtype, is_torch, namespace, numeric_guard, restore, to_bool
 from ._reduction import check_reduction, reduce, seed
 from ._validate import (
     check_floating,
@@ -139,8 +139,7 @@ class _NumpyOps(_Functional):
         return acc
 
     def sub_at(self, g: Any, hit: Any, col: Any, vals: Any) -> Any:
-        rows = np.flatnonzero(hit)
-        g[col[rows], rows] -= vals[rows]
+        g[col, np.arange(g.shape[1])] -= np.where(hit, vals, 0)
         return g
 
     def put_rows(self, dst: Any, rows: Any, vals: Any) -> Any:
@@ -246,8 +245,11 @@ class _TorchOps(_Functional):
         return acc
 
     def sub_at(self, g: Any, hit: Any, col: Any, vals: Any) -> Any:
-        rows = hit.nonzero()[:, 0]
-        g[col[rows], rows] -= vals[rows]
+        # every row once (0 where the target is elsewhere): no nonzero(), no device sync
+        import torch
+
+        rows = torch.arange(g.shape[1], device=g.device)
+        g[col, rows] -= torch.where(hit, vals, torch.zeros_like(vals))
         return g
 
     def put_rows(self, dst: Any, rows: Any, vals: Any) -> Any:
@@ -308,8 +310,8 @@ def _check_chunk_size(chunk_size: Any) -> tuple[int | None, int | None]:
     pair = chunk_size if isinstance(chunk_size, (tuple, list)) else (chunk_size, None)
     if len(pair) != 2:
         raise ValueError(
-            f"chunk_size must be an int (tokens per chunk) or a pair (tokens, vocabulary "
-            f"columns), got {chunk_size!r}"
+            f"chunk_size must be an int (rows per chunk) or a pair (rows, vocabulary "
+            f"entries per block), got {chunk_size!r}"
         )
     for v in pair:
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
@@ -466,6 +468,80 @@ class _Grads:
     db: Any  # (V,) accumulation dtype
 
 
+def _logits_blocks(
+    c: _Call, xt: Any, t_c: Any, spans: list, flat: Any, shifted: bool
+) -> tuple | None:
+    """The logits blocks of a chunk and their row statistics (first half of a chunk).
+
+    Each block ``(block, rows)`` is made by one GEMM, then exponentiated in
+    place (or, with ``softcap``, kept as capped logits).  Returns ``(blocks,
+    shifts, m, s, yt, sw, w_seen)``: ``s`` is the sum of ``exp(y - m)`` per
+    row, ``yt`` the target logit, ``sw`` the smoothing sum
+    ``sum_v w_v (y_v - m)`` and ``w_seen`` the summed class weight.
+
+    Unshifted (``shifted=False``), ``exp(y)`` is taken as it is, which saves
+    two passes over each block; it is kept only if no row sum overflowed and
+    every row's largest term is a normal number with ``1/eps`` of headroom,
+    else ``None`` is returned and the chunk is redone shifted: each block by
+    the running row max ``m`` (an online logsumexp; ``shifts`` holds the max
+    each block was shifted by, to rescale it later).
+    """
+    xp, ops = c.xp, c.ops
+    n, n_vocab = xt.shape[1], c.w.shape[0]
+    cap, eps = c.softcap, c.eps
+    store_exp = cap is None  # with softcap the capped logits stay, for tanh'
+    zero = xp.zeros((n,), dtype=c.cdtype, device=array_api_compat.device(xt))
+    blocks, shifts = [], []
+    m = None if shifted else zero
+    s = yt = sw = zero
+    w_seen = 0.0
+    for j0, j1 in spans:
+        out = None if flat is None else xp.reshape(flat[n * j0 : n * j1], (j1 - j0, n))
+        b = ops.mm(_cast(xp, c.w[j0:j1, :], c.gdtype), xt, out)
+        if c.bias is not None:
+            b += c.bias[j0:j1, None]
+        if cap is not None:
+            b /= cap
+            b = ops.tanh_(b)
+            b *= cap
+        hit = (t_c >= j0) & (t_c < j1)
+        col = xp.clip(t_c - j0, 0, j1 - j0 - 1)
+        yt = xp.where(hit, xp.take_along_axis(b, col[None, :], axis=0)[0, :], yt)
+        m_new = None
+        if shifted:  # streaming logsumexp: running max m, sum s of exp(y - m)
+            bm = xp.max(b, axis=0)
+            if m is None:
+                m_new = bm
+            else:
+                m_new = xp.maximum(m, bm)
+                s = s * xp.where(m == m_new, zero + 1, xp.exp(m - m_new))
+            b -= m_new[None, :]
+        if eps > 0:
+            if c.weight is None:
+                part, w_block = xp.sum(b, axis=0), float(j1 - j0)
+            else:
+                part, w_block = xp.matmul(c.weight[j0:j1], b), xp.sum(c.weight[j0:j1])
+            if shifted and m is not None:
+                sw = sw + w_seen * (m - m_new)
+            sw = sw + part
+            w_seen = w_seen + w_block
+        if store_exp:
+            b = ops.exp_(b)
+            s = s + xp.sum(b, axis=0)
+        else:
+            s = s + xp.sum(xp.exp(b), axis=0)
+        blocks.append(b)
+        shifts.append(m_new)
+        if shifted:
+            m = m_new
+    if not shifted:
+        info = xp.finfo(c.cdtype)
+        floor = n_vocab * info.smallest_normal / info.eps
+        if not to_bool(xp.all((s >= floor) & (s <= info.max))):  # also False for NaN
+            return None
+    return blocks, shifts, m, s, yt, sw, w_seen
+
+
 def _chunk(
     c: _Call,
     x_c: Any,
@@ -494,46 +570,10 @@ def _chunk(
     zero = xp.zeros((n,), dtype=c.cdtype, device=array_api_compat.device(x_c))
     wt = zero + 1 if c.weight is None else xp.take(c.weight, t_c, axis=0)
 
-    blocks, maxes = [], []
-    m = s = None
-    yt = zero  # the target's logit
-    sw = zero  # sum_v w_v (y_v - m), smoothing only
-    w_seen = 0.0
-    for j0, j1 in spans:
-        out = None if flat is None else xp.reshape(flat[n * j0 : n * j1], (j1 - j0, n))
-        b = ops.mm(_cast(xp, c.w[j0:j1, :], c.gdtype), xt, out)
-        if c.bias is not None:
-            b += c.bias[j0:j1, None]
-        if cap is not None:
-            b /= cap
-            b = ops.tanh_(b)
-            b *= cap
-        hit = (t_c >= j0) & (t_c < j1)
-        col = xp.clip(t_c - j0, 0, j1 - j0 - 1)
-        yt = xp.where(hit, xp.take_along_axis(b, col[None, :], axis=0)[0, :], yt)
-        # streaming logsumexp: the running max m and sum s of exp(y - m)
-        bm = xp.max(b, axis=0)
-        if m is None:
-            m_new, s = bm, zero
-        else:
-            m_new = xp.maximum(m, bm)
-            s = s * xp.where(m == m_new, zero + 1, xp.exp(m - m_new))
-        b -= m_new[None, :]
-        if eps > 0:
-            if c.weight is None:
-                part, w_block = xp.sum(b, axis=0), float(j1 - j0)
-            else:
-                part, w_block = xp.matmul(c.weight[j0:j1], b), xp.sum(c.weight[j0:j1])
-            sw = sw + (w_seen * (m - m_new) if m is not None else 0) + part
-            w_seen = w_seen + w_block
-        if store_exp:
-            b = ops.exp_(b)
-            s = s + xp.sum(b, axis=0)
-        else:
-            s = s + xp.sum(xp.exp(b), axis=0)
-        blocks.append(b)
-        maxes.append(m_new)
-        m = m_new
+    stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=False)
+    if stats is None:  # logits beyond exp's range: shift by the running max
+        stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=True)
+    blocks, maxes, m, s, yt, sw, w_seen = stats
 
     log_s = xp.log(s)
     lse = log_s + m
@@ -560,10 +600,11 @@ def _chunk(
         g, mk = blocks[k], maxes[k]
         blocks[k] = None
         if store_exp:
-            g *= (scale * xp.exp(mk - m))[None, :]
+            g *= (scale if mk is None else scale * xp.exp(mk - m))[None, :]
         else:
-            th = (g + mk[None, :]) / cap
-            g += (mk - m)[None, :]
+            th = (g if mk is None else g + mk[None, :]) / cap
+            if mk is not None:
+                g += (mk - m)[None, :]
             g = ops.exp_(g)
             g *= scale[None, :]
         hit = (t_c >= j0) & (t_c < j1)
@@ -590,12 +631,12 @@ def _evaluate(
     need: tuple[bool, bool, bool],
     row_seed: Any = None,
 ) -> tuple[Any, Any, tuple[Any, Any, Any]]:
-    """Loss of the counted rows, their ``'mean'``/``'sum'`` factor, and gradients.
+    """Per-row losses of the counted rows, and the gradients asked for in ``need``.
 
-    Returns ``(loss_kept, seed_value, (dinput, dlinear_weight, dlinear_bias))``
-    where the gradients are ``None`` unless asked for in ``need``; with
-    ``row_seed`` (shape ``(n_kept,)``) each row's gradient is scaled by it
-    instead of by the reduction's factor.
+    Returns ``(loss_kept, (dinput, dlinear_weight, dlinear_bias))``, a
+    gradient being ``None`` unless asked for.  They are the gradients of the
+    reduced loss; with ``row_seed`` (shape ``(n_kept,)``) each row's gradient
+    is scaled by it instead of by the reduction's factor.
     """
     xp, ops = c.xp, c.ops
     n_rows, d = c.x.shape
@@ -735,10 +776,10 @@ def linear_cross_entropy(
     softcap : float, optional, keyword-only
         Use ``softcap * tanh(logits / softcap)`` as the logits.
     chunk_size : int or (int, int), optional, keyword-only
-        Rows per chunk, or ``(rows, vocabulary columns)`` per block; ``None``
+        Rows per chunk, or ``(rows, vocabulary entries)`` per block; ``None``
         entries are chosen automatically (rows so that the ``(rows, V)``
         buffer takes at most 112 MiB: 224 rows at ``V = 128000`` in float32;
-        4096 columns).  Results do not depend on it
+        4096 entries).  Results do not depend on it
         beyond rounding.
     filter_eps : float, optional, keyword-only
         Gradient filtering (as in Cut Cross-Entropy): skip the two gradient
@@ -787,13 +828,25 @@ def linear_cross_entropy(
     (softmax minus one-hot, plus the smoothing, z-loss and softcap terms,
     scaled by the reduction), the gradients are :math:`G W` for ``input``,
     :math:`G^\top X` for ``linear_weight`` and :math:`\sum_n G_n` for
-    ``linear_bias``.  The rows are processed in chunks; per chunk the logits
-    are made block by block with a streaming logsumexp (running max and
-    rescaled sum), then each block's :math:`G` goes into the two products
-    while it is still in cache.  Each float multiply-add of the three
-    products is done once: a reduced loss gets its gradients in the same
-    pass; a PyTorch backward of ``reduction='none'`` makes a second pass
-    (the per-row upstream gradients are known only then).
+    ``linear_bias``.
+
+    The rows are processed in chunks.  Per chunk, the logits are made block
+    by block (one GEMM each) and exponentiated in place, their row sums
+    accumulated; if a row sum overflows or underflows, the chunk is redone
+    with a streaming (running-max) logsumexp.  Then each block becomes its
+    :math:`G` and goes into the two gradient products while it is still in
+    cache, so each multiply-add of the three products happens once.  A
+    reduced loss gets its gradients in the same pass (a PyTorch
+    ``backward`` only hands them over, scaled by the upstream gradient, and
+    only once: ``retain_graph`` needs ``reduction='none'``); the backward of
+    ``reduction='none'`` redoes the pass with each row's upstream gradient.
+    Half precision multiplies in its own dtype (PyTorch; float32
+    accumulation inside the GEMM) and accumulates the softmax, the
+    statistics and the gradients in float32 (for ``linear_weight``, a
+    float32 ``(V, D)`` accumulator).  Where PyTorch's
+    ``F.linear_cross_entropy`` reads a K-dimensional *weight* ``(C, d1, ...,
+    D)``, here the extra axes belong to ``input`` (one row per token of a
+    ``(batch, sequence, D)`` array).
 
     Examples
     --------
@@ -805,7 +858,7 @@ def linear_cross_entropy(
     >>> h, W = np.array([[1.0, 0.0]]), np.eye(2)
     >>> round(float(ce.linear_cross_entropy(h, W, np.array([0]))), 4)
     0.3133
-    >>> float(np.log1p(np.exp(-1.0))).__round__(4)
+    >>> round(float(np.log1p(np.exp(-1.0))), 4)
     0.3133
 
     The gradient with respect to ``input`` is ``(softmax - one-hot) @ W``:
@@ -815,6 +868,8 @@ def linear_cross_entropy(
     array([[-0.2689,  0.2689]])
     """
     if _needs_autograd(input, linear_weight, linear_bias):
+        # autograd saves tensors only: a NumPy or list target becomes one
+        _, (_, target, weight) = namespace(input, target, weight)
         options = (
             reduction,
             ignore_index,
