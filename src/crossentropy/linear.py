@@ -304,6 +304,17 @@ class _Call:
     filter_eps: float
     chunk: int
     block: int
+    shard: Any = None  # a crossentropy.distributed.VocabShard: w holds its rows of the vocabulary
+
+    @property
+    def offset(self) -> int:
+        """The first vocabulary entry of ``w`` (0 unless sharded)."""
+        return 0 if self.shard is None else self.shard.offset
+
+    @property
+    def n_classes(self) -> int:
+        """The whole vocabulary's size."""
+        return self.w.shape[0] if self.shard is None else self.shard.n_classes
 
 
 def _check_chunk_size(chunk_size: Any) -> tuple[int | None, int | None]:
@@ -347,6 +358,7 @@ def _prepare(
     softcap: float | None,
     chunk_size: Any,
     filter_eps: float | None,
+    shard: Any = None,
 ) -> _Call:
     xp, (input, linear_weight, target, linear_bias, weight) = namespace(
         input, linear_weight, target, linear_bias, weight
@@ -386,10 +398,13 @@ def _prepare(
             f"input's shape {tuple(input.shape)} without its feature axis (one class index "
             f"per row of input)"
         )
-    for name, v in (("linear_bias", linear_bias), ("weight", weight)):
-        if v is not None:
-            check_floating(xp, v, name)
-            check_vector(v, n_vocab, name, "the vocabulary size V, linear_weight.shape[0]")
+    n_total = n_vocab if shard is None else shard.n_classes
+    if linear_bias is not None:
+        check_floating(xp, linear_bias, "linear_bias")
+        check_vector(linear_bias, n_vocab, "linear_bias", "linear_weight.shape[0]")
+    if weight is not None:
+        check_floating(xp, weight, "weight")
+        check_vector(weight, n_total, "weight", "the vocabulary size V")
 
     dtypes = [input.dtype, linear_weight.dtype]
     out_dtype = xp.result_type(*dtypes)
@@ -401,7 +416,7 @@ def _prepare(
 
     x = xp.reshape(input, (-1, d))
     flat = xp.reshape(target, (-1,))
-    valid = check_index_target(xp, flat, n_vocab, ignore_index)
+    valid = check_index_target(xp, flat, n_total, ignore_index)
     t = xp.where(valid, xp.astype(flat, xp.int64), xp.zeros_like(flat, dtype=xp.int64))
     n_kept = int(xp.sum(xp.astype(valid, xp.int64)))
     kept = None if n_kept == x.shape[0] else xp.nonzero(valid)[0]
@@ -444,6 +459,7 @@ def _prepare(
         filter_eps=float(filter_eps),
         chunk=max(1, min(token_chunk, max(n_kept, 1))),
         block=min(block or _VOCAB_BLOCK, n_vocab),
+        shard=shard,
     )
 
 
@@ -520,7 +536,8 @@ def _logits_blocks(
             if c.weight is None:
                 part, w_block = xp.sum(b, axis=0), float(j1 - j0)
             else:
-                part, w_block = xp.matmul(c.weight[j0:j1], b), xp.sum(c.weight[j0:j1])
+                w_b = c.weight[c.offset + j0 : c.offset + j1]
+                part, w_block = xp.matmul(w_b, b), xp.sum(w_b)
             if shifted and m is not None:
                 sw = sw + w_seen * (m - m_new)
             sw = sw + part
@@ -540,6 +557,26 @@ def _logits_blocks(
         if not to_bool(xp.all((s >= floor) & (s <= info.max))):  # also False for NaN
             return None
     return blocks, shifts, m, s, yt, sw, w_seen
+
+
+def _combine(c: _Call, stats: tuple) -> tuple:
+    """The row statistics of the whole vocabulary from this shard's (shifted) ones.
+
+    One all-reduce ``MAX`` of the running maxima, then one all-reduce ``SUM``
+    of the sums of exponentials (rescaled to the common maximum), the target
+    logits (0 where another shard has the target) and the smoothing sums.
+    """
+    xp, shard = c.xp, c.shard
+    blocks, shifts, m, s, yt, sw, w_seen = stats
+    big_m = shard.all_max(m)
+    big_m = xp.where(xp.isfinite(big_m), big_m, xp.zeros_like(big_m))
+    s = s * xp.exp(m - big_m)
+    if c.eps > 0:  # sw = sum_v w_v (y_v - m): shift it to the common maximum
+        sw = sw + w_seen * (m - big_m)
+        s, yt, sw = shard.all_sum(s, yt, sw)
+    else:
+        s, yt = shard.all_sum(s, yt)
+    return blocks, shifts, big_m, s, yt, sw, shard.weight_sum
 
 
 def _chunk(
@@ -562,7 +599,7 @@ def _chunk(
     memory budget allows.
     """
     xp, ops = c.xp, c.ops
-    n, n_vocab = x_c.shape[0], c.w.shape[0]
+    n, n_vocab = x_c.shape[0], c.n_classes
     cap, eps = c.softcap, c.eps
     store_exp = cap is None  # with softcap the capped logits stay, for tanh'
     xg = _cast(xp, x_c, c.gdtype)
@@ -570,9 +607,15 @@ def _chunk(
     zero = xp.zeros((n,), dtype=c.cdtype, device=array_api_compat.device(x_c))
     wt = zero + 1 if c.weight is None else xp.take(c.weight, t_c, axis=0)
 
-    stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=False)
-    if stats is None:  # logits beyond exp's range: shift by the running max
-        stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=True)
+    o = c.offset
+    if o:
+        t_c = t_c - o  # the target's row in this shard of the vocabulary, if there
+    if c.shard is None:
+        stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=False)
+        if stats is None:  # logits beyond exp's range: shift by the running max
+            stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=True)
+    else:  # every shard must take the same (shifted) path: they meet in _combine
+        stats = _combine(c, _logits_blocks(c, xt, t_c, spans, flat, shifted=True))
     blocks, maxes, m, s, yt, sw, w_seen = stats
 
     log_s = xp.log(s)
@@ -610,7 +653,10 @@ def _chunk(
         hit = (t_c >= j0) & (t_c < j1)
         g = ops.sub_at(g, hit, xp.clip(t_c - j0, 0, j1 - j0 - 1), coef)
         if eps > 0:
-            g -= (eps / n_vocab) if c.weight is None else (eps / n_vocab) * c.weight[j0:j1, None]
+            if c.weight is None:
+                g -= eps / n_vocab
+            else:
+                g -= (eps / n_vocab) * c.weight[o + j0 : o + j1, None]
         if cap is not None:
             g *= 1 - th * th
         if c.filter_eps and float(xp.max(xp.abs(g))) < c.filter_eps:
@@ -688,6 +734,8 @@ def _evaluate(
         if need[0] and not ops.mutable:
             kept_dx = xp.concat(dx) if dx else xp.zeros((0, d), dtype=c.cdtype, device=dev)
             dx = _cast(xp, _expand(c, kept_dx), c.x.dtype)
+        if need[0] and c.shard is not None:  # each shard's part of the products
+            dx = c.shard.all_sum_input_grad(dx)
         if need[0]:
             dx = xp.reshape(dx, c.in_shape)
         dw = None
@@ -867,20 +915,60 @@ def linear_cross_entropy(
     >>> dh.round(4)
     array([[-0.2689,  0.2689]])
     """
+    return _linear_cross_entropy(
+        input,
+        linear_weight,
+        target,
+        linear_bias=linear_bias,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=chunk_size,
+        filter_eps=filter_eps,
+    )
+
+
+def _linear_cross_entropy(
+    input: Any,
+    linear_weight: Any,
+    target: Any,
+    *,
+    linear_bias: Any,
+    weight: Any,
+    reduction: str,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    chunk_size: Any,
+    filter_eps: float | None,
+    shard: Any = None,
+) -> Any:
+    """:func:`linear_cross_entropy`, or with ``shard`` the loss of a vocabulary
+    sharded over processes (``linear_weight`` holds this shard's rows; see
+    :mod:`crossentropy.distributed`)."""
+    options = (
+        reduction,
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        chunk_size,
+        filter_eps,
+        shard,
+    )
     if _needs_autograd(input, linear_weight, linear_bias):
         # autograd saves tensors only: a NumPy or list target becomes one
         _, (_, target, weight) = namespace(input, target, weight)
-        options = (
-            reduction,
-            ignore_index,
-            label_smoothing,
-            z_loss,
-            softcap,
-            chunk_size,
-            filter_eps,
-        )
         function = _torch_function()
         return function.apply(input, linear_weight, linear_bias, target, weight, options)
+    if shard is not None:
+        arrays = [_detach(a) for a in (input, linear_weight, target, linear_bias, weight)]
+        c = _prepare(*arrays, *options)
+        return _value(c, _evaluate(c, (False, False, False))[0])
     return _linear_cross_entropy_rule(
         input,
         linear_weight,

@@ -60,16 +60,25 @@ def _prepare(
     reduction: str,
     axis: int | None,
     allow_probs: bool,
+    shard: Any = None,
 ) -> _Batch:
+    """Validate a call and bring it to the class-last layout.
+
+    With ``shard`` (a :class:`crossentropy.distributed.VocabShard`) ``input``
+    holds the classes ``[shard.offset, shard.offset + C_r)`` of
+    ``shard.n_classes``: targets and ``weight`` refer to the whole vocabulary,
+    and the batch's ``weight`` is the shard's slice of it.
+    """
     xp, (input, target, weight) = namespace(input, target, weight)
     check_floating(xp, input, "input")
     reduction = check_reduction(reduction)
     ax = class_axis(input.ndim, axis)
     n_classes = input.shape[ax]
+    n_total = n_classes if shard is None else shard.n_classes
     x = upcast(xp, xp.moveaxis(input, ax, -1) if ax != input.ndim - 1 else input)
     if weight is not None:
         check_floating(xp, weight, "weight")
-        check_vector(weight, n_classes, "weight")
+        check_vector(weight, n_total, "weight")
         weight = xp.astype(weight, x.dtype)
 
     probs = (
@@ -83,7 +92,7 @@ def _prepare(
 
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
-    valid = check_index_target(xp, target, n_classes, ignore_index)
+    valid = check_index_target(xp, target, n_total, ignore_index)
     t = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
     if weight is None:
         w_t = xp.astype(valid, x.dtype)
@@ -91,6 +100,8 @@ def _prepare(
         flat = xp.reshape(t, (-1,))
         w_t = xp.reshape(xp.take(weight, flat, axis=0), t.shape)
         w_t = xp.where(valid, w_t, xp.zeros_like(w_t))
+        if shard is not None:
+            weight = weight[shard.offset : shard.offset + n_classes]
     return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, valid, w_t, False)
 
 
@@ -121,7 +132,12 @@ def _xlogy_safe(xp: Any, t: Any, logp: Any) -> Any:
 
 
 def _cross_entropy_rows(
-    b: _Batch, eps: float, z_loss: float, softcap: float | None, need_grad: bool
+    b: _Batch,
+    eps: float,
+    z_loss: float,
+    softcap: float | None,
+    need_grad: bool,
+    shard: Any = None,
 ) -> tuple[Any, Any, Any, Any]:
     """Per-row loss, the ``'mean'`` denominator, and the per-row gradients.
 
@@ -129,20 +145,31 @@ def _cross_entropy_rows(
     layout; the gradients are of each row's own loss (not yet scaled by the
     reduction) and ``None`` unless ``need_grad``.  This is the reference
     computation every faster path must reproduce.
+
+    With ``shard`` (class-index targets only; see :func:`_prepare`) the row
+    statistics of this slice of the classes are combined with the other
+    slices' through ``shard.all_max`` and one ``shard.all_sum``; ``d_input``
+    is this slice's part of the gradient.
     """
-    xp, C = b.xp, b.n_classes
+    xp = b.xp
+    C = b.n_classes if shard is None else shard.n_classes
     x = b.x
     if softcap is not None:
         th = xp.tanh(x / softcap)
         x = softcap * th
-    z, m = _shifted(xp, x, -1)  # logits minus the row max: exponents <= 0
+    if shard is None:
+        z, m = _shifted(xp, x, -1)  # logits minus the row max: exponents <= 0
+    else:
+        m = shard.all_max(xp.max(x, axis=-1, keepdims=True))
+        m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+        z = x - m
     ez = xp.exp(z)
     sez = xp.sum(ez, axis=-1)
-    lse = xp.log(sez)  # logsumexp of the shifted logits, per row
-    p = ez / sez[..., None] if need_grad else None
     d_target = None
 
     if b.probs:
+        lse = xp.log(sez)  # logsumexp of the shifted logits, per row
+        p = ez / sez[..., None] if need_grad else None
         t = b.target if eps == 0 else (1 - eps) * b.target + eps / C
         logp = z - lse[..., None]
         wt = t if b.weight is None else t * b.weight
@@ -154,12 +181,27 @@ def _cross_entropy_rows(
             w = 1 if b.weight is None else b.weight
             d_target = -(1 - eps) * w * logp
     else:
-        loss = b.w_t * (lse - _pick(xp, z, b.target))
+        target, owned = b.target, None
+        if shard is not None:  # the target's column in this slice, where it has it
+            target = target - shard.offset
+            owned = (target >= 0) & (target < b.n_classes)
+            target = xp.where(owned, target, xp.zeros_like(target))
+        zt = _pick(xp, z, target)  # the shifted target logit
+        zs = None  # the (weighted) sum of the shifted logits, for smoothing
         if eps > 0:
-            if b.weight is None:
-                smooth = C * lse - xp.sum(z, axis=-1)
+            zs = xp.sum(z, axis=-1) if b.weight is None else xp.matmul(z, b.weight)
+        if shard is not None:
+            zt = xp.where(owned, zt, xp.zeros_like(zt))
+            sez, zt, zs = shard.all_sum(sez, zt, zs)
+        lse = xp.log(sez)  # logsumexp of the shifted logits, per row
+        p = ez / sez[..., None] if need_grad else None
+        loss = b.w_t * (lse - zt)
+        if eps > 0:
+            if shard is not None:
+                big_w = shard.weight_sum
             else:
-                smooth = xp.sum(b.weight) * lse - xp.matmul(z, b.weight)
+                big_w = C if b.weight is None else xp.sum(b.weight)
+            smooth = big_w * lse - zs
             smooth = xp.where(b.valid, smooth, xp.zeros_like(smooth))
             loss = (1 - eps) * loss + (eps / C) * smooth
         counted = b.valid
@@ -168,9 +210,11 @@ def _cross_entropy_rows(
             coef = (1 - eps) * b.w_t
             coef_p = coef
             if eps > 0:
-                big_w = C if b.weight is None else xp.sum(b.weight)
                 coef_p = coef + xp.where(b.valid, (eps / C) * big_w, xp.zeros_like(coef))
-            g = coef_p[..., None] * p - coef[..., None] * _one_hot(xp, b.target, C, p.dtype)
+            hot = coef if owned is None else xp.where(owned, coef, xp.zeros_like(coef))
+            g = coef_p[..., None] * p - hot[..., None] * _one_hot(
+                xp, target, b.n_classes, p.dtype
+            )
             if eps > 0:
                 w = xp.ones_like(p[..., :1]) if b.weight is None else b.weight
                 g = g - xp.astype(b.valid, p.dtype)[..., None] * ((eps / C) * w)

@@ -1,0 +1,623 @@
+"""Vocabulary-parallel cross-entropy over ``torch.distributed``: ``vocab_parallel_*``.
+
+When a model's output layer is sharded over the vocabulary (tensor
+parallelism, as in Megatron-LM), each process holds the logits of a
+contiguous slice of the classes, ``logits[..., offset : offset + width]``, or
+the matching rows of the output layer's weight.  The loss and its gradients
+are computed here without gathering the logits: per row, the processes agree
+on the maximum (one all-reduce ``MAX``), then on the sum of the exponentials,
+the target logit (from the process that owns the target) and, for label
+smoothing, the sum of the logits (one fused all-reduce ``SUM``).  Each
+process's logits gradient is then local.  Communication is ``O(N)`` floats per
+call, whatever the vocabulary size.
+
+Before computing, the processes exchange a few facts about the call (shard
+widths, batch shape, a digest of the target, the options) with one small
+``all_gather_object``: a call that would give wrong results or hang (a
+different batch size or target on one process, a shard of the wrong width,
+targets out of range) raises the same clear error on every process instead.
+``validate=False`` skips that exchange.
+
+PyTorch is needed (imported on first use); the collectives are
+``torch.distributed``'s, so any backend works: gloo for CPU tensors, nccl for
+CUDA tensors (each process must have called ``torch.cuda.set_device``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._namespace import is_torch, restore
+from ._reduction import reduce, seed
+from ._validate import check_label_smoothing, check_z_loss_softcap, class_axis
+from .losses.classification import _back, _cross_entropy_rows, _prepare
+
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+_SMOOTHING_MODES = ("pytorch", "megatron")
+
+
+@dataclass
+class VocabShard:
+    """This process's slice ``[offset, offset + width)`` of a vocabulary of
+    ``n_classes`` entries, and the collectives that combine per-row statistics.
+
+    The per-row code in :mod:`crossentropy.losses.classification` and
+    :mod:`crossentropy.linear` calls ``all_max`` once and ``all_sum`` once per
+    block of rows; ``all_sum_input_grad`` adds up the partial gradients of a
+    replicated input.
+    """
+
+    offset: int
+    width: int
+    n_classes: int
+    weight_sum: Any  # the sum of the whole class-weight vector, or n_classes
+    all_max: Callable[[Any], Any]
+    all_sum: Callable[..., tuple]
+    all_sum_input_grad: Callable[[Any], Any]
+
+
+# -- the agreement step -------------------------------------------------------------
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "vocabulary-parallel losses need an initialised process group: call "
+            "torch.distributed.init_process_group(...) first (torchrun sets the "
+            "environment for it)"
+        )
+    return dist
+
+
+def _digest(t: Any) -> str:
+    """A digest of a tensor's values (equal digests: equal tensors)."""
+    data = t.detach().reshape(-1).cpu().contiguous()
+    return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def _describe(values: list) -> str:
+    return ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+
+
+@dataclass
+class _Layout:
+    rank: int
+    world: int
+    sizes: list[int]
+
+    @property
+    def offset(self) -> int:
+        return sum(self.sizes[: self.rank])
+
+    @property
+    def n_classes(self) -> int:
+        return sum(self.sizes)
+
+
+def _agree(fn: str, group: Any, facts: dict, error: BaseException | None) -> _Layout:
+    """Exchange ``facts`` (and any local error) with every process; raise the
+    same error everywhere if the call is inconsistent, else return the layout.
+
+    ``facts["width"]`` is this process's shard width; every other entry must be
+    equal on all processes (the names are used in the messages).
+    """
+    dist = _dist()
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    mine = {"error": None if error is None else f"{type(error).__name__}: {error}", **facts}
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, mine, group=group)
+
+    failed = [(r, g["error"]) for r, g in enumerate(gathered) if g["error"] is not None]
+    if error is not None:
+        raise error
+    if failed:
+        r, message = failed[0]
+        raise RuntimeError(f"{fn} failed on rank {r} of {world}, so every rank stops: {message}")
+    for key, value in facts.items():
+        if key in ("width", "shard_sizes"):
+            continue
+        values = [g[key] for g in gathered]
+        if any(v != values[0] for v in values):
+            raise ValueError(f"{fn}: every rank must pass the same {key}, got {_describe(values)}")
+    sizes = [g["width"] for g in gathered]
+    declared = [g["shard_sizes"] for g in gathered]
+    if any(d is not None for d in declared):
+        if any(d != declared[0] for d in declared):
+            raise ValueError(
+                f"{fn}: every rank must pass the same shard_sizes, got {_describe(declared)}"
+            )
+        expected = list(declared[0])
+        if len(expected) != world:
+            raise ValueError(
+                f"{fn}: shard_sizes has {len(expected)} entries for a group of {world} "
+                f"ranks, got {expected}"
+            )
+        wrong = [r for r in range(world) if sizes[r] != expected[r]]
+        if wrong:
+            r = wrong[0]
+            raise ValueError(
+                f"{fn}: rank {r}'s shard has width {sizes[r]}, but shard_sizes says "
+                f"{expected[r]} (shard widths: {_describe(sizes)})"
+            )
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"{fn}: every shard needs at least one class, got {_describe(sizes)}")
+    return _Layout(rank, world, sizes)
+
+
+def _layout(
+    fn: str,
+    group: Any,
+    width: int,
+    shard_sizes: Sequence[int] | None,
+    validate: bool,
+    facts: Callable[[], dict],
+    device: Any,
+) -> _Layout:
+    """The shard layout: agreed (``validate``), declared, or all-gathered."""
+    if validate:
+        error, found = None, {}
+        try:
+            found = facts()
+        except Exception as e:  # reported to every rank before raising here
+            error = e
+        found = {"width": width, "shard_sizes": _sizes_arg(shard_sizes), **found}
+        return _agree(fn, group, found, error)
+    dist = _dist()
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    if shard_sizes is not None:
+        return _Layout(rank, world, list(_sizes_arg(shard_sizes)))
+    import torch
+
+    mine = torch.tensor([width], dtype=torch.int64, device=device)
+    out = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(out, mine, group=group)
+    return _Layout(rank, world, [int(o) for o in out])
+
+
+def _sizes_arg(shard_sizes: Sequence[int] | None) -> tuple | None:
+    if shard_sizes is None:
+        return None
+    try:
+        sizes = tuple(int(s) for s in shard_sizes)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"shard_sizes must be a sequence of ints (every rank's shard width, in rank "
+            f"order), got {shard_sizes!r}"
+        ) from None
+    return sizes
+
+
+def _smoothing(label_smoothing: float, mode: str, n_classes: int) -> float:
+    """PyTorch's ``label_smoothing`` as it is, or Megatron's converted to PyTorch's.
+
+    Megatron-LM / NeMo put ``1 - a`` on the target and ``a / (V - 1)`` on every
+    other class; that is PyTorch's smoothing with ``a * V / (V - 1)``.
+    """
+    eps = check_label_smoothing(label_smoothing)
+    if mode == "pytorch" or eps == 0:
+        return eps
+    if n_classes < 2:
+        raise ValueError("label_smoothing_mode='megatron' needs at least 2 classes")
+    converted = eps * n_classes / (n_classes - 1)
+    if converted > 1:
+        raise ValueError(
+            f"label_smoothing={label_smoothing!r} with label_smoothing_mode='megatron' must be "
+            f"at most (V - 1) / V = {(n_classes - 1) / n_classes!r} for V={n_classes} classes"
+        )
+    return converted
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in _SMOOTHING_MODES:
+        raise ValueError(f"label_smoothing_mode must be 'pytorch' or 'megatron', got {mode!r}")
+    return mode
+
+
+def _check_tensor(x: Any, name: str) -> None:
+    if not is_torch(x):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (vocabulary-parallel losses run on "
+            f"torch.distributed), got {type(x).__name__}"
+        )
+
+
+def _shard(layout: _Layout, weight: Any, group: Any) -> VocabShard:
+    """The shard descriptor with its collectives over ``group``."""
+    import torch
+    import torch.distributed as dist
+
+    def all_max(m: Any) -> Any:
+        m = m.clone(memory_format=torch.contiguous_format)  # the caller keeps its own
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+        return m
+
+    def all_sum(*rows: Any) -> tuple:
+        present = [r for r in rows if r is not None]
+        stacked = torch.stack(present)
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=group)
+        it = iter(stacked.unbind(0))
+        return tuple(None if r is None else next(it) for r in rows)
+
+    def all_sum_input_grad(g: Any) -> Any:
+        g = g.contiguous()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=group)
+        return g
+
+    n = layout.n_classes
+    weight_sum = n if weight is None else torch.sum(weight.to(torch.float64)).item()
+    return VocabShard(
+        offset=layout.offset,
+        width=layout.sizes[layout.rank],
+        n_classes=n,
+        weight_sum=weight_sum,
+        all_max=all_max,
+        all_sum=all_sum,
+        all_sum_input_grad=all_sum_input_grad,
+    )
+
+
+def _options_fact(**options: Any) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in options.items()))
+
+
+# -- vocab_parallel_cross_entropy ---------------------------------------------------
+
+
+def vocab_parallel_cross_entropy(
+    logits_shard: Any,
+    target: Any,
+    *,
+    group: Any = None,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    axis: int | None = None,
+    label_smoothing_mode: str = "pytorch",
+    shard_sizes: Sequence[int] | None = None,
+    validate: bool = True,
+) -> Any:
+    r"""Cross-entropy of logits sharded over the vocabulary across processes.
+
+    Equal to ``cross_entropy(torch.cat(all_shards, dim=class_axis), target,
+    ...)`` (value and gradients), without gathering the shards: each rank
+    passes its own slice of the classes and receives the same loss.
+
+    Parameters
+    ----------
+    logits_shard : torch.Tensor, floating, shape (N, C_r), (C_r,) or (N, C_r, d1, ..., dK)
+        This rank's contiguous slice of the logits along the class axis (axis
+        1, or 0 for unbatched input, or ``axis``).  Ranks hold consecutive
+        slices in rank order; widths may differ.
+    target : torch.Tensor, integer, shape (N,), () or (N, d1, ..., dK)
+        Class indices into the whole vocabulary ``[0, C)``, ``C = sum(C_r)``,
+        or ``ignore_index``.  The same on every rank.
+    group : ProcessGroup, optional, keyword-only
+        The processes sharing the vocabulary (default: the whole world).
+    weight : torch.Tensor, shape (C,), optional, keyword-only
+        Rescaling weight per class of the *whole* vocabulary, the same on
+        every rank.
+    ignore_index, reduction, label_smoothing, z_loss, softcap, axis
+        As in :func:`crossentropy.cross_entropy`.
+    label_smoothing_mode : {'pytorch', 'megatron'}, default 'pytorch', keyword-only
+        ``'pytorch'``: the target gets ``1 - eps + eps / C`` and every class
+        ``eps / C`` (``torch.nn.functional.cross_entropy``).  ``'megatron'``:
+        the target gets ``1 - eps`` and every other class ``eps / (C - 1)``
+        (Megatron-LM and NeMo); the same as ``'pytorch'`` with
+        ``eps * C / (C - 1)``.
+    shard_sizes : sequence of int, optional, keyword-only
+        Every rank's shard width, in rank order.  Without it the widths are
+        exchanged (one small collective).  With it a rank whose shard has
+        another width is an error.
+    validate : bool, default True, keyword-only
+        Exchange a description of the call between the ranks first (one
+        ``all_gather_object``) and raise the same error on every rank when
+        they disagree: batch shape, target values (by digest), dtypes,
+        options, class weights, shard widths.  ``False`` saves that exchange
+        (a host synchronisation on GPUs); mismatched calls may then hang or
+        give wrong results.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss (scalar for ``'mean'``/``'sum'``, the target's shape for
+        ``'none'``), identical on every rank, ``logits_shard``'s dtype.  If
+        ``logits_shard`` requires grad, ``backward()`` fills its gradient:
+        the rows of the full gradient that belong to this shard (no
+        communication in the backward).
+
+    Raises
+    ------
+    RuntimeError
+        No initialised process group, or another rank's call failed (the
+        message names the rank and its error).
+    ValueError
+        The ranks disagree (the message lists every rank's value), a shard
+        width that contradicts ``shard_sizes``, or an invalid option.
+    TargetIndexError
+        A target outside ``[0, C)`` of the whole vocabulary (on every rank).
+    TypeError
+        An argument that is not a torch tensor; integer logits.
+
+    See Also
+    --------
+    crossentropy.cross_entropy : the same loss on unsharded logits.
+    vocab_parallel_linear_cross_entropy : the same from hidden states and a
+        sharded output layer, without any logits.
+
+    Notes
+    -----
+    Per row, with :math:`m` the all-reduced maximum, each rank computes
+    :math:`s_r = \sum_{c \in r} e^{x_c - m}`, the target logit if it owns the
+    target (0 otherwise) and, for smoothing, :math:`\sum_{c \in r} w_c (x_c -
+    m)`; one all-reduce adds them up, giving :math:`\operatorname{lse} = m +
+    \log \sum_r s_r` and the loss of :func:`crossentropy.cross_entropy`.  The
+    gradient of the shard is :math:`\operatorname{softmax}(x)_c` minus the
+    one-hot entries it owns (with the smoothing, z-loss and softcap terms),
+    computed in the forward and kept for the backward.
+
+    Examples
+    --------
+    With two processes (``torchrun --nproc-per-node 2 script.py``)::
+
+        import torch, torch.distributed as dist
+        from crossentropy.distributed import vocab_parallel_cross_entropy
+
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        torch.manual_seed(0)                      # same logits everywhere
+        logits = torch.randn(8, 1000)
+        target = torch.randint(0, 1000, (8,))
+        shard = logits[:, rank * 500 : (rank + 1) * 500].requires_grad_()
+        loss = vocab_parallel_cross_entropy(shard, target)
+        loss.backward()                           # shard.grad: this rank's columns
+        # loss == torch.nn.functional.cross_entropy(logits, target) on both ranks
+    """
+    _check_tensor(logits_shard, "logits_shard")
+    mode = _check_mode(label_smoothing_mode)
+    ax = None
+    try:
+        ax = class_axis(logits_shard.ndim, axis, "logits_shard")
+        width = int(logits_shard.shape[ax])
+    except Exception:
+        width = -1
+
+    def facts() -> dict:
+        _check_tensor(target, "target")
+        if weight is not None:
+            _check_tensor(weight, "weight")
+        if ax is None:
+            class_axis(logits_shard.ndim, axis, "logits_shard")  # raises its own message
+        batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
+        return {
+            "batch shape (logits_shard's shape without the class axis)": batch,
+            "logits dtype": str(logits_shard.dtype),
+            "target": (tuple(target.shape), str(target.dtype), _digest(target)),
+            "class weight": None if weight is None else _digest(weight),
+            "options": _options_fact(
+                ignore_index=ignore_index,
+                reduction=reduction,
+                label_smoothing=label_smoothing,
+                label_smoothing_mode=mode,
+                z_loss=z_loss,
+                softcap=softcap,
+                axis=axis,
+            ),
+        }
+
+    layout = _layout(
+        "vocab_parallel_cross_entropy",
+        group,
+        width,
+        shard_sizes,
+        validate,
+        facts,
+        logits_shard.device,
+    )
+    shard = _shard(layout, weight, group)
+    eps = _smoothing(label_smoothing, mode, layout.n_classes)
+    function = _vocab_parallel_function()
+    options = (ignore_index, reduction, eps, z_loss, softcap, axis, shard)
+    return function.apply(logits_shard, target, weight, options)
+
+
+@functools.cache
+def _vocab_parallel_function() -> Any:
+    """The ``torch.autograd.Function`` (built on first use: PyTorch is imported lazily)."""
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class VocabParallelCrossEntropy(torch.autograd.Function):
+        """The forward computes the shard's gradient of each row's loss (the
+        collectives happen there); the backward only scales it."""
+
+        @staticmethod
+        def forward(ctx, logits_shard, target, weight, options):
+            ignore_index, reduction, eps, z_loss, softcap, axis, shard = options
+            b = _prepare(
+                "vocab_parallel_cross_entropy",
+                logits_shard,
+                target,
+                weight,
+                ignore_index,
+                reduction,
+                axis,
+                False,
+                shard,
+            )
+            z_loss, softcap = check_z_loss_softcap(z_loss, softcap)
+            need = bool(ctx.needs_input_grad[0])
+            loss, denom, d_input, _ = _cross_entropy_rows(b, eps, z_loss, softcap, need, shard)
+            if need:
+                ctx.d_input = d_input
+                ctx.seed = seed(b.xp, loss, b.reduction, denom)
+                ctx.batch = dataclasses.replace(b, x=None, target=None, valid=None, w_t=None)
+            return restore(b.xp, reduce(b.xp, loss, b.reduction, denom), b.dtype)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad_output):
+            s = ctx.seed * grad_output.to(ctx.d_input.dtype)
+            return _back(ctx.batch, ctx.d_input * s[..., None]), None, None, None
+
+    return VocabParallelCrossEntropy
+
+
+# -- vocab_parallel_linear_cross_entropy --------------------------------------------
+
+
+def vocab_parallel_linear_cross_entropy(
+    input: Any,
+    weight_shard: Any,
+    target: Any,
+    *,
+    group: Any = None,
+    linear_bias: Any = None,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | tuple[int | None, int | None] | None = None,
+    label_smoothing_mode: str = "pytorch",
+    shard_sizes: Sequence[int] | None = None,
+    validate: bool = True,
+) -> Any:
+    r"""Cross-entropy of ``input @ W.T + b`` with ``W`` sharded over the vocabulary.
+
+    Equal to ``linear_cross_entropy(input, torch.cat(all_weight_shards),
+    target, linear_bias=torch.cat(all_bias_shards), ...)`` (value and
+    gradients): each rank multiplies the replicated ``input`` by its own rows
+    of the output layer, a chunk of tokens at a time, and never holds logits
+    beyond one ``(chunk, V_r)`` block.
+
+    Parameters
+    ----------
+    input : torch.Tensor, floating, shape (N, D) or (..., D)
+        Hidden states, the same on every rank (replicated).
+    weight_shard : torch.Tensor, floating, shape (V_r, D)
+        This rank's consecutive rows of the output layer's ``(V, D)`` weight,
+        in rank order; ``V = sum(V_r)``.
+    target : torch.Tensor, integer, shape ``input.shape[:-1]``
+        Class indices into the whole vocabulary, or ``ignore_index``.
+    group : ProcessGroup, optional, keyword-only
+        The processes sharing the vocabulary (default: the whole world).
+    linear_bias : torch.Tensor, shape (V_r,), optional, keyword-only
+        This rank's slice of the output layer's bias.
+    weight : torch.Tensor, shape (V,), optional, keyword-only
+        Rescaling weight per class of the whole vocabulary (same on every rank).
+    ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size
+        As in :func:`crossentropy.linear_cross_entropy`; the default chunk
+        follows the widest shard so that every rank walks the same chunks.
+    label_smoothing_mode, shard_sizes, validate
+        As in :func:`vocab_parallel_cross_entropy`.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, identical on every rank, in ``input``'s dtype.  With
+        autograd, ``input.grad`` is the whole gradient (the ranks' partial
+        products are all-reduced) and ``weight_shard.grad`` /
+        ``linear_bias.grad`` this rank's rows.
+
+    Raises
+    ------
+    RuntimeError, ValueError, TargetIndexError, TypeError
+        As in :func:`vocab_parallel_cross_entropy`; also an ``input`` whose
+        last axis is not ``weight_shard``'s second.
+
+    See Also
+    --------
+    crossentropy.linear_cross_entropy : the single-process version.
+    vocab_parallel_cross_entropy : the same on sharded logits.
+
+    Notes
+    -----
+    The per-chunk row statistics (running maximum, sum of exponentials,
+    target logit, smoothing sum) are combined with one all-reduce ``MAX``
+    and one all-reduce ``SUM`` per chunk of tokens; the gradient of
+    ``input`` gets one all-reduce ``SUM`` of ``(N, D)``.  ``input`` is not
+    compared across ranks (it may be large): it must be replicated.
+    """
+    import torch
+
+    from .linear import _linear_cross_entropy, default_chunk_size
+
+    for name, x in (("input", input), ("weight_shard", weight_shard), ("target", target)):
+        _check_tensor(x, name)
+    mode = _check_mode(label_smoothing_mode)
+    width = int(weight_shard.shape[0]) if weight_shard.ndim == 2 else -1
+
+    def facts() -> dict:
+        if weight_shard.ndim != 2:
+            raise ValueError(
+                f"weight_shard must be 2-D with shape (V_r, D), got shape "
+                f"{tuple(weight_shard.shape)}"
+            )
+        for name, x in (("linear_bias", linear_bias), ("weight", weight)):
+            if x is not None:
+                _check_tensor(x, name)
+        if linear_bias is not None and tuple(linear_bias.shape) != (width,):
+            raise ValueError(
+                f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
+                f"got shape {tuple(linear_bias.shape)}"
+            )
+        return {
+            "input shape": tuple(input.shape),
+            "weight_shard's feature size D": int(weight_shard.shape[1]),
+            "dtypes": (str(input.dtype), str(weight_shard.dtype)),
+            "target": (tuple(target.shape), str(target.dtype), _digest(target)),
+            "class weight": None if weight is None else _digest(weight),
+            "linear_bias given": linear_bias is not None,
+            "options": _options_fact(
+                ignore_index=ignore_index,
+                reduction=reduction,
+                label_smoothing=label_smoothing,
+                label_smoothing_mode=mode,
+                z_loss=z_loss,
+                softcap=softcap,
+                chunk_size=chunk_size,
+            ),
+        }
+
+    layout = _layout(
+        "vocab_parallel_linear_cross_entropy",
+        group,
+        width,
+        shard_sizes,
+        validate,
+        facts,
+        input.device,
+    )
+    shard = _shard(layout, weight, group)
+    eps = _smoothing(label_smoothing, mode, layout.n_classes)
+    rows = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
+    block = chunk_size[1] if isinstance(chunk_size, (tuple, list)) else None
+    if rows is None:  # the same chunks on every rank: they meet in each chunk's collectives
+        rows = default_chunk_size(max(layout.sizes), 8 if input.dtype == torch.float64 else 4)
+    return _linear_cross_entropy(
+        input,
+        weight_shard,
+        target,
+        linear_bias=linear_bias,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=eps,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=(rows, block),
+        filter_eps=None,
+        shard=shard,
+    )
