@@ -121,7 +121,7 @@ def _agree(fn: str, group: Any, facts: dict, error: BaseException | None) -> _La
     if failed:
         r, message = failed[0]
         raise RuntimeError(f"{fn} failed on rank {r} of {world}, so every rank stops: {message}")
-    for key, value in facts.items():
+    for key in facts:
         if key in ("width", "shard_sizes"):
             continue
         values = [g[key] for g in gathered]
