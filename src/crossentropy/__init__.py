@@ -4,7 +4,7 @@ NumPy by default; PyTorch, JAX and any Array API library work too.  Every
 loss has an analytic gradient through :func:`value_and_grad`.
 """
 
-from . import info, nn
+from . import distributed, info, nn
 from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .grad import grad, value_and_grad
 from .info import entropy
@@ -31,6 +31,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "distributed",
     "entropy",
     "grad",
     "hinge_loss",
