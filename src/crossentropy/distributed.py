@@ -83,6 +83,10 @@ def _digest(t: Any) -> str:
     return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
 
 
+def _target_fact(target: Any) -> tuple:
+    return tuple(target.shape), str(target.dtype), _digest(target)
+
+
 def _describe(values: list) -> str:
     return ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
 
@@ -402,8 +406,8 @@ def vocab_parallel_cross_entropy(
         return {
             "batch shape (logits_shard's shape without the class axis)": batch,
             "logits dtype": str(logits_shard.dtype),
-            "target": (tuple(target.shape), str(target.dtype), _digest(target)),
-            "class weight": None if weight is None else _digest(weight),
+            "target (shape, dtype, digest of the values)": _target_fact(target),
+            "class weight (digest of the values)": None if weight is None else _digest(weight),
             "options": _options_fact(
                 ignore_index=ignore_index,
                 reduction=reduction,
@@ -577,8 +581,8 @@ def vocab_parallel_linear_cross_entropy(
             "input shape": tuple(input.shape),
             "weight_shard's feature size D": int(weight_shard.shape[1]),
             "dtypes": (str(input.dtype), str(weight_shard.dtype)),
-            "target": (tuple(target.shape), str(target.dtype), _digest(target)),
-            "class weight": None if weight is None else _digest(weight),
+            "target (shape, dtype, digest of the values)": _target_fact(target),
+            "class weight (digest of the values)": None if weight is None else _digest(weight),
             "linear_bias given": linear_bias is not None,
             "options": _options_fact(
                 ignore_index=ignore_index,
