@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import is_torch, restore
+from ._namespace import is_torch, namespace, restore
 from ._reduction import reduce, seed
-from ._validate import check_label_smoothing, check_z_loss_softcap, class_axis
+from ._validate import check_floating, check_label_smoothing, check_z_loss_softcap, class_axis
 from .losses.classification import _back, _cross_entropy_rows, _prepare
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -159,28 +159,32 @@ def _agree(fn: str, group: Any, facts: dict, error: BaseException | None) -> _La
 def _layout(
     fn: str,
     group: Any,
-    width: int,
     shard_sizes: Sequence[int] | None,
     validate: bool,
     facts: Callable[[], dict],
-    device: Any,
+    device: Callable[[], Any],
 ) -> _Layout:
-    """The shard layout: agreed (``validate``), declared, or all-gathered."""
+    """The shard layout: agreed (``validate``), declared, or all-gathered.
+
+    ``facts()`` checks this rank's arguments and describes them (``"width"``:
+    its shard width); with ``validate`` any error it raises is first reported
+    to every rank, so that all of them stop.
+    """
     if validate:
         error, found = None, {}
         try:
-            found = facts()
+            found = {"shard_sizes": _sizes_arg(shard_sizes), **facts()}
         except Exception as e:  # reported to every rank before raising here
             error = e
-        found = {"width": width, "shard_sizes": _sizes_arg(shard_sizes), **found}
         return _agree(fn, group, found, error)
+    width = facts()["width"]
     dist = _dist()
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     if shard_sizes is not None:
         return _Layout(rank, world, list(_sizes_arg(shard_sizes)))
     import torch
 
-    mine = torch.tensor([width], dtype=torch.int64, device=device)
+    mine = torch.tensor([width], dtype=torch.int64, device=device())
     out = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(out, mine, group=group)
     return _Layout(rank, world, [int(o) for o in out])
@@ -351,7 +355,7 @@ def vocab_parallel_cross_entropy(
     TargetIndexError
         A target outside ``[0, C)`` of the whole vocabulary (on every rank).
     TypeError
-        An argument that is not a torch tensor; integer logits.
+        An argument that is not a torch tensor; integer logits (``DTypeError``).
 
     See Also
     --------
@@ -387,23 +391,17 @@ def vocab_parallel_cross_entropy(
         loss.backward()                           # shard.grad: this rank's columns
         # loss == torch.nn.functional.cross_entropy(logits, target) on both ranks
     """
-    _check_tensor(logits_shard, "logits_shard")
-    mode = _check_mode(label_smoothing_mode)
-    ax = None
-    try:
-        ax = class_axis(logits_shard.ndim, axis, "logits_shard")
-        width = int(logits_shard.shape[ax])
-    except Exception:
-        width = -1
 
     def facts() -> dict:
-        _check_tensor(target, "target")
-        if weight is not None:
-            _check_tensor(weight, "weight")
-        if ax is None:
-            class_axis(logits_shard.ndim, axis, "logits_shard")  # raises its own message
+        for name, x in (("logits_shard", logits_shard), ("target", target), ("weight", weight)):
+            if x is not None:
+                _check_tensor(x, name)
+        _check_mode(label_smoothing_mode)
+        check_floating(namespace(logits_shard)[0], logits_shard, "logits_shard")
+        ax = class_axis(logits_shard.ndim, axis, "logits_shard")
         batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
         return {
+            "width": int(logits_shard.shape[ax]),
             "batch shape (logits_shard's shape without the class axis)": batch,
             "logits dtype": str(logits_shard.dtype),
             "target (shape, dtype, digest of the values)": _target_fact(target),
@@ -412,22 +410,16 @@ def vocab_parallel_cross_entropy(
                 ignore_index=ignore_index,
                 reduction=reduction,
                 label_smoothing=label_smoothing,
-                label_smoothing_mode=mode,
+                label_smoothing_mode=label_smoothing_mode,
                 z_loss=z_loss,
                 softcap=softcap,
                 axis=axis,
             ),
         }
 
-    layout = _layout(
-        "vocab_parallel_cross_entropy",
-        group,
-        width,
-        shard_sizes,
-        validate,
-        facts,
-        logits_shard.device,
-    )
+    fn = "vocab_parallel_cross_entropy"
+    layout = _layout(fn, group, shard_sizes, validate, facts, lambda: logits_shard.device)
+    mode = _check_mode(label_smoothing_mode)
     shard = _shard(layout, weight, group)
     eps = _smoothing(label_smoothing, mode, layout.n_classes)
     function = _vocab_parallel_function()
@@ -558,26 +550,34 @@ def vocab_parallel_linear_cross_entropy(
 
     from .linear import _linear_cross_entropy, default_chunk_size
 
-    for name, x in (("input", input), ("weight_shard", weight_shard), ("target", target)):
-        _check_tensor(x, name)
-    mode = _check_mode(label_smoothing_mode)
-    width = int(weight_shard.shape[0]) if weight_shard.ndim == 2 else -1
-
     def facts() -> dict:
+        named = (
+            ("input", input),
+            ("weight_shard", weight_shard),
+            ("target", target),
+            ("linear_bias", linear_bias),
+            ("weight", weight),
+        )
+        for name, x in named:
+            if x is not None:
+                _check_tensor(x, name)
+        _check_mode(label_smoothing_mode)
+        xp = namespace(input)[0]
+        check_floating(xp, input, "input")
+        check_floating(xp, weight_shard, "weight_shard")
         if weight_shard.ndim != 2:
             raise ValueError(
                 f"weight_shard must be 2-D with shape (V_r, D), got shape "
                 f"{tuple(weight_shard.shape)}"
             )
-        for name, x in (("linear_bias", linear_bias), ("weight", weight)):
-            if x is not None:
-                _check_tensor(x, name)
+        width = int(weight_shard.shape[0])
         if linear_bias is not None and tuple(linear_bias.shape) != (width,):
             raise ValueError(
                 f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
                 f"got shape {tuple(linear_bias.shape)}"
             )
         return {
+            "width": width,
             "input shape": tuple(input.shape),
             "weight_shard's feature size D": int(weight_shard.shape[1]),
             "dtypes": (str(input.dtype), str(weight_shard.dtype)),
@@ -588,22 +588,16 @@ def vocab_parallel_linear_cross_entropy(
                 ignore_index=ignore_index,
                 reduction=reduction,
                 label_smoothing=label_smoothing,
-                label_smoothing_mode=mode,
+                label_smoothing_mode=label_smoothing_mode,
                 z_loss=z_loss,
                 softcap=softcap,
                 chunk_size=chunk_size,
             ),
         }
 
-    layout = _layout(
-        "vocab_parallel_linear_cross_entropy",
-        group,
-        width,
-        shard_sizes,
-        validate,
-        facts,
-        input.device,
-    )
+    fn = "vocab_parallel_linear_cross_entropy"
+    layout = _layout(fn, group, shard_sizes, validate, facts, lambda: input.device)
+    mode = _check_mode(label_smoothing_mode)
     shard = _shard(layout, weight, group)
     eps = _smoothing(label_smoothing, mode, layout.n_classes)
     rows = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
