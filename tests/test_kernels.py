@@ -441,6 +441,292 @@ class TestTorch:
         np.testing.assert_allclose(xt.grad.numpy(), 4 * first.numpy(), rtol=1e-14)
 
 
+class TestTorchThroughNumPyViews:
+    """float32/float64 CPU tensors are checked and prepared as NumPy views of their
+    memory; the kernel then runs exactly as on NumPy arrays, so the results must
+    equal the NumPy call's bit for bit, and PyTorch float64 to rounding."""
+
+    @pytest.fixture(autouse=True)
+    def _torch(self, monkeypatch):
+        self.torch = pytest.importorskip("torch")
+        import torch.nn.functional as F
+
+        from crossentropy.losses import classification
+
+        self.F = F
+        self.inputs = []  # what _prepare was given as input
+        real = classification._prepare
+
+        def spy(fn, input, *args):
+            self.inputs.append(input)
+            return real(fn, input, *args)
+
+        monkeypatch.setattr(classification, "_prepare", spy)
+
+    @property
+    def prepared(self) -> list:
+        """The library of each input _prepare has been given since the last call."""
+        out = [type(a).__module__.split(".")[0] for a in self.inputs]
+        self.inputs.clear()
+        return out
+
+    def tensors(self, x, t, w, dtype, grad=False):
+        torch = self.torch
+        xt = torch.from_numpy(x.astype(dtype)).requires_grad_(grad)
+        tt = torch.from_numpy(t.astype(dtype) if t.dtype.kind == "f" else t)
+        return xt, tt, None if w is None else torch.from_numpy(w)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim", "axis-last-3d", "unbatched"])
+    @pytest.mark.parametrize(
+        "option",
+        ["plain", "ignore", "weight", "smooth-weight", "everything", "probs", "probs-everything"],
+    )
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_forward_and_backward_equal_numpy_call(
+        self, calls, rng, dtype, layout, option, reduction
+    ):
+        torch = self.torch
+        shape, axis = SHAPES[layout]
+        data, kw = split(OPTIONS[option])
+        x, t, w = make(rng, shape, axis, **data)  # float64 weight and probabilities
+        kw.update(axis=axis, reduction=reduction)
+        xn = x.astype(dtype)
+        tn = t.astype(dtype) if data.get("probs") else t
+        v_np, g_np = value_and_grad_ce(xn, tn, w, **kw)
+        self.inputs.clear()
+
+        xt, tt, wt = self.tensors(x, t, w, dtype)
+        with torch.no_grad():
+            v = ce.cross_entropy(xt, tt, wt, **kw)
+        assert np.shares_memory(self.inputs[0], xt.numpy())
+        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 2
+        assert isinstance(v, torch.Tensor) and v.dtype == getattr(torch, dtype)
+        np.testing.assert_array_equal(v.numpy(), v_np)
+
+        xg = xt.clone().requires_grad_(True)
+        loss = ce.cross_entropy(xg, tt, wt, **kw)
+        assert type(loss.grad_fn).__name__.startswith("_CrossEntropy")
+        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 3
+        seed = torch.linspace(0.5, 2.0, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+        (loss * seed).sum().backward()
+        np.testing.assert_array_equal(loss.detach().numpy(), v_np)
+        s = seed.numpy()
+        if reduction == "none":  # the class axis of the caller's layout
+            s = np.expand_dims(s, (1 if len(shape) > 1 else 0) if axis is None else axis)
+        np.testing.assert_array_equal(xg.grad.numpy(), g_np * s)
+        assert xg.grad.shape == xg.shape and xg.grad.dtype == xg.dtype
+
+        # and against PyTorch in float64 on what it can express
+        if "z_loss" in kw or "softcap" in kw:
+            return
+        kw.pop("axis")
+        x64 = torch.tensor(x if axis is None else np.moveaxis(x, axis, 1), requires_grad=True)
+        t64 = torch.from_numpy(
+            t if axis is None or not data.get("probs") else np.moveaxis(t, axis, 1)
+        )
+        w64 = None if w is None else torch.from_numpy(w)
+        ref = self.F.cross_entropy(x64, t64, w64, **kw)
+        (ref * seed.double()).sum().backward()
+        g_ref = x64.grad.numpy() if axis is None else np.moveaxis(x64.grad.numpy(), 1, axis)
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-11, "atol": 1e-14}
+        np.testing.assert_allclose(v.numpy(), ref.detach().numpy(), **tol)
+        np.testing.assert_allclose(xg.grad.numpy(), g_ref, **tol)
+
+    @pytest.mark.parametrize(
+        "view",
+        [
+            lambda a: a.T.contiguous().T,  # column-major (N, C)
+            lambda a: a[::2],  # every other row
+            lambda a: a[:1].expand(a.shape[0], a.shape[1]),  # one row, stride 0
+            lambda a: a[:, 1:-1],  # rows that do not start at the storage's start
+        ],
+        ids=["column-major", "row-step", "expanded", "offset"],
+    )
+    def test_strided_tensors_are_read_in_place(self, calls, rng, view):
+        torch = self.torch
+        xt = view(torch.from_numpy(rng.standard_normal((24, 40), dtype=np.float32)))
+        xn = xt.numpy()  # the same memory and strides
+        t = rng.integers(0, xt.shape[1], xt.shape[0])
+        t[1] = -100
+        w = rng.random(xt.shape[1]) + 0.1
+        v_np, g_np = value_and_grad_ce(xn, t, w, label_smoothing=0.1)
+        self.inputs.clear()
+        xg = xt.detach().requires_grad_(True)
+        loss = ce.cross_entropy(xg, torch.from_numpy(t), torch.from_numpy(w), label_smoothing=0.1)
+        loss.backward()
+        (seen,) = self.inputs
+        assert np.shares_memory(seen, xn) and seen.strides == xn.strides
+        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 2
+        np.testing.assert_array_equal(loss.detach().numpy(), v_np)
+        np.testing.assert_array_equal(xg.grad.numpy(), g_np)
+        ref = self.F.cross_entropy(
+            torch.from_numpy(xn.astype(np.float64)), torch.from_numpy(t), torch.from_numpy(w),
+            label_smoothing=0.1,
+        )  # fmt: skip
+        np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-5)
+
+    def test_value_and_grad_with_respect_to_probabilities(self, calls, rng):
+        torch = self.torch
+        x, p, w = make(rng, (6, 40), probs=True, weighted=True)
+        (v, g), (v_ref, g_ref) = both(
+            calls, ce.value_and_grad(ce.cross_entropy, argnums=(0, 1)), torch.from_numpy(x),
+            torch.from_numpy(p), torch.from_numpy(w), label_smoothing=0.1,
+        )  # fmt: skip
+        assert self.prepared == ["numpy", "torch"]  # the second inside kernels.disabled()
+        assert all(isinstance(a, torch.Tensor) and a.dtype == torch.float64 for a in (v, *g))
+        v_np, g_np = ce.value_and_grad(ce.cross_entropy, argnums=(0, 1))(
+            x, p, w, label_smoothing=0.1
+        )
+        np.testing.assert_array_equal(v.numpy(), v_np)
+        close(v.numpy(), v_ref.numpy(), "float64")
+        for a, b, r in zip(g, g_np, g_ref):
+            np.testing.assert_array_equal(a.numpy(), b)
+            close(a.numpy(), r.numpy(), "float64", scale=np.abs(r.numpy()).max())
+
+    def test_mixed_dtypes_and_numpy_arguments(self, calls, rng):
+        torch = self.torch
+        x, t, w = make(rng, (10, 30), ignore=True, weighted=True)
+        x32 = x.astype(np.float32)
+        for tn, wn in [
+            (t.astype(np.int32), w.astype(np.float16)),
+            (t.astype(np.int16), w),
+            (t.astype(np.uint8) % 30, w.astype(np.float32)),
+        ]:
+            expected = ce.cross_entropy(x32, tn, wn)  # NumPy: the weight cast to float32
+            self.inputs.clear()
+            for tt, wt in [(torch.from_numpy(tn), torch.from_numpy(wn)), (tn, wn)]:
+                v = ce.cross_entropy(torch.from_numpy(x32), tt, wt)
+                assert isinstance(v, torch.Tensor) and v.dtype == torch.float32
+                np.testing.assert_array_equal(v.numpy(), expected)
+            assert self.prepared == ["numpy", "numpy"]
+        np.testing.assert_allclose(
+            v.numpy(), torch_oracle("cross_entropy", x32, tn, w.astype(np.float32)), rtol=1e-5
+        )
+        # a float64 probability target for float32 logits is rounded once, as in NumPy
+        _, p, _ = make(rng, (10, 30), probs=True)
+        v = ce.cross_entropy(torch.from_numpy(x32), torch.from_numpy(p))
+        np.testing.assert_array_equal(v.numpy(), ce.cross_entropy(x32, p))
+
+    def test_bad_input_raises_as_for_tensors(self, calls):
+        torch = self.torch
+        x = torch.zeros(4, 5)
+        cases = [
+            (torch.tensor([0, 1, 7, -1]), None, {}, ce.TargetIndexError,
+             r"^Target 7 is out of bounds: class indices must lie in \[0, 4\] for C=5 classes "
+             r"or equal ignore_index=-100 \(2 bad values\)$"),
+            (torch.tensor([0, 1, -100, 3]), None, {"ignore_index": None}, ce.TargetIndexError,
+             r"^Target -100 is out of bounds: .* for C=5 classes \(1 bad value\)$"),
+            (torch.tensor([0, 1, 2]), None, {}, ValueError,
+             r"Expected input batch size \(4\) to match target batch size \(3\)"),
+            (torch.tensor([0, 1, 2, 3]), torch.ones(4), {}, ValueError,
+             r"weight must be a 1-D array of length 5 .*got shape \(4,\)"),
+            (torch.tensor([0, 1, 2, 3]), None, {"reduction": "avg"}, ValueError, "got 'avg'"),
+            (torch.tensor([0, 1, 2, 3]), None, {"label_smoothing": 2}, ValueError,
+             r"label_smoothing must be in \[0.0, 1.0\], got 2"),
+            # dtype errors name PyTorch's dtypes: those calls are prepared as tensors
+            (torch.zeros(4), None, {}, ce.DTypeError, "got dtype torch.float32 with shape"),
+            (torch.tensor([0, 1, 2, 3]) > 1, None, {}, ce.DTypeError, "got dtype torch.bool"),
+            (torch.tensor([0, 1, 2, 3]), torch.ones(5, dtype=torch.int64), {}, ce.DTypeError,
+             "weight must have a floating-point dtype .*got torch.int64"),
+        ]  # fmt: skip
+        for t, w, kw, error, message in cases:
+            with pytest.raises(error, match=message):
+                ce.cross_entropy(x, t, w, **kw)
+        assert calls["cross_entropy"] == 0
+        with pytest.raises(ce.DTypeError, match="got torch.int64"):
+            ce.cross_entropy(torch.zeros(4, 5, dtype=torch.int64), torch.tensor([0, 1, 2, 3]))
+        with pytest.raises(ValueError, match="differentiable with respect to target only"):
+            ce.value_and_grad(ce.cross_entropy, argnums=1)(x, torch.tensor([0, 1, 2, 3]))
+
+    def test_probabilities_as_logits_warn_once(self, calls, rng):
+        torch = self.torch
+        x = torch.softmax(torch.from_numpy(rng.standard_normal((2, 5, 6, 8))), 1)
+        t = torch.from_numpy(rng.integers(0, 5, (2, 6, 8)))
+        for xs, ts, kernel in [(x, t, 1), (x[:, :, ::2, ::3], t[:, ::2, ::3], 0)]:
+            # the second layout does not fold into the kernel's rows: prepared
+            # again as tensors for the reference path, without a second warning
+            before = calls["cross_entropy"]
+            with pytest.warns(ce.ProbabilitiesAsLogitsWarning) as record:
+                v = ce.cross_entropy(xs, ts)
+            assert len(record) == 1
+            assert calls["cross_entropy"] == before + kernel
+            ref = self.F.cross_entropy(xs, ts)
+            close(v.numpy(), ref.numpy(), "float64")
+        assert self.prepared == ["numpy", "numpy", "torch"]
+
+    def test_what_autograd_must_see_is_prepared_as_tensors(self, calls, rng):
+        torch = self.torch
+        x, p, w = make(rng, (8, 40), probs=True, weighted=True)
+        xt = torch.tensor(x, requires_grad=True)
+        pt, wt = torch.tensor(p, requires_grad=True), torch.tensor(w, requires_grad=True)
+        ce.cross_entropy(xt, pt, wt).backward()
+        x64, p64, w64 = (torch.tensor(a, requires_grad=True) for a in (x, p, w))
+        self.F.cross_entropy(x64, p64, w64).backward()
+        for a, b in [(xt, x64), (pt, p64), (wt, w64)]:
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-12, atol=1e-15)
+        assert self.prepared == ["torch"] and calls["cross_entropy"] == 0
+        with torch.no_grad():  # nothing to record: the views again
+            v = ce.cross_entropy(xt, pt, wt)
+        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 1
+        np.testing.assert_array_equal(v.numpy(), ce.cross_entropy(x, p, w))
+        self.inputs.clear()
+        # float16 logits are computed in float32 by the tensor path
+        ce.cross_entropy(xt.detach().half(), torch.from_numpy(rng.integers(0, 40, 8)))
+        assert self.prepared == ["torch"] and calls["cross_entropy"] == 3
+
+    def test_backward_twice_and_in_place_change(self, calls, rng):
+        torch = self.torch
+        x, t, _ = make(rng, (3, 6, 5, 4), ignore=True)
+        xt = torch.tensor(x, requires_grad=True)
+        loss = ce.cross_entropy(xt, torch.from_numpy(t), reduction="none")
+        assert self.prepared == ["numpy"]
+        seed = torch.from_numpy(rng.random(loss.shape))
+        loss.backward(seed, retain_graph=True)
+        first = xt.grad.clone()
+        loss.backward(2 * seed)  # the second backward computes the gradient again
+        np.testing.assert_allclose(xt.grad.numpy(), 3 * first.numpy(), rtol=1e-14)
+        g_np = ce.grad(ce.cross_entropy)(x, t, reduction="none")
+        np.testing.assert_array_equal(first.numpy(), g_np * seed.numpy()[:, None])
+        loss = ce.cross_entropy(xt, torch.from_numpy(t), reduction="sum")
+        loss.backward(retain_graph=True)
+        with torch.no_grad():
+            xt.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+    def test_buffers_through_views(self, calls, rng):
+        torch = self.torch
+        x, t, w = make(rng, (3, 6, 5, 4), weighted=True, ignore=True, dtype="float32")
+        kw = {"label_smoothing": 0.1, "z_loss": 0.01}
+        v_np, g_np = value_and_grad_ce(x, t, w, **kw)
+        self.inputs.clear()
+        out = torch.full(x.shape, float("nan"))
+        args = (torch.from_numpy(t), torch.from_numpy(w))
+        v, g = kernels.cross_entropy_value_and_grad(torch.from_numpy(x), *args, out=out, **kw)
+        assert g is out and isinstance(v, torch.Tensor) and v.dtype == torch.float32
+        np.testing.assert_array_equal(v.numpy(), v_np)
+        np.testing.assert_array_equal(out.numpy(), g_np)
+        y = torch.tensor(x, requires_grad=True)
+        v, g = kernels.cross_entropy_value_and_grad(y, *args, overwrite_input=True, **kw)
+        assert g.data_ptr() == y.data_ptr() and not v.requires_grad
+        np.testing.assert_array_equal(v.numpy(), v_np)
+        np.testing.assert_array_equal(y.detach().numpy(), g_np)
+        assert self.prepared == ["numpy", "numpy"] and calls["cross_entropy"] == 3
+
+
+def test_probability_target_of_the_compute_dtype_is_not_copied(rng):
+    from crossentropy.losses.classification import _prepare
+
+    x, p, _ = make(rng, (4, 6, 5), probs=True)
+    b = _prepare("cross_entropy", x, p, None, -100, "mean", None, True)
+    assert np.shares_memory(b.target, p)  # a view: class axis moved last
+    np.testing.assert_array_equal(b.target, np.moveaxis(p, 1, -1))
+    b = _prepare("cross_entropy", x.astype(np.float32), p, None, -100, "mean", None, True)
+    assert b.target.dtype == np.float32 and not np.shares_memory(b.target, p)
+    np.testing.assert_array_equal(b.target, np.moveaxis(p, 1, -1).astype(np.float32))
+
+
 # -- out= and overwrite_input ---------------------------------------------------------
 
 

@@ -126,7 +126,7 @@ def cross_entropy_value_and_grad(
     from .._namespace import namespace
     from ..grad import value_and_grad
     from ..losses import classification as _cls
-    from ._cross_entropy import run
+    from ._cross_entropy import host_buffer, host_views, run, tensors
 
     if overwrite_input:
         if out is not None:
@@ -146,17 +146,25 @@ def cross_entropy_value_and_grad(
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError("out (or input, with overwrite_input=True) is read-only")
 
-    b = _cls._prepare("cross_entropy", input, target, weight, ignore_index, reduction, axis, True)
+    # PyTorch CPU tensors: checked, prepared and written through NumPy views
+    host = host_views(input, target, weight, ignore_index)
+    buffer = out if host is None else host_buffer(out)
+    if buffer is None:
+        host, buffer = None, out
+    arrays = (input, target, weight) if host is None else host
+    b = _cls._prepare("cross_entropy", *arrays, ignore_index, reduction, axis, True)
     eps = _cls.check_label_smoothing(label_smoothing)
     zl, cap = _cls.check_z_loss_softcap(z_loss, softcap)
     direct = (
         enabled()
-        and b.x.dtype == out.dtype
+        and b.x.dtype == buffer.dtype
         and (_same_memory(inp, out) or not _may_overlap(inp, out))
         and (isinstance(out, np.ndarray) or not out.requires_grad)
     )
-    result = run(b, eps, zl, cap, True, out=out) if direct else None
+    result = run(b, eps, zl, cap, True, out=buffer) if direct else None
     if result is not None:
+        if host is not None:
+            return tensors(result)[0], out
         return _cls.restore(b.xp, result[0], b.dtype), out
     value, grad = value_and_grad(_cls.cross_entropy)(*args, **options)
     out[...] = grad

@@ -6,10 +6,16 @@ what the reference ``_cross_entropy`` returns, or ``None`` when the kernels do
 not apply (another array library, a GPU tensor, float16 compute, a layout they
 cannot read in place, kernels disabled), so that the caller falls through to the
 reference path.
+
+PyTorch CPU tensors in float32/float64 are checked and prepared as NumPy views
+of their memory (:func:`host_views`, then :func:`cross_entropy_host`): every
+PyTorch operation costs a dispatch and, on a busy machine, a wake-up of its
+thread pool, which on small tensors takes longer than the whole kernel.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import array_api_compat
@@ -20,7 +26,7 @@ from .._reduction import reduce, seed
 from . import _native
 from ._native import Strided, rows_geometry, strided
 
-__all__ = ["cross_entropy_batch"]
+__all__ = ["cross_entropy_batch", "cross_entropy_host", "host_buffer", "host_views"]
 
 #: classes up to this many are processed across rows (columns kernel)
 SMALL_C = 32
@@ -258,10 +264,133 @@ def cross_entropy_batch(
 
 def package(b: Any, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[Any, dict]:
     """What ``_cross_entropy`` returns: the value and the asked-for gradients,
-    in the caller's dtype."""
+    in the caller's dtype (a host batch's is its compute dtype: nothing to cast)."""
+
+    def cast(a: Any) -> Any:
+        return a if b.dtype == b.x.dtype else restore(b.xp, a, b.dtype)
+
     grads = {}
     if "input" in wrt:
-        grads["input"] = restore(b.xp, g, b.dtype)
+        grads["input"] = cast(g)
     if "target" in wrt:
-        grads["target"] = restore(b.xp, dt, b.dtype)
-    return restore(b.xp, value, b.dtype), grads
+        grads["target"] = cast(dt)
+    return cast(value), grads
+
+
+# -- PyTorch CPU tensors through NumPy views ------------------------------------------
+
+
+@functools.cache
+def _host_kinds() -> tuple:
+    """PyTorch's tensor types and dtypes that :func:`host_views` takes, and the
+    NumPy dtypes of the same values (targets and weights may be NumPy arrays)."""
+    import torch
+
+    types = (torch.Tensor, torch.nn.Parameter), torch.strided
+    inputs = (torch.float32, torch.float64)
+    floats = (torch.float16, torch.float32, torch.float64)
+    ints = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    np_floats = tuple(np.dtype(d) for d in ("float16", "float32", "float64"))
+    np_ints = tuple(np.dtype(d) for d in ("int8", "int16", "int32", "int64", "uint8"))
+    return types, inputs, floats, ints, np_floats, np_ints
+
+
+def _host_view(a: Any, dtypes: tuple, np_dtypes: tuple, grad: bool) -> Any:
+    """A NumPy view of ``a`` (a CPU tensor or NumPy array of one of the dtypes,
+    that autograd need not see when ``grad``), or ``None``."""
+    types, strided_layout = _host_kinds()[0]
+    if type(a) is np.ndarray:
+        return a if a.dtype in np_dtypes else None
+    if (
+        type(a) not in types
+        or a.dtype not in dtypes
+        or a.device.type != "cpu"
+        or a.layout != strided_layout
+        or a.is_neg()
+        or (grad and a.requires_grad)
+    ):
+        return None
+    try:
+        return a.detach().numpy()
+    except (RuntimeError, TypeError):  # a tensor of a torch.func transform, say
+        return None
+
+
+def host_views(input: Any, target: Any, weight: Any, ignore_index: Any) -> tuple | None:
+    """``(input, target, weight)`` as NumPy views of the same memory, or ``None``.
+
+    Only for a non-empty float32/float64 PyTorch CPU ``input`` whose call the
+    kernels can take: an integer target (a class-index check then fails with
+    the same message on the views), a float16/32/64 target of ``input``'s shape
+    (probabilities), a float16/32/64 ``weight`` or none, none of them needing a
+    gradient.  Anything else (``None``) is prepared as tensors: its errors name
+    PyTorch dtypes, or autograd must see more than ``input``.
+    """
+    if not _native.enabled() or not array_api_compat.is_torch_array(input):
+        return None
+    import torch
+
+    _types, inputs, floats, ints, np_floats, np_ints = _host_kinds()
+    grad = torch.is_grad_enabled()
+    if (
+        not isinstance(ignore_index, (int, np.integer, type(None)))
+        or not isinstance(target, (np.ndarray, torch.Tensor))
+        or input.numel() == 0
+    ):
+        return None
+    x = _host_view(input, inputs, (), False)
+    if x is None:
+        return None
+    if tuple(target.shape) == x.shape and (
+        target.dtype in floats if isinstance(target, torch.Tensor) else target.dtype in np_floats
+    ):
+        t = _host_view(target, floats, np_floats, grad)
+    else:
+        t = _host_view(target, ints, np_ints, grad)
+    if t is None:
+        return None
+    if weight is None:
+        return x, t, None
+    w = _host_view(weight, floats, np_floats, grad)
+    return None if w is None else (x, t, w)
+
+
+def host_buffer(out: Any) -> Any:
+    """A NumPy view of ``out``, a float32/float64 PyTorch CPU tensor, or ``None``."""
+    return _host_view(out, _host_kinds()[1], (), False)
+
+
+def _tensor(a: Any) -> Any:
+    """A NumPy result as a PyTorch tensor of the same memory (else ``a``)."""
+    if isinstance(a, np.ndarray):
+        import torch
+
+        return torch.from_numpy(a)
+    if isinstance(a, np.generic):
+        import torch
+
+        return torch.from_numpy(np.asarray(a))
+    return a
+
+
+def tensors(result: tuple) -> tuple:
+    """:func:`run`'s ``(value, gradient, target gradient)`` as PyTorch tensors."""
+    return tuple(_tensor(a) for a in result)
+
+
+def cross_entropy_host(
+    b: Any, input: Any, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
+) -> tuple[Any, dict] | None:
+    """``_cross_entropy(b, ...)`` for a batch prepared on :func:`host_views`
+    of the PyTorch tensor ``input``: PyTorch results, the value an autograd
+    node when ``input`` needs a gradient; ``None`` if the kernel does not apply."""
+    import torch
+
+    if torch.is_grad_enabled() and input.requires_grad:
+        from ._torch import autograd_cross_entropy
+
+        return autograd_cross_entropy(b, eps, z_loss, softcap, wrt, x=input)
+    result = run(b, eps, z_loss, softcap, "input" in wrt, target_grad="target" in wrt)
+    if result is None:
+        return None
+    return package(b, wrt, *tensors(result))

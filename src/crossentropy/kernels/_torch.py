@@ -3,24 +3,29 @@
 The forward computes the loss and, in the same pass, the gradient of the
 reduced loss; the backward only scales that saved gradient by the incoming one
 (and returns it untouched for the usual ``loss.backward()``).  The kernel reads
-the tensors in place: ``data_ptr`` and strides, no copies.  Imported only once
-a tensor has been seen, so PyTorch is already loaded.
+the tensors in place: ``data_ptr`` and strides, no copies.  A batch prepared
+on NumPy views of the tensors (``host_views``) is differentiated with respect
+to the caller's ``input`` itself, in its own layout; a batch of tensors with
+respect to its class-last view.  Imported only once a tensor has been seen, so
+PyTorch is already loaded.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._cross_entropy import package, run, supported
+from ._cross_entropy import package, run, supported, tensors
 
 __all__ = ["autograd_cross_entropy"]
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Fused cross-entropy on a class-last view: value now, gradient saved."""
+    """Fused cross-entropy of ``x`` (the input, or the class-last view of a
+    batch of tensors): value now, gradient saved."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, call: tuple) -> torch.Tensor:
@@ -28,11 +33,12 @@ class _CrossEntropy(torch.autograd.Function):
         result = run(b, eps, z_loss, softcap, True, target_grad=target_grad)
         if result is None:  # the caller checked `supported` first
             raise RuntimeError("cross_entropy kernel does not apply to this input")
-        value, g_full, dt_full = result
+        value, g_full, dt_full = tensors(result)
         ctx.save_for_backward(x)  # no copy: guards against in-place changes
         ctx.call = (b, eps, z_loss, softcap)
         ctx.grad = g_full
-        ctx.axis = b.axis
+        ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
+        ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
         ctx.per_row = b.reduction == "none"
         out.extend((g_full, dt_full))
         return value
@@ -42,27 +48,36 @@ class _CrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_value: torch.Tensor) -> tuple[torch.Tensor, None]:
         # hand the saved gradient over (autograd then adopts it instead of copying);
         # a second backward (retain_graph=True) recomputes it
-        g_full, ctx.grad = ctx.grad, None
-        if g_full is None:
+        g, ctx.grad = ctx.grad, None
+        if g is None:
             (x,) = ctx.saved_tensors  # raises if x was modified in place since the forward
-            g_full = run(*ctx.call, True)[1]
-        g = g_full if ctx.axis == g_full.ndim - 1 else torch.movedim(g_full, ctx.axis, -1)
-        del g_full
+            g = tensors(run(*ctx.call, True))[1]
+        axis = ctx.axis
+        if ctx.class_last and axis != g.ndim - 1:
+            g, axis = torch.movedim(g, axis, -1), g.ndim - 1
         if ctx.per_row:
-            return g.mul_(grad_value[..., None]), None
+            return g.mul_(grad_value.unsqueeze(axis)), None
         if bool(grad_value == 1):
             return g, None
         return g.mul_(grad_value), None
 
 
 def autograd_cross_entropy(
-    b: Any, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
+    b: Any,
+    eps: float,
+    z_loss: float,
+    softcap: float | None,
+    wrt: tuple[str, ...],
+    x: torch.Tensor | None = None,
 ) -> tuple[Any, dict] | None:
-    """``_cross_entropy(b, ...)`` for a tensor batch whose input needs a gradient:
-    the value is an autograd node; the gradients in ``wrt`` (computed in the same
-    pass) are plain tensors.  ``None`` if the kernel does not apply."""
+    """``_cross_entropy(b, ...)`` for a batch whose input needs a gradient: the
+    value is an autograd node; the gradients in ``wrt`` (computed in the same
+    pass) are plain tensors.  ``x`` is the input tensor of a batch prepared on
+    NumPy views (default: the batch's own class-last view).  ``None`` if the
+    kernel does not apply."""
     if not supported(b):
         return None
     out: list = []
-    value = _CrossEntropy.apply(b.x, (b, eps, z_loss, softcap, "target" in wrt, out))
+    x = b.x if x is None else x
+    value = _CrossEntropy.apply(x, (b, eps, z_loss, softcap, "target" in wrt, out))
     return package(b, wrt, value, *out)

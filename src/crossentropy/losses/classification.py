@@ -28,7 +28,7 @@ from .._validate import (
     warn_if_probabilities,
 )
 from ..grad import defines_grad
-from ..kernels._cross_entropy import cross_entropy_batch
+from ..kernels._cross_entropy import cross_entropy_batch, cross_entropy_host, host_views
 from ..special import _shifted
 
 __all__ = ["cross_entropy", "nll_loss"]
@@ -87,7 +87,8 @@ def _prepare(
         and xp.isdtype(target.dtype, "real floating")
     )
     if probs:
-        t = xp.astype(xp.moveaxis(target, ax, -1) if ax != input.ndim - 1 else target, x.dtype)
+        t = xp.moveaxis(target, ax, -1) if ax != input.ndim - 1 else target
+        t = xp.astype(t, x.dtype, copy=False)  # no logits-sized copy when the dtype matches
         return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, None, None, True)
 
     check_integer_target(xp, target)  # a float target of another shape: say so first
@@ -212,9 +213,7 @@ def _cross_entropy_rows(
             if eps > 0:
                 coef_p = coef + xp.where(b.valid, (eps / C) * big_w, xp.zeros_like(coef))
             hot = coef if owned is None else xp.where(owned, coef, xp.zeros_like(coef))
-            g = coef_p[..., None] * p - hot[..., None] * _one_hot(
-                xp, target, b.n_classes, p.dtype
-            )
+            g = coef_p[..., None] * p - hot[..., None] * _one_hot(xp, target, b.n_classes, p.dtype)
             if eps > 0:
                 w = xp.ones_like(p[..., :1]) if b.weight is None else b.weight
                 g = g - xp.astype(b.valid, p.dtype)[..., None] * ((eps / C) * w)
@@ -409,7 +408,10 @@ def _cross_entropy_rule(
     softcap: float | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
-    b = _prepare("cross_entropy", input, target, weight, ignore_index, reduction, axis, True)
+    # PyTorch CPU tensors the kernel takes: checked and prepared as NumPy views
+    host = host_views(input, target, weight, ignore_index)
+    arrays = (input, target, weight) if host is None else host
+    b = _prepare("cross_entropy", *arrays, ignore_index, reduction, axis, True)
     eps = check_label_smoothing(label_smoothing)
     z_loss, softcap = check_z_loss_softcap(z_loss, softcap)
     if not wrt:
@@ -419,6 +421,11 @@ def _cross_entropy_rule(
             "cross_entropy is differentiable with respect to target only for class "
             "probabilities (a floating target of input's shape), not class indices"
         )
+    if host is not None:
+        fast = cross_entropy_host(b, input, eps, z_loss, softcap, wrt)
+        if fast is not None:
+            return fast
+        b = _prepare("cross_entropy", input, target, weight, ignore_index, reduction, axis, True)
     return _cross_entropy(b, eps, z_loss, softcap, wrt)
 
 
