@@ -514,8 +514,8 @@ def _run_case(case: Case, world: int, rank: int, groups: dict) -> dict:
     off, width = sum(sizes[:index]), sizes[index]
     dtype = getattr(torch, case.dtype)
     kw = case.kwargs
-    if case.weight:
-        kw["weight"] = torch.from_numpy(d["weight"])
+    if case.weight:  # in the input's dtype (bfloat16 weights must work too)
+        kw["weight"] = torch.from_numpy(d["weight"]).to(dtype)
     if case.shard_sizes:
         kw["shard_sizes"] = list(sizes)
     if not case.validate:
@@ -1133,3 +1133,61 @@ class TestVocabParallelLinearCrossEntropy:
         h, w = torch.randn(2, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
         with pytest.raises(RuntimeError, match="need an initialised process group"):
             vocab_parallel_linear_cross_entropy(h, w, torch.tensor([0, 2]))
+
+
+# -- one process: what needs no other rank ------------------------------------------
+
+
+@pytest.fixture
+def single_rank() -> Any:
+    """A one-process gloo group in this process, destroyed afterwards."""
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+class TestSingleRank:
+    def test_equals_cross_entropy(self, single_rank: None) -> None:
+        torch.manual_seed(0)
+        logits = torch.randn(6, 9, dtype=torch.float64, requires_grad=True)
+        target = torch.tensor([0, 8, 3, -100, 5, 1])
+        weight = torch.rand(9, dtype=torch.float64)
+        opts = {"weight": weight, "label_smoothing": 0.2, "reduction": "sum"}
+        loss = vocab_parallel_cross_entropy(logits, target, **opts)
+        (grad,) = torch.autograd.grad(loss, logits)
+        ref_logits = logits.detach().clone().requires_grad_()
+        ref = F.cross_entropy(ref_logits, target, **opts)
+        (ref_grad,) = torch.autograd.grad(ref, ref_logits)
+        assert abs(loss.item() - ref.item()) < 1e-12
+        assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+
+    def test_validate_false_reads_no_values(self, single_rank: None, monkeypatch) -> None:
+        """validate=False skips the digests (a host copy of the target per call on GPUs)."""
+        import crossentropy.distributed as cd
+
+        def no_digest(t: Any) -> str:
+            raise AssertionError("digest computed with validate=False")
+
+        monkeypatch.setattr(cd, "_digest", no_digest)
+        logits = torch.randn(3, 4, dtype=torch.float64)
+        target = torch.tensor([1, 0, 3])
+        w = torch.rand(4, dtype=torch.float64)
+        loss = vocab_parallel_cross_entropy(logits, target, weight=w, validate=False)
+        assert abs(loss.item() - F.cross_entropy(logits, target, weight=w).item()) < 1e-12
+        h, lw = torch.randn(3, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+        loss = vocab_parallel_linear_cross_entropy(h, lw, target, validate=False)
+        assert abs(loss.item() - F.cross_entropy(h @ lw.T, target).item()) < 1e-12
+        with pytest.raises(AssertionError, match="digest computed"):
+            vocab_parallel_cross_entropy(logits, target, weight=w)  # validate=True digests
+
+    def test_bfloat16_weight(self, single_rank: None) -> None:
+        logits = torch.randn(4, 5).to(torch.bfloat16)
+        target = torch.tensor([0, 4, 2, 2])
+        w = torch.rand(5).to(torch.bfloat16)
+        loss = vocab_parallel_cross_entropy(logits, target, weight=w)
+        ref = F.cross_entropy(logits.double(), target, weight=w.double())
+        assert loss.dtype == torch.bfloat16
+        assert abs(loss.double().item() - ref.item()) < 2e-2 * abs(ref.item())

@@ -79,8 +79,11 @@ def _dist() -> Any:
 
 def _digest(t: Any) -> str:
     """A digest of a tensor's values (equal digests: equal tensors)."""
+    import torch
+
     data = t.detach().reshape(-1).cpu().contiguous()
-    return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+    raw = data.view(torch.uint8).numpy()  # the bytes: any dtype, bfloat16 included
+    return hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()
 
 
 def _target_fact(target: Any) -> tuple:
@@ -161,23 +164,24 @@ def _layout(
     group: Any,
     shard_sizes: Sequence[int] | None,
     validate: bool,
-    facts: Callable[[], dict],
+    facts: Callable[[bool], dict],
     device: Callable[[], Any],
 ) -> _Layout:
     """The shard layout: agreed (``validate``), declared, or all-gathered.
 
-    ``facts()`` checks this rank's arguments and describes them (``"width"``:
-    its shard width); with ``validate`` any error it raises is first reported
-    to every rank, so that all of them stop.
+    ``facts(describe)`` checks this rank's arguments and returns ``{"width":
+    its shard width}``, plus (``describe``) what every rank must agree on; with
+    ``validate`` any error it raises is first reported to every rank, so that
+    all of them stop.
     """
     if validate:
         error, found = None, {}
         try:
-            found = {"shard_sizes": _sizes_arg(shard_sizes), **facts()}
+            found = {"shard_sizes": _sizes_arg(shard_sizes), **facts(True)}
         except Exception as e:  # reported to every rank before raising here
             error = e
         return _agree(fn, group, found, error)
-    width = facts()["width"]
+    width = facts(False)["width"]
     dist = _dist()
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     if shard_sizes is not None:
@@ -392,16 +396,19 @@ def vocab_parallel_cross_entropy(
         # loss == torch.nn.functional.cross_entropy(logits, target) on both ranks
     """
 
-    def facts() -> dict:
+    def facts(describe: bool) -> dict:
         for name, x in (("logits_shard", logits_shard), ("target", target), ("weight", weight)):
             if x is not None:
                 _check_tensor(x, name)
         _check_mode(label_smoothing_mode)
         check_floating(namespace(logits_shard)[0], logits_shard, "logits_shard")
         ax = class_axis(logits_shard.ndim, axis, "logits_shard")
+        width = int(logits_shard.shape[ax])
+        if not describe:
+            return {"width": width}
         batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
         return {
-            "width": int(logits_shard.shape[ax]),
+            "width": width,
             "batch shape (logits_shard's shape without the class axis)": batch,
             "logits dtype": str(logits_shard.dtype),
             "target (shape, dtype, digest of the values)": _target_fact(target),
@@ -514,8 +521,9 @@ def vocab_parallel_linear_cross_entropy(
     weight : torch.Tensor, shape (V,), optional, keyword-only
         Rescaling weight per class of the whole vocabulary (same on every rank).
     ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size
-        As in :func:`crossentropy.linear_cross_entropy`; the default chunk
-        follows the widest shard so that every rank walks the same chunks.
+        As in :func:`crossentropy.linear_cross_entropy`; the default chunk is
+        the single-process one for the whole vocabulary (the same rows on every
+        rank, and a ``(chunk, V_r)`` buffer that shrinks with the shard).
     label_smoothing_mode, shard_sizes, validate
         As in :func:`vocab_parallel_cross_entropy`.
 
@@ -550,7 +558,7 @@ def vocab_parallel_linear_cross_entropy(
 
     from .linear import _linear_cross_entropy, default_chunk_size
 
-    def facts() -> dict:
+    def facts(describe: bool) -> dict:
         named = (
             ("input", input),
             ("weight_shard", weight_shard),
@@ -576,6 +584,8 @@ def vocab_parallel_linear_cross_entropy(
                 f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
                 f"got shape {tuple(linear_bias.shape)}"
             )
+        if not describe:
+            return {"width": width}
         return {
             "width": width,
             "input shape": tuple(input.shape),
@@ -603,7 +613,9 @@ def vocab_parallel_linear_cross_entropy(
     rows = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
     block = chunk_size[1] if isinstance(chunk_size, (tuple, list)) else None
     if rows is None:  # the same chunks on every rank: they meet in each chunk's collectives
-        rows = default_chunk_size(max(layout.sizes), 8 if input.dtype == torch.float64 else 4)
+        # the single-process chunk for the whole vocabulary: the same on every rank, and
+        # a (chunk, V_r) buffer that shrinks with the shard
+        rows = default_chunk_size(layout.n_classes, 8 if input.dtype == torch.float64 else 4)
     return _linear_cross_entropy(
         input,
         weight_shard,
