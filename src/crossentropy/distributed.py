@@ -40,6 +40,14 @@ from .losses.classification import _back, _cross_entropy_rows, _prepare
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
 _SMOOTHING_MODES = ("pytorch", "megatron")
+_COMMON_OPTIONS = (
+    "ignore_index",
+    "reduction",
+    "label_smoothing",
+    "label_smoothing_mode",
+    "z_loss",
+    "softcap",
+)
 
 
 @dataclass
@@ -241,8 +249,11 @@ def _check_tensor(x: Any, name: str) -> None:
         )
 
 
-def _shard(layout: _Layout, weight: Any, group: Any) -> VocabShard:
-    """The shard descriptor with its collectives over ``group``."""
+def _shard(
+    layout: _Layout, weight: Any, group: Any, label_smoothing: float, mode: str
+) -> tuple[VocabShard, float]:
+    """The shard descriptor with its collectives over ``group``, and the
+    label smoothing in PyTorch's form."""
     import torch
     import torch.distributed as dist
 
@@ -265,7 +276,7 @@ def _shard(layout: _Layout, weight: Any, group: Any) -> VocabShard:
 
     n = layout.n_classes
     weight_sum = n if weight is None else torch.sum(weight.to(torch.float64)).item()
-    return VocabShard(
+    shard = VocabShard(
         offset=layout.offset,
         width=layout.sizes[layout.rank],
         n_classes=n,
@@ -274,10 +285,18 @@ def _shard(layout: _Layout, weight: Any, group: Any) -> VocabShard:
         all_sum=all_sum,
         all_sum_input_grad=all_sum_input_grad,
     )
+    return shard, _smoothing(label_smoothing, _check_mode(mode), n)
 
 
-def _options_fact(**options: Any) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in options.items()))
+def _call_facts(target: Any, weight: Any, common: tuple, **more: Any) -> dict:
+    """What every rank must pass alike: the target, the class weights, the options
+    (``common``: the values of ``_COMMON_OPTIONS``, then ``more``)."""
+    options = dict(zip(_COMMON_OPTIONS, common, strict=True), **more)
+    return {
+        "target (shape, dtype, digest of the values)": _target_fact(target),
+        "class weight (digest of the values)": None if weight is None else _digest(weight),
+        "options": tuple((k, repr(v)) for k, v in options.items()),
+    }
 
 
 # -- vocab_parallel_cross_entropy ---------------------------------------------------
@@ -396,6 +415,8 @@ def vocab_parallel_cross_entropy(
         # loss == torch.nn.functional.cross_entropy(logits, target) on both ranks
     """
 
+    common = (ignore_index, reduction, label_smoothing, label_smoothing_mode, z_loss, softcap)
+
     def facts(describe: bool) -> dict:
         for name, x in (("logits_shard", logits_shard), ("target", target), ("weight", weight)):
             if x is not None:
@@ -411,24 +432,12 @@ def vocab_parallel_cross_entropy(
             "width": width,
             "batch shape (logits_shard's shape without the class axis)": batch,
             "logits dtype": str(logits_shard.dtype),
-            "target (shape, dtype, digest of the values)": _target_fact(target),
-            "class weight (digest of the values)": None if weight is None else _digest(weight),
-            "options": _options_fact(
-                ignore_index=ignore_index,
-                reduction=reduction,
-                label_smoothing=label_smoothing,
-                label_smoothing_mode=label_smoothing_mode,
-                z_loss=z_loss,
-                softcap=softcap,
-                axis=axis,
-            ),
+            **_call_facts(target, weight, common, axis=axis),
         }
 
     fn = "vocab_parallel_cross_entropy"
     layout = _layout(fn, group, shard_sizes, validate, facts, lambda: logits_shard.device)
-    mode = _check_mode(label_smoothing_mode)
-    shard = _shard(layout, weight, group)
-    eps = _smoothing(label_smoothing, mode, layout.n_classes)
+    shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
     function = _vocab_parallel_function()
     options = (ignore_index, reduction, eps, z_loss, softcap, axis, shard)
     return function.apply(logits_shard, target, weight, options)
@@ -558,6 +567,8 @@ def vocab_parallel_linear_cross_entropy(
 
     from .linear import _linear_cross_entropy, default_chunk_size
 
+    common = (ignore_index, reduction, label_smoothing, label_smoothing_mode, z_loss, softcap)
+
     def facts(describe: bool) -> dict:
         named = (
             ("input", input),
@@ -591,25 +602,13 @@ def vocab_parallel_linear_cross_entropy(
             "input shape": tuple(input.shape),
             "weight_shard's feature size D": int(weight_shard.shape[1]),
             "dtypes": (str(input.dtype), str(weight_shard.dtype)),
-            "target (shape, dtype, digest of the values)": _target_fact(target),
-            "class weight (digest of the values)": None if weight is None else _digest(weight),
             "linear_bias given": linear_bias is not None,
-            "options": _options_fact(
-                ignore_index=ignore_index,
-                reduction=reduction,
-                label_smoothing=label_smoothing,
-                label_smoothing_mode=label_smoothing_mode,
-                z_loss=z_loss,
-                softcap=softcap,
-                chunk_size=chunk_size,
-            ),
+            **_call_facts(target, weight, common, chunk_size=chunk_size),
         }
 
     fn = "vocab_parallel_linear_cross_entropy"
     layout = _layout(fn, group, shard_sizes, validate, facts, lambda: input.device)
-    mode = _check_mode(label_smoothing_mode)
-    shard = _shard(layout, weight, group)
-    eps = _smoothing(label_smoothing, mode, layout.n_classes)
+    shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
     rows = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
     block = chunk_size[1] if isinstance(chunk_size, (tuple, list)) else None
     if rows is None:  # the same chunks on every rank: they meet in each chunk's collectives
