@@ -59,36 +59,11 @@ import sys
 import tempfile
 import time
 
+import _proc  # benchmarks/_proc.py
+
 MiB = 2**20
 KiB = 2**10
 GiB = 2**30
-
-
-# -- measurement helpers (run inside the worker) ------------------------------------
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak RSS (Linux >= 4.0)
-        f.write("5")
-
-
-def _busy_seconds() -> float:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 class _Counter:
@@ -211,21 +186,21 @@ def _worker(rank: int, world: int, port: int, case: dict, out_dir: str) -> None:
 
     times, peak, held = [], None, None
     dist.barrier()
-    busy0, own0, wall0 = _busy_seconds(), _own_seconds(), time.perf_counter()
+    busy0, own0, wall0 = _proc.busy_seconds(), _proc.own_seconds(), time.perf_counter()
     for rep in range(case["repeat"]):
         for t in tensors:
             t.grad = None
         gc.collect()
         dist.barrier()
-        base = _status("VmRSS")
-        _reset_peak()
+        base = _proc.status("VmRSS")
+        _proc.reset_peak()
         counter.on = rep == 0
         t0 = time.perf_counter()
         grads = run()
         times.append(time.perf_counter() - t0)
         counter.on = False
         if rep == 0:
-            peak = _status("VmHWM") - base
+            peak = _proc.status("VmHWM") - base
             held = sum(_tensor_bytes(g) for g in grads)
         del grads
         # every rank takes the same decision: another repetition if it fits the budget
@@ -242,8 +217,8 @@ def _worker(rank: int, world: int, port: int, case: dict, out_dir: str) -> None:
         "held": held,
         "bytes": counter.bytes,
         "calls": counter.calls,
-        "own": _own_seconds() - own0,
-        "busy": _busy_seconds() - busy0,
+        "own": _proc.own_seconds() - own0,
+        "busy": _proc.busy_seconds() - busy0,
         "wall": wall,
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:

@@ -34,51 +34,10 @@ import subprocess
 import sys
 import time
 
+import _proc  # benchmarks/_proc.py
+
 GiB = 2**30
 MiB = 2**20
-
-
-# -- measurement helpers (run inside the worker) ------------------------------------
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def _peak() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak RSS (Linux >= 4.0)
-        f.write("5")
-
-
-def _busy_seconds() -> float:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # -- the cases ----------------------------------------------------------------------
@@ -106,7 +65,6 @@ def _runner(case: dict, h, w, t):
     """A function doing one forward + backward; returns the gradients (dh, dW)."""
     impl = case["impl"]
     if case["lib"] == "numpy":
-
         if impl == "ours":
             import crossentropy as ce
             from crossentropy.linear import linear_cross_entropy
@@ -182,11 +140,11 @@ def _worker(case: dict) -> dict:
     run = _runner(case, h, w, t)
     gc.collect()
     times, extra = [], None
-    busy0, own0, wall0 = _busy_seconds(), _own_seconds(), time.perf_counter()
+    busy0, own0, wall0 = _proc.busy_seconds(), _proc.own_seconds(), time.perf_counter()
     for rep in range(case["repeat"]):
         gc.collect()
-        base = _rss()
-        _reset_peak()
+        base = _proc.status("VmRSS")
+        _proc.reset_peak()
         t0 = time.perf_counter()
         grads = run()
         times.append(time.perf_counter() - t0)
@@ -194,10 +152,10 @@ def _worker(case: dict) -> dict:
             nbytes = sum(
                 g.nbytes if hasattr(g, "nbytes") else g.numel() * g.element_size() for g in grads
             )
-            extra = _peak() - base - nbytes
+            extra = _proc.status("VmHWM") - base - nbytes
         del grads
     wall = time.perf_counter() - wall0
-    others = (_busy_seconds() - busy0) - (_own_seconds() - own0)
+    others = (_proc.busy_seconds() - busy0) - (_proc.own_seconds() - own0)
     load = max(0.0, others / (wall * os.cpu_count()))
     return {"time": min(times), "times": times, "extra": extra, "load": load}
 
@@ -292,12 +250,12 @@ def main(argv: list[str] | None = None) -> int:
             row = f"| {case['lib']} | {case['dtype']} | {case['label']} |"
             if case["impl"] == "naive" and (
                 (args.skip_naive_large and v >= 128000)
-                or _naive_bytes(case) > _available() - 2 * GiB
+                or _naive_bytes(case) > _proc.available_memory() - 2 * GiB
             ):
                 need = _naive_bytes(case) / GiB
                 print(
                     row
-                    + f" skipped (needs ~{need:.0f} GiB; {_available() / GiB:.1f} GiB available) | | | |"
+                    + f" skipped (needs ~{need:.0f} GiB; {_proc.available_memory() / GiB:.1f} GiB available) | | | |"
                 )
                 continue
             r = _run_case(case, args.timeout)
