@@ -300,6 +300,146 @@ class TestLinearCrossEntropy:
         assert_close(none[1][1], exact[1][1])
 
 
+class TestNumpyFastPaths:
+    """The NumPy path's fused exp-and-sum kernel, its row scale applied after the
+    gradient products (``_fold_offsets``) and its one-GEMM input gradient
+    (``_whole_chunk``), each against the path it replaces."""
+
+    @staticmethod
+    def _spy(monkeypatch, name="_fold_offsets"):
+        """The list of whether each call of ``linear.<name>`` returned something."""
+        import crossentropy.linear as lin
+
+        taken = []
+        original = getattr(lin, name)
+
+        def spy(*args):
+            result = original(*args)
+            taken.append(result is not None)
+            return result
+
+        monkeypatch.setattr(lin, name, spy)
+        return taken
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("shape", [(300, 250), (1100, 3840)], ids=["1-thread", "2-threads"])
+    def test_exp_sum_kernel_matches_numpy(self, rng, dtype, shape):
+        from crossentropy.kernels import _native
+
+        if not _native.enabled():
+            pytest.skip("compiled kernels not built or disabled")
+        rows, cols = shape  # 2**22 entries and more: threads split the columns
+        top = 88.0 if dtype == "float32" else 709.0
+        base = rng.uniform(-120, top - 7, size=(rows, cols + 10)).astype(dtype)
+        base[:, :40] = rng.normal(size=(rows, 40))
+        base[0, :4] = [np.inf, -np.inf, top + 2, -1e4]  # exp overflows in column 2
+        block = base.copy()[:, :cols]  # rows cols + 10 apart: a view, as the logits blocks
+        sums = np.full(cols, 0.5, dtype=dtype)
+        assert _native.exp_sum(block, sums)
+        with np.errstate(over="ignore"):
+            expected = np.exp(base[:, :cols])
+        expected_sums = 0.5 + expected[:, 3:].astype(np.float64).sum(axis=0)
+        rtol = 3e-7 if dtype == "float32" else 1e-15
+        # one unit in the last place, subnormal results included
+        tiny = np.finfo(dtype).smallest_subnormal
+        np.testing.assert_allclose(block, expected, rtol=rtol, atol=tiny)
+        assert block[0, 0] == np.inf and block[0, 1] == 0 and block[0, 2] == np.inf
+        assert sums[0] == np.inf and sums[2] == np.inf
+        # partial sums in the input precision over at most 512 rows, then in double
+        sum_rtol = min(rows, 512) * np.finfo(dtype).eps
+        np.testing.assert_allclose(sums[3:], expected_sums, rtol=sum_rtol, atol=0)
+
+    def test_exp_sum_kernel_declines_other_layouts(self, rng):
+        from crossentropy.kernels import _native
+
+        a = rng.normal(size=(6, 8))
+        for block, sums in [
+            (a[:, ::2], np.zeros(4)),  # strided columns
+            (a.astype(np.float16), np.zeros(8, np.float16)),
+            (a, np.zeros(8, np.float32)),  # mixed dtypes
+            (a, np.zeros(7)),
+            (a.T.copy().T, np.zeros(8)),  # column-major
+        ]:
+            before = block.copy()
+            assert not _native.exp_sum(block, sums)
+            np.testing.assert_array_equal(block, before)
+        with ce.kernels.disabled():
+            assert not _native.exp_sum(a.copy(), np.zeros(8))
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize(
+        "options",
+        [
+            pytest.param({}, id="plain"),
+            pytest.param({"weight": True, "z_loss": 0.02}, id="weight-zloss"),
+            pytest.param({"zero_weight": True}, id="zero-weight"),
+        ],
+    )
+    def test_folded_scale_matches_scaled_blocks(self, rng, monkeypatch, reduction, options):
+        import crossentropy.linear as lin
+
+        h, w, t, b = _problem(rng, 300, 507, 16)
+        kw = _kwargs(rng, 507, {k: v for k, v in options.items() if k != "zero_weight"})
+        if options.get("zero_weight"):
+            kw["weight"] = rng.uniform(0.5, 2.0, size=507)
+            kw["weight"][t[t >= 0][::3]] = 0.0  # rows whose gradient is zero, not 0 / 0
+        kw["reduction"] = reduction
+        call = {"linear_bias": b, "chunk_size": (100, 250)} | kw  # 3 chunks, 3 blocks
+        expected, expected_grads = _naive(h, w, t, b, **kw)
+        folded = self._spy(monkeypatch)
+        whole = self._spy(monkeypatch, "_whole_chunk")
+
+        def check(folds, wholes):
+            value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **call)
+            assert folded[-3:] == [folds] * 3 and whole[-3:] == [wholes] * 3
+            assert_close(value, expected)
+            for g, e in zip(grads, expected_grads):
+                assert_close(g, e)
+
+        check(folds=True, wholes=True)  # folded, one GEMM for the input gradient
+        with monkeypatch.context() as m:  # folded, block by block, NumPy's matmul
+            m.setattr(lin, "_cblas", lambda: {})
+            check(folds=True, wholes=False)
+        monkeypatch.setattr(lin._NumpyOps, "fold_scale", False)
+        with ce.kernels.disabled():  # the blocks scaled one by one, NumPy's exp
+            value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **call)
+        assert folded[-3:] == [False] * 3 and len(whole) == 6
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    def test_float32_folded_within_1e_5(self, rng, monkeypatch):
+        h, w, t, _ = _problem(rng, 200, 900, 24, bias=False)
+        f32 = [a.astype(np.float32) for a in (h, w)]
+        whole = self._spy(monkeypatch, "_whole_chunk")
+        value, grads = ce.value_and_grad(linear_cross_entropy, (0, 1))(
+            *f32, t, chunk_size=(64, 256)
+        )
+        assert whole == [True] * 3  # 171 counted rows: 3 chunks
+        expected, expected_grads = _naive(*f32, t)
+        assert value.dtype == np.float32
+        assert_close(value, expected, rtol=1e-5, atol=0)
+        for g, e in zip(grads, expected_grads):
+            assert g.dtype == np.float32
+            assert_close(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+
+    @pytest.mark.parametrize("offset", [60.0, -60.0])
+    def test_row_sums_beyond_fold_range(self, rng, monkeypatch, offset):
+        # exp(+-60) is within float64's range (no shift) but the row sums are
+        # beyond 2**+-64: the blocks are scaled one by one instead
+        h, w, t, b = _problem(rng, 40, 50, 7)
+        b = b + offset
+        taken = self._spy(monkeypatch)
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, chunk_size=(16, 20), z_loss=1e-4
+        )
+        assert taken and not any(taken)
+        expected, expected_grads = _naive(h, w, t, b, z_loss=1e-4)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e, rtol=1e-9, atol=1e-13)
+
+
 # -- PyTorch autograd ---------------------------------------------------------------
 
 

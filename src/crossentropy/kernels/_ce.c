@@ -365,6 +365,42 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static const char exp_sum_doc[] =
+    "exp_sum(dtype, rows, cols, x, ld, sums, nthreads)\n\n"
+    "In place exp of a (rows, cols) block (row stride ld elements, columns contiguous)\n"
+    "and each column's sum added into sums (cols values of the same dtype): the\n"
+    "logits blocks of linear_cross_entropy.  Threads take contiguous ranges of columns\n"
+    "(one thread below 2**22 entries).";
+
+/* A block just written by a GEMM is in cache, and the BLAS threads are still
+   spinning: below this many entries one thread is faster than two (measured:
+   a 4096 x 224 float32 block took 0.44 ms on one thread, 0.64 ms on two). */
+#define CE_EXP_PAR_MIN ((Py_ssize_t)1 << 22)
+
+static PyObject *py_exp_sum(PyObject *self, PyObject *args) {
+    int dtype, nthreads;
+    Py_ssize_t x, sums;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "innnnni", &dtype, &a.O, &a.C, &x, &a.xs[0], &sums, &nthreads))
+        return NULL;
+    if ((dtype != 0 && dtype != 1) || a.O < 0 || a.C < 0 || a.xs[0] < a.C || !x || !sums) {
+        PyErr_SetString(PyExc_ValueError, "exp_sum: invalid arguments");
+        return NULL;
+    }
+    if (a.O == 0 || a.C == 0) Py_RETURN_NONE;
+    a.g = PTR(x);
+    a.loss = PTR(sums);
+    const Py_ssize_t unit = dtype ? 8 : 16; /* columns per 64-byte line */
+    int nt = a.O * a.C < CE_EXP_PAR_MIN ? 1 : nthreads;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    failed = ce_parallel(&a, (a.C + unit - 1) / unit, nt, dtype ? ce_exp_sum_f64 : ce_exp_sum_f32);
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static void ce_copy_range(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
     (void)failed;
     if (a->g) {
@@ -432,6 +468,7 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 static PyMethodDef ce_methods[] = {
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
+    {"exp_sum", py_exp_sum, METH_VARARGS, exp_sum_doc},
     {"copy", py_copy, METH_VARARGS, copy_doc},
     {"info", py_info, METH_NOARGS, "Build information: instruction sets, CPUs online."},
     {NULL, NULL, 0, NULL},
@@ -1330,6 +1367,42 @@ CE_HOT static void SFX(ce_softmax_rows)(const ce_task *a, Py_ssize_t lo, Py_ssiz
             for (Py_ssize_t c = 0; c < C; c++) out[c] = x[c] - sh;
         }
     }
+}
+
+/* ---- linear_cross_entropy: a (rows, cols) logits block, exponentiated in place ---- */
+
+/* columns [lo, hi) in 64-byte units: x = exp(x) and sums[c] += the column's sum (in the
+   input precision over CE_CHUNK rows at a time, then in double) */
+CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
+    const Py_ssize_t unit = 64 / (Py_ssize_t)sizeof(REAL), R = a->O, ld = a->xs[0];
+    const Py_ssize_t c0 = lo * unit, c1 = hi * unit < a->C ? hi * unit : a->C, n = c1 - c0;
+    if (n <= 0) return;
+    REAL *part = (REAL *)malloc((size_t)n * sizeof(REAL));
+    double *total = (double *)calloc((size_t)n, sizeof(double));
+    if (!part || !total) {
+        free(part);
+        free(total);
+        *failed = 1;
+        return;
+    }
+    for (Py_ssize_t r0 = 0; r0 < R; r0 += CE_CHUNK) {
+        const Py_ssize_t r1 = R - r0 < CE_CHUNK ? R : r0 + CE_CHUNK;
+        for (Py_ssize_t i = 0; i < n; i++) part[i] = 0;
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            REAL *x = (REAL *)a->g + r * ld + c0;
+            CE_SIMD
+            for (Py_ssize_t i = 0; i < n; i++) {
+                const REAL e = SFX(vexp)(x[i]);
+                x[i] = e;
+                part[i] += e;
+            }
+        }
+        for (Py_ssize_t i = 0; i < n; i++) total[i] += part[i];
+    }
+    REAL *sums = (REAL *)a->loss + c0;
+    for (Py_ssize_t i = 0; i < n; i++) sums[i] = (REAL)((double)sums[i] + total[i]);
+    free(part);
+    free(total);
 }
 
 #endif /* CE_TYPED */

@@ -27,6 +27,7 @@ __all__ = [
     "available",
     "disabled",
     "enabled",
+    "exp_sum",
     "get_num_threads",
     "numpy_namespace",
     "rows_geometry",
@@ -165,3 +166,35 @@ def numpy_namespace() -> Any:
 
 
 _EMPTY = np.empty(0)
+
+
+# -- linear_cross_entropy's logits blocks -----------------------------------------
+
+
+def exp_sum(block: Any, sums: Any) -> bool:
+    """``block = exp(block)`` in place and ``sums += block.sum(axis=0)``, multithreaded.
+
+    ``block`` is a ``(rows, cols)`` float32 or float64 NumPy array whose rows
+    are contiguous (any row stride), ``sums`` a contiguous ``(cols,)`` array of
+    the same dtype.  Returns ``False``, having done nothing, when the kernels
+    are off or cannot take the arrays as they are (the caller then uses NumPy).
+    """
+    if not (enabled() and isinstance(block, np.ndarray) and isinstance(sums, np.ndarray)):
+        return False
+    code = _CODES.get(block.dtype)
+    if code is None or block.ndim != 2 or sums.dtype != block.dtype:
+        return False
+    if sums.shape != block.shape[1:]:
+        return False
+    rows, cols = block.shape
+    size = block.itemsize
+    s0, s1 = block.strides
+    if not (block.flags.aligned and block.flags.writeable and block.dtype.isnative):
+        return False
+    if (cols > 1 and s1 != size) or s0 % size or (rows > 1 and s0 < cols * size):
+        return False
+    if not (sums.flags.c_contiguous and sums.flags.writeable and sums.flags.aligned):
+        return False
+    ld = s0 // size if rows > 1 else cols
+    _ce.exp_sum(code, rows, cols, block.ctypes.data, ld, sums.ctypes.data, get_num_threads())
+    return True
