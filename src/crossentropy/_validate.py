@@ -26,6 +26,7 @@ __all__ = [
     "check_vector",
     "check_z_loss_softcap",
     "class_axis",
+    "counted_mask",
     "warn_if_probabilities",
 ]
 
@@ -120,6 +121,15 @@ def check_integer_target(xp: Any, target: Any) -> None:
         )
 
 
+def counted_mask(xp: Any, target: Any, ignore_index: int | None) -> Any:
+    """The boolean mask ``target != ignore_index`` of an integer target."""
+    # compare only with values the dtype can hold (array-api-strict rejects -100 for uint8)
+    info = xp.iinfo(target.dtype)
+    if ignore_index is not None and info.min <= ignore_index <= info.max:
+        return target != ignore_index
+    return xp.ones_like(target, dtype=xp.bool)
+
+
 def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
     """Check a class-index target and return the mask of rows that count.
 
@@ -127,13 +137,8 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     counts as out of range.  Returns the boolean mask ``target != ignore_index``.
     """
     check_integer_target(xp, target)
-    # compare only with values the dtype can hold (array-api-strict rejects -100 for uint8)
     info = xp.iinfo(target.dtype)
-    valid = (
-        target != ignore_index
-        if ignore_index is not None and info.min <= ignore_index <= info.max
-        else xp.ones_like(target, dtype=xp.bool)
-    )
+    valid = counted_mask(xp, target, ignore_index)
     too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
     bad = valid & ((target < 0) | too_big)
     if to_bool(xp.any(bad)):

@@ -473,7 +473,7 @@ def _vocab_parallel_function() -> Any:
             if need:
                 ctx.d_input = d_input
                 ctx.seed = seed(b.xp, loss, b.reduction, denom)
-                ctx.batch = dataclasses.replace(b, x=None, target=None, valid=None, w_t=None)
+                ctx.batch = dataclasses.replace(b, x=None, target=None)
             return restore(b.xp, reduce(b.xp, loss, b.reduction, denom), b.dtype)
 
         @staticmethod

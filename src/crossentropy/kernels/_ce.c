@@ -14,6 +14,9 @@
  *            copied into a [C][NB] buffer and every step is vectorized across
  *            the rows.
  *
+ * exp_sum, for linear_cross_entropy's (block, rows) logits blocks, takes exp in
+ * place and adds the column sums, vectorized along the rows.
+ *
  * exp, expm1 (for tanh) and log are polynomials the compiler vectorizes (range
  * reduction by ln 2, Taylor polynomial on |r| <= ln2/2, 2^k from exponent
  * bits).  Sums run in the input precision over at most CE_CHUNK terms and are
@@ -80,11 +83,14 @@ typedef struct {
     char *dt;                    /* gradient for probability targets (g's strides), or NULL */
     const char *t;               /* probability targets, or NULL for class indices */
     Py_ssize_t ts[3];
-    const int64_t *y;            /* class index per row (ignored rows hold 0) */
-    const char *wt;              /* weight of each row's target, 0 where ignored */
-    const unsigned char *valid;  /* 1 where the row counts */
+    const char *y;               /* the caller's class indices, int64 or int32 (y32) */
+    Py_ssize_t ys[2];            /* element strides of o, d in y */
+    int y32;
+    int has_ignore;              /* rows whose class is `ignore` count for nothing */
+    int64_t ignore;
     const char *weight;          /* (C,) class weights, or NULL */
-    char *loss;                  /* (R,) per-row loss */
+    char *loss;                  /* (R,) per-row loss, or NULL: then lsum (columns only) */
+    double *lsum;                /* sum of the losses of each block of NB rows (columns) */
     double eps, zl, cap, scale;  /* label smoothing, z-loss, softcap (0: none), seed */
     double W;                    /* sum of the class weights (C without weights) */
     Py_ssize_t online;           /* exact path: rows longer than this use one pass */
@@ -138,6 +144,14 @@ static void ce_stream_done(void) {
 
 static inline Py_ssize_t ce_offset(const Py_ssize_t *s, Py_ssize_t r, Py_ssize_t D) {
     return (r / D) * s[0] + (r % D) * s[1];
+}
+
+/* row r's class index, 0 for a row that does not count (*counts = 0) */
+static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
+    const Py_ssize_t off = ce_offset(a->ys, r, a->D);
+    const int64_t y = a->y32 ? ((const int32_t *)a->y)[off] : ((const int64_t *)a->y)[off];
+    *counts = !(a->has_ignore && y == a->ignore);
+    return *counts ? y : 0;
 }
 
 /* ------------------------------------------------------------------ float */
@@ -269,10 +283,14 @@ static int ce_threads_for(Py_ssize_t elements, int nthreads) {
 
 static const char cross_entropy_doc[] =
     "cross_entropy(dtype, O, D, C, x, xs0, xs1, xs2, g, gs0, gs1, gs2, t, ts0, ts1, ts2,\n"
-    "              y, wt, valid, weight, loss, eps, z_loss, softcap, scale, online,\n"
-    "              columns, nthreads, dt, flags=0)\n\n"
+    "              y, ys0, ys1, y32, ignore, has_ignore, weight, loss, lsum, eps, z_loss,\n"
+    "              softcap, scale, online, columns, nthreads, dt, flags=0)\n\n"
     "Per-row loss (and the gradient scaled by `scale` when g != 0) of cross-entropy on\n"
-    "raw pointers; dtype 0 is float32, 1 float64.  Strides are in elements.  online:\n"
+    "raw pointers; dtype 0 is float32, 1 float64.  Strides are in elements.  Class\n"
+    "indices y (t == 0) are int64, or int32 if y32, already checked to lie in [0, C)\n"
+    "unless equal to ignore (when has_ignore).  loss receives the R per-row losses;\n"
+    "with loss == 0 (columns only) lsum receives the sum of each block of 32 rows\n"
+    "(16 in float64) in double.  online:\n"
     "0 for the default; a negative value -n selects the exact row path only, with\n"
     "one-pass statistics for rows longer than n.  dt: the gradient with respect to\n"
     "probability targets (g's strides), or 0.  flags & 1: g is a reused buffer (large\n"
@@ -280,20 +298,22 @@ static const char cross_entropy_doc[] =
 
 static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     int dtype, columns, nthreads;
-    Py_ssize_t x, g, t, y, wt, valid, weight, loss, dt;
+    Py_ssize_t x, g, t, y, weight, loss, lsum, dt;
+    long long ignore;
     ce_task a;
     memset(&a, 0, sizeof a);
     int flags = 0;
-    if (!PyArg_ParseTuple(args, "innnnnnnnnnnnnnnnnnnnddddniin|i", &dtype, &a.O, &a.D, &a.C, &x,
-                          &a.xs[0], &a.xs[1], &a.xs[2], &g, &a.gs[0], &a.gs[1], &a.gs[2], &t,
-                          &a.ts[0], &a.ts[1], &a.ts[2], &y, &wt, &valid, &weight, &loss, &a.eps,
-                          &a.zl, &a.cap, &a.scale, &a.online, &columns, &nthreads, &dt, &flags))
+    if (!PyArg_ParseTuple(args, "innnnnnnnnnnnnnnnnniLinnnddddniin|i", &dtype, &a.O, &a.D, &a.C,
+                          &x, &a.xs[0], &a.xs[1], &a.xs[2], &g, &a.gs[0], &a.gs[1], &a.gs[2], &t,
+                          &a.ts[0], &a.ts[1], &a.ts[2], &y, &a.ys[0], &a.ys[1], &a.y32, &ignore,
+                          &a.has_ignore, &weight, &loss, &lsum, &a.eps, &a.zl, &a.cap, &a.scale,
+                          &a.online, &columns, &nthreads, &dt, &flags))
         return NULL;
     if (dtype != 0 && dtype != 1) {
         PyErr_SetString(PyExc_ValueError, "dtype must be 0 (float32) or 1 (float64)");
         return NULL;
     }
-    if (a.O < 0 || a.D < 1 || a.C < 1 || !x || !loss || (!t && (!y || !wt || !valid))) {
+    if (a.O < 0 || a.D < 1 || a.C < 1 || !x || !(loss || (columns && lsum)) || (!t && !y)) {
         PyErr_SetString(PyExc_ValueError, "cross_entropy: invalid geometry or null pointer");
         return NULL;
     }
@@ -302,10 +322,10 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     a.dt = PTR(dt);
     a.t = PTR(t);
     a.y = PTR(y);
-    a.wt = PTR(wt);
-    a.valid = PTR(valid);
+    a.ignore = (int64_t)ignore;
     a.weight = PTR(weight);
     a.loss = PTR(loss);
+    a.lsum = PTR(lsum);
     a.exact = a.online < 0;
     if (a.online < 0) a.online = -a.online;
     if (a.online == 0) a.online = dtype ? (1 << 17) : (1 << 18);
@@ -332,6 +352,38 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+static const char target_weight_sum_doc[] =
+    "target_weight_sum(dtype, O, D, y, ys0, ys1, y32, ignore, has_ignore, weight)\n\n"
+    "The denominator of the weighted mean: the sum, in double, of weight[y] over the\n"
+    "rows that count (their number without weight); y and the flags as for\n"
+    "cross_entropy, weight (C,) of the dtype (0 or 1) or 0.";
+
+static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
+    int dtype;
+    Py_ssize_t y, weight;
+    long long ignore;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "innnnniLin", &dtype, &a.O, &a.D, &y, &a.ys[0], &a.ys[1], &a.y32,
+                          &ignore, &a.has_ignore, &weight))
+        return NULL;
+    if ((dtype != 0 && dtype != 1) || a.O < 0 || a.D < 1 || !y) {
+        PyErr_SetString(PyExc_ValueError, "target_weight_sum: invalid arguments");
+        return NULL;
+    }
+    a.y = PTR(y);
+    a.ignore = (int64_t)ignore;
+    const float *w32 = PTR(weight);
+    const double *w64 = PTR(weight);
+    double sum = 0;
+    for (Py_ssize_t r = 0, R = a.O * a.D; r < R; r++) {
+        int counts;
+        const int64_t c = ce_class(&a, r, &counts);
+        if (counts) sum += !weight ? 1.0 : dtype ? w64[c] : (double)w32[c];
+    }
+    return PyFloat_FromDouble(sum);
 }
 
 static const char softmax_doc[] =
@@ -375,7 +427,9 @@ static const char exp_sum_doc[] =
 /* A block just written by a GEMM is in cache, and the BLAS threads are still
    spinning: below this many entries one thread is faster than two (measured:
    a 4096 x 224 float32 block took 0.44 ms on one thread, 0.64 ms on two). */
+#ifndef CE_EXP_PAR_MIN
 #define CE_EXP_PAR_MIN ((Py_ssize_t)1 << 22)
+#endif
 
 static PyObject *py_exp_sum(PyObject *self, PyObject *args) {
     int dtype, nthreads;
@@ -467,6 +521,7 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef ce_methods[] = {
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
+    {"target_weight_sum", py_target_weight_sum, METH_VARARGS, target_weight_sum_doc},
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"exp_sum", py_exp_sum, METH_VARARGS, exp_sum_doc},
     {"copy", py_copy, METH_VARARGS, copy_doc},
@@ -500,6 +555,13 @@ CE_INLINE UINT SFX(to_bits)(REAL f) {
     UINT u;
     memcpy(&u, &f, sizeof u);
     return u;
+}
+
+/* row r's class index, whether it counts and its weight (0 where it does not) */
+CE_INLINE int64_t SFX(target)(const ce_task *a, Py_ssize_t r, int *counts, double *wt) {
+    const int64_t y = ce_class(a, r, counts);
+    *wt = !*counts ? 0 : a->weight ? (double)((const REAL *)a->weight)[y] : 1;
+    return y;
 }
 
 /* 2^k for an integer-valued REAL k in the normal exponent range */
@@ -791,9 +853,9 @@ static void SFX(row_one)(const ce_task *a, Py_ssize_t r, int on, int weighted) {
         return;
     }
 
-    const int64_t y = a->y[r];
-    const int valid = a->valid[r] != 0;
-    const double wt = (double)((const REAL *)a->wt)[r];
+    int valid;
+    double wt;
+    const int64_t y = SFX(target)(a, r, &valid, &wt);
     const REAL zy = SFX(capped)(x[y], cap, on) - m;
     double loss = wt * (lse - (double)zy);
     if (eps > 0) {
@@ -1040,9 +1102,11 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
     double S, Z, Wt;
     /* the target's logit, read before g (maybe x itself) is written */
     int64_t y = 0;
+    int valid = 0;
+    double wt = 0;
     REAL thy = 0, vy = 0;
     if (!probs) {
-        y = a->y[r];
+        y = SFX(target)(a, r, &valid, &wt);
         vy = x[y];
         if (on) {
             thy = SFX(vtanh)(vy / cap);
@@ -1065,8 +1129,6 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
                              (REAL)(-(1 - eps) * s), cap, on);
         return 1;
     }
-    const int valid = a->valid[r] != 0;
-    const double wt = (double)((const REAL *)a->wt)[r];
     const REAL zy = vy - M;
     ((REAL *)a->loss)[r] = (REAL)SFX(index_loss)(wt, lse, zy, eps, C, valid, a->W, Z, zl, full);
     if (!g) return 1;
@@ -1098,7 +1160,8 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
     for (Py_ssize_t r = lo; r < hi; r++) {
         int done = 0;
         if (!a->exact) {
-            const int smooth = !probs && a->eps > 0 && a->valid[r];
+            int counts = 0;
+            const int smooth = !probs && a->eps > 0 && (ce_class(a, r, &counts), counts);
 #define CE_FAST(on_, probs_, smooth_)                                                   \
     (store ? SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 1)                      \
            : SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 0))
@@ -1151,6 +1214,17 @@ CE_INLINE void SFX(scatter)(char *base, const Py_ssize_t *st, Py_ssize_t D, Py_s
         REAL *row = p + ce_offset(st, r0 + i, D);
         for (Py_ssize_t c = 0; c < C; c++) row[c * st[2]] = buf[c * NB + i];
     }
+}
+
+/* the losses of rows r0..r0+nb: per row, or their sum into the block's entry */
+CE_INLINE void SFX(put_losses)(const ce_task *a, Py_ssize_t r0, int nb, const double *loss) {
+    if (a->loss) {
+        for (int i = 0; i < nb; i++) ((REAL *)a->loss)[r0 + i] = (REAL)loss[i];
+        return;
+    }
+    double sum = 0;
+    for (int i = 0; i < nb; i++) sum += (double)(REAL)loss[i];
+    a->lsum[r0 / NB] = sum;
 }
 
 CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, REAL *E, REAL *T,
@@ -1222,9 +1296,10 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
             double full = lse[i] + m[i];
             double l = -acc2[i];
             if (zl) l += zl * full * full;
-            ((REAL *)a->loss)[r0 + i] = (REAL)l;
+            loss[i] = l;
             A[i] = (REAL)(s * (acc[i] + (zl ? 2 * zl * full : 0)) / S[i]);
         }
+        SFX(put_losses)(a, r0, nb, loss);
         if (!a->g) return;
         for (int i = nb; i < NB; i++) A[i] = 0;
         const REAL sR = (REAL)s;
@@ -1251,9 +1326,6 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
         return;
     }
 
-    const int64_t *ys = a->y + r0;
-    const REAL *wts = (const REAL *)a->wt + r0;
-    const unsigned char *vs = a->valid + r0;
     if (eps > 0) {
         for (Py_ssize_t c = 0; c < C; c++) {
             const REAL *xc = X + c * NB;
@@ -1263,9 +1335,10 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
         }
     }
     for (int i = 0; i < nb; i++) {
-        y[i] = ys[i];
-        const int valid = vs[i] != 0;
-        const double wt = (double)wts[i], full = lse[i] + m[i];
+        int valid;
+        double wt;
+        y[i] = SFX(target)(a, r0 + i, &valid, &wt);
+        const double full = lse[i] + m[i];
         const REAL zy = k * X[y[i] * NB + i] - m[i];
         double l = wt * (lse[i] - (double)zy);
         if (eps > 0) l = (1 - eps) * l + eps / C * (valid ? a->W * lse[i] - acc[i] : 0);
@@ -1282,7 +1355,7 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
         REAL gv = A[i] * E[y[i] * NB + i] - (weighted ? B[i] * w[y[i]] : B[i]) - (REAL)(s * coef);
         tg[i] = on ? gv * (1 - th * th) : gv;
     }
-    for (int i = 0; i < nb; i++) ((REAL *)a->loss)[r0 + i] = (REAL)loss[i];
+    SFX(put_losses)(a, r0, nb, loss);
     if (!a->g) return;
     for (int i = nb; i < NB; i++) A[i] = B[i] = 0;
     for (Py_ssize_t c = 0; c < C; c++) {

@@ -35,6 +35,12 @@ SMALL_C = 32
 ROW_MODE = 0
 #: the columns kernel keeps three (C, rows-per-block) buffers per thread
 _COLUMN_BUFFER_LIMIT = 16 << 20
+#: rows per block of the columns kernel (float32, float64): a reduced loss
+#: comes back as one sum per block
+_COLUMN_ROWS = (32, 16)
+#: class-index dtypes the kernel reads in place (codes of ``strided``)
+_INDEX_CODES = {2: 0, 4: 1}  # int64, int32 -> the kernel's y32 flag
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _contiguous(xp: Any, a: Any) -> Any:
@@ -69,6 +75,48 @@ def _fold(lead: tuple, a: Strided, rows_first: bool, od: tuple | None) -> tuple 
     return geo
 
 
+def _class_indices(b: Any, lead: tuple, rows_first: bool, od: tuple) -> tuple:
+    """``(pointer, (s0, s1), y32, keep)``: the caller's class-index target as
+    the kernel reads it (row ``o * D + d`` at ``o * s0 + d * s1``, for the
+    logits' ``od = (O, D)``), in place when it is int64 or int32 and C-ordered
+    or folding like the logits, else as a contiguous int64 copy (``keep``)."""
+    t = b.target
+    if isinstance(t, np.generic):
+        t = np.asarray(t)
+    y = strided(t)
+    if y is not None and y.code in _INDEX_CODES:
+        if _c_ordered(y):
+            return y.ptr, (od[1], 1), _INDEX_CODES[y.code], y
+        geo = rows_geometry(lead, y.strides, rows_first)
+        if geo is not None and geo[:2] == od:
+            return y.ptr, geo[2:], _INDEX_CODES[y.code], y
+    if isinstance(t, np.ndarray):
+        t = np.ascontiguousarray(t, dtype=np.int64)
+    else:
+        import torch
+
+        t = t.to(torch.int64).contiguous()
+    return strided(t).ptr, (od[1], 1), 0, t
+
+
+def _c_ordered(a: Strided) -> bool:
+    """True if element ``i`` of ``a`` in C order is at ``ptr + i`` elements."""
+    step = 1
+    for n, s in zip(reversed(a.shape), reversed(a.strides)):
+        if n != 1 and s != step:
+            return False
+        step *= n
+    return True
+
+
+def _ignore(b: Any) -> tuple[int, int]:
+    """``(ignore, has_ignore)``: the kernel's ``ignore_index`` arguments."""
+    i = b.ignore_index
+    if i is None or not _INT64_MIN <= int(i) <= _INT64_MAX:
+        return 0, 0  # no int64 class index equals it
+    return int(i), 1
+
+
 def _plan(b: Any, x: Strided, g_strides: tuple | None) -> tuple | None:
     """The kernel's layout arguments for ``x`` (and the gradient's class-last
     element strides ``g_strides``), or ``None`` if the layout is not supported."""
@@ -95,13 +143,15 @@ def _plan(b: Any, x: Strided, g_strides: tuple | None) -> tuple | None:
         if gg is None:
             return None
         gs = (gg[2], gg[3], g_strides[-1])
-    tp, ts = 0, (0, 0, 0)
+    tp, ts, y = 0, (0, 0, 0), (0, (0, 0), 0, None)
     if t is not None:
         tg = _fold(lead, t, not columns, od)
         if tg is None:
             return None
         tp, ts = t.ptr, (tg[2], tg[3], t.strides[-1])
-    return columns, od, (geo[2], geo[3], x.strides[-1]), gs, tp, ts, t
+    else:
+        y = _class_indices(b, lead, not columns, od)
+    return columns, od, (geo[2], geo[3], x.strides[-1]), gs, tp, ts, t, y
 
 
 def _launch(
@@ -116,22 +166,16 @@ def _launch(
     softcap: float | None,
     scale: float,
     loss: Any,
+    per_row: bool,
 ) -> None:
-    columns, (outer, inner), xs, gs, tp, ts, _t = plan
-    keep = []  # contiguous copies stay alive until the call returns
-
-    def pointer(a: Any) -> int:
-        a = _contiguous(b.xp, a)
-        keep.append(a)
-        return strided(a).ptr
-
-    yp = wp = vp = 0
-    if not b.probs:  # int64, compute dtype and bool, made by _prepare
-        yp, wp, vp = pointer(b.target), pointer(b.w_t), pointer(b.valid)
-    wtp = pointer(b.weight) if b.weight is not None else 0
+    columns, (outer, inner), xs, gs, tp, ts, _t, (yp, ys, y32, _y) = plan
+    weight = None if b.weight is None else _contiguous(b.xp, b.weight)  # alive until the end
+    wtp = 0 if weight is None else strided(weight).ptr
+    lp = strided(loss).ptr
     _native._ce.cross_entropy(
         x.code, outer, inner, b.n_classes, x.ptr, *xs, gp, *gs, tp, *ts,
-        yp, wp, vp, wtp, strided(loss).ptr, eps, z_loss, softcap or 0.0, scale, ROW_MODE,
+        yp, *ys, y32, *_ignore(b), wtp, lp if per_row else 0, 0 if per_row else lp,
+        eps, z_loss, softcap or 0.0, scale, ROW_MODE,
         int(columns), _native.get_num_threads(), dtp, int(reused),
     )  # fmt: skip
 
@@ -160,13 +204,17 @@ def supported(b: Any) -> bool:
     return _plan(b, x, _class_last_strides(b, _grad_shape(b, x))) is not None
 
 
-def _denominator(b: Any, loss: Any, host: Any) -> Any:
+def _denominator(b: Any, x: Strided, plan: tuple) -> float:
+    """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
+    rows = 1
+    for n in x.shape[:-1]:
+        rows *= n
     if b.probs:
-        n = 1
-        for s in loss.shape:
-            n *= s
-        return float(n)
-    return host.sum(_on_host(b.w_t))
+        return float(rows)
+    (outer, inner), (yp, ys, y32, _y) = plan[1], plan[7]
+    weight = None if b.weight is None else _contiguous(b.xp, b.weight)
+    wtp = 0 if weight is None else strided(weight).ptr
+    return _native._ce.target_weight_sum(x.code, outer, inner, yp, *ys, y32, *_ignore(b), wtp)
 
 
 def _on_host(a: Any) -> Any:
@@ -174,12 +222,15 @@ def _on_host(a: Any) -> Any:
     return a if isinstance(a, (np.ndarray, np.generic)) else a.numpy()
 
 
-def _reduce(b: Any, loss: Any, denom: Any, host: Any) -> Any:
-    """``reduce`` in NumPy on the per-row losses (small tensor reductions in
-    PyTorch wake its thread pool for nothing), as ``b.xp``'s array."""
-    value = reduce(host, _on_host(loss), b.reduction, denom)
-    if isinstance(loss, np.ndarray) or b.reduction == "none":
-        return value if b.reduction != "none" else loss
+def _reduce(b: Any, loss: Any, denom: float, host: Any, dtype: Any) -> Any:
+    """``reduce`` in NumPy on the per-row losses or on the columns kernel's
+    block sums (small tensor reductions in PyTorch wake its thread pool for
+    nothing), in the compute ``dtype``, as ``b.xp``'s array."""
+    if b.reduction == "none":
+        return loss
+    value = reduce(host, _on_host(loss), b.reduction, denom).astype(dtype)
+    if isinstance(b.x, np.ndarray):
+        return value
     import torch
 
     return torch.from_numpy(np.asarray(value))
@@ -204,14 +255,21 @@ def run(
         return None
     need_grad = need_grad or target_grad
     g_full = g = dt_full = None
-    if need_grad:
-        g_full = _empty(xp, b.x, _grad_shape(b, x)) if out is None else out
-        g = strided(_class_last(xp, g_full, b.axis))
+    g_strides = None
+    if need_grad and out is None:
+        g_strides = _class_last_strides(b, _grad_shape(b, x))
+    elif need_grad:
+        g = strided(_class_last(xp, out, b.axis))
         if g is None or g.code != x.code:
             return None
-    plan = _plan(b, x, None if g is None else g.strides)
+        g_full, g_strides = out, g.strides
+    plan = _plan(b, x, g_strides)
     if plan is None:
         return None
+    denom = _denominator(b, x, plan)
+    if need_grad and out is None:
+        g_full = _empty(xp, b.x, _grad_shape(b, x))
+        g = strided(_class_last(xp, g_full, b.axis))
     dtp = 0
     if target_grad:
         dt_full = _empty(xp, b.x, _grad_shape(b, x))
@@ -219,13 +277,19 @@ def run(
         if dt.strides != g.strides:
             return None
         dtp = dt.ptr
-    loss = _empty(xp, b.x, tuple(x.shape[:-1]))
+    per_row = b.reduction == "none" or not plan[0]
+    if per_row:
+        loss = _empty(xp, b.x, tuple(x.shape[:-1]))
+    else:  # the columns kernel sums each block's losses (no per-row array)
+        rows = plan[1][0] * plan[1][1]
+        nb = _COLUMN_ROWS[x.code]
+        loss = np.zeros((rows + nb - 1) // nb)
     host = _native.numpy_namespace()
-    denom = _denominator(b, loss, host)
     scale = float(seed(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
     gp = 0 if g is None else g.ptr
-    _launch(b, x, plan, gp, dtp, out is not None, eps, z_loss, softcap, scale, loss)
-    return _reduce(b, loss, denom, host), g_full, dt_full
+    _launch(b, x, plan, gp, dtp, out is not None, eps, z_loss, softcap, scale, loss, per_row)
+    dtype = (np.float32, np.float64)[x.code]
+    return _reduce(b, loss, denom, host, dtype), g_full, dt_full
 
 
 def _torch_graph(b: Any) -> bool | None:

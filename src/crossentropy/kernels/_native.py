@@ -90,6 +90,7 @@ def set_num_threads(n: int | None) -> None:
 # -- arrays as (pointer, element strides) -----------------------------------------
 
 _CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+_OTHER_CODES = {np.dtype(np.int64): 2, np.dtype(np.bool_): 3, np.dtype(np.int32): 4}
 
 
 class Strided:
@@ -105,20 +106,21 @@ class Strided:
 def _torch_code(t: Any) -> int | None:
     import torch
 
-    return {torch.float32: 0, torch.float64: 1, torch.int64: 2, torch.bool: 3}.get(t.dtype)
+    codes = {torch.float32: 0, torch.float64: 1, torch.int64: 2, torch.bool: 3, torch.int32: 4}
+    return codes.get(t.dtype)
 
 
 def strided(a: Any) -> Strided | None:
     """A :class:`Strided` for a NumPy array or a PyTorch CPU tensor in place,
     or ``None`` if the kernels cannot read it as it is.
 
-    ``code`` is 0 for float32, 1 for float64, 2 for int64, 3 for bool.
+    ``code`` is 0 for float32, 1 for float64, 2 for int64, 3 for bool, 4 for int32.
     """
     if isinstance(a, np.ndarray):
         if not a.flags.aligned:
             return None
         dt = a.dtype
-        code = _CODES.get(dt, 2 if dt == np.int64 else 3 if dt == np.bool_ else None)
+        code = _CODES.get(dt, _OTHER_CODES.get(dt))
         if code is None or dt.byteorder not in ("=", "|"):
             return None
         size = dt.itemsize

@@ -11,6 +11,7 @@ analytic backward share one preparation step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from .._validate import (
     check_vector,
     check_z_loss_softcap,
     class_axis,
+    counted_mask,
     warn_if_probabilities,
 )
 from ..grad import defines_grad
@@ -36,7 +38,12 @@ __all__ = ["cross_entropy", "nll_loss"]
 
 @dataclass
 class _Batch:
-    """A validated classification call, class axis last, in compute dtype."""
+    """A validated classification call, class axis last, in compute dtype.
+
+    The per-row arrays of class-index targets (:attr:`valid`, :attr:`index`,
+    :attr:`w_t`) are made on first use: the fused kernel reads the caller's
+    ``target`` itself, so its calls allocate none of them.
+    """
 
     xp: Any
     x: Any  # (..., C) view of input, compute dtype
@@ -45,10 +52,31 @@ class _Batch:
     n_classes: int
     weight: Any  # (C,) compute dtype, or None
     reduction: str
-    target: Any  # (...) int64 with ignored entries replaced by 0, or (..., C) probabilities
-    valid: Any  # (...) bool mask of counted targets (index targets only)
-    w_t: Any  # (...) weight of each counted target, 0 where ignored (index targets only)
+    target: Any  # (...) the caller's class indices, checked; or (..., C) probabilities
     probs: bool  # probability targets
+    ignore_index: int | None = None
+    class_weight: Any = None  # weight over every class (weight's whole vocabulary if sharded)
+
+    @functools.cached_property
+    def valid(self) -> Any:
+        """(...) bool mask of the counted targets (index targets only)."""
+        return counted_mask(self.xp, self.target, self.ignore_index)
+
+    @functools.cached_property
+    def index(self) -> Any:
+        """(...) int64 class indices, ignored entries replaced by 0."""
+        xp, t = self.xp, self.target
+        return xp.where(self.valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+
+    @functools.cached_property
+    def w_t(self) -> Any:
+        """(...) weight of each counted target, 0 where ignored (index targets only)."""
+        xp = self.xp
+        if self.class_weight is None:
+            return xp.astype(self.valid, self.x.dtype)
+        t = self.index
+        w_t = xp.reshape(xp.take(self.class_weight, xp.reshape(t, (-1,)), axis=0), t.shape)
+        return xp.where(self.valid, w_t, xp.zeros_like(w_t))
 
 
 def _prepare(
@@ -89,21 +117,18 @@ def _prepare(
     if probs:
         t = xp.moveaxis(target, ax, -1) if ax != input.ndim - 1 else target
         t = xp.astype(t, x.dtype, copy=False)  # no logits-sized copy when the dtype matches
-        return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, None, None, True)
+        return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, True)
 
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
-    valid = check_index_target(xp, target, n_total, ignore_index)
-    t = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
-    if weight is None:
-        w_t = xp.astype(valid, x.dtype)
-    else:
-        flat = xp.reshape(t, (-1,))
-        w_t = xp.reshape(xp.take(weight, flat, axis=0), t.shape)
-        w_t = xp.where(valid, w_t, xp.zeros_like(w_t))
-        if shard is not None:
-            weight = weight[shard.offset : shard.offset + n_classes]
-    return _Batch(xp, x, ax, input.dtype, n_classes, weight, reduction, t, valid, w_t, False)
+    check_index_target(xp, target, n_total, ignore_index)
+    class_weight = weight
+    if shard is not None and weight is not None:
+        weight = weight[shard.offset : shard.offset + n_classes]
+    return _Batch(
+        xp, x, ax, input.dtype, n_classes, weight, reduction, target, False,
+        ignore_index, class_weight,
+    )  # fmt: skip
 
 
 def _pick(xp: Any, x: Any, t: Any) -> Any:
@@ -182,7 +207,7 @@ def _cross_entropy_rows(
             w = 1 if b.weight is None else b.weight
             d_target = -(1 - eps) * w * logp
     else:
-        target, owned = b.target, None
+        target, owned = b.index, None
         if shard is not None:  # the target's column in this slice, where it has it
             target = target - shard.offset
             owned = (target >= 0) & (target < b.n_classes)
@@ -434,7 +459,7 @@ def _cross_entropy_rule(
 
 def _nll(b: _Batch, wrt: tuple[str, ...]) -> tuple[Any, dict]:
     xp = b.xp
-    loss = -b.w_t * _pick(xp, b.x, b.target)
+    loss = -b.w_t * _pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
     loss = xp.where(b.valid, loss, xp.zeros_like(loss))
     denom = xp.sum(b.w_t)
@@ -442,7 +467,7 @@ def _nll(b: _Batch, wrt: tuple[str, ...]) -> tuple[Any, dict]:
     grads = {}
     if "input" in wrt:
         s = seed(xp, loss, b.reduction, denom)
-        g = -(s * b.w_t)[..., None] * _one_hot(xp, b.target, b.n_classes, b.x.dtype)
+        g = -(s * b.w_t)[..., None] * _one_hot(xp, b.index, b.n_classes, b.x.dtype)
         grads["input"] = _back(b, g)
     return restore(xp, value, b.dtype), grads
 

@@ -88,8 +88,8 @@ def _multi_margin_rule(
         raise ValueError(
             f"multi_margin_loss expects input of shape (N, C) or (C,), got {tuple(input.shape)}"
         )
-    other = 1 - _one_hot(xp, b.target, C, x.dtype)  # 0 at the target class
-    z = margin - _pick(xp, x, b.target)[..., None] + x
+    other = 1 - _one_hot(xp, b.index, C, x.dtype)  # 0 at the target class
+    z = margin - _pick(xp, x, b.index)[..., None] + x
     active = xp.where(z > 0, other, xp.zeros_like(other))
     h = active * (z if p == 1 else z * z)
     loss = b.w_t * xp.sum(h, axis=-1) / C
