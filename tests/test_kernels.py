@@ -476,6 +476,44 @@ class TestTorch:
         (3 * loss).backward()
         np.testing.assert_allclose(xt.grad.numpy(), 4 * first.numpy(), rtol=1e-14)
 
+    @pytest.mark.parametrize("function", ["cross_entropy", "logsumexp", "softmax", "log_softmax"])
+    def test_torch_func_transforms_take_the_reference_path(self, calls, rng, function):
+        """torch.func's tensors have no storage to read: the portable path serves
+        them (and gives torch's gradients), the kernel serves the others."""
+        torch, F = self.torch, self.F
+        x = torch.tensor(rng.standard_normal((40, 500)))
+        y = torch.from_numpy(rng.integers(0, 500, 40))
+        ours, theirs = {
+            "cross_entropy": (
+                lambda a: ce.cross_entropy(a, y, label_smoothing=0.1),
+                lambda a: F.cross_entropy(a, y, label_smoothing=0.1),
+            ),
+            "logsumexp": (
+                lambda a: ce.logsumexp(a, axis=-1).square().sum(),
+                lambda a: torch.logsumexp(a, -1).square().sum(),
+            ),
+            "softmax": (
+                lambda a: ce.softmax(a, axis=-1).square().sum(),
+                lambda a: torch.softmax(a, -1).square().sum(),
+            ),
+            "log_softmax": (
+                lambda a: ce.log_softmax(a, axis=-1).square().sum(),
+                lambda a: torch.log_softmax(a, -1).square().sum(),
+            ),
+        }[function]
+        np.testing.assert_allclose(
+            torch.func.grad(ours)(x).numpy(), torch.func.grad(theirs)(x).numpy(), atol=1e-12
+        )
+        stacked = torch.stack([x, 2 * x])
+        np.testing.assert_allclose(
+            torch.func.vmap(ours)(stacked).numpy(), torch.func.vmap(theirs)(stacked).numpy(),
+            rtol=1e-12,
+        )
+        entry = "cross_entropy" if function == "cross_entropy" else "softmax"
+        before = calls[entry]
+        np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-12)
+        assert calls[entry] == before + 1
+
 
 class TestTorchThroughNumPyViews:
     """float32/float64 CPU tensors are checked and prepared as NumPy views of their

@@ -134,7 +134,11 @@ def strided(a: Any) -> Strided | None:
         code = _torch_code(a)
         if code is None:
             return None
-        return Strided(a, a.data_ptr(), tuple(a.shape), tuple(a.stride()), code)
+        try:
+            ptr = a.data_ptr()
+        except RuntimeError:  # no storage: a tensor of a torch.func transform, say
+            return None
+        return Strided(a, ptr, tuple(a.shape), tuple(a.stride()), code)
     return None
 
 
