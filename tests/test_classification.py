@@ -261,6 +261,31 @@ def test_nll_loss_grad_matches_torch(xp, rng, shape, weighted, ignore_index):
         _check(f"grad {reduction}", g, grad_t, backend=xp, dtype="float64")
 
 
+@pytest.mark.parametrize("axis", [1, -1])
+def test_nll_loss_gradient_is_the_only_logits_sized_array(rng, axis):
+    """NumPy writes the gradient's nonzeros into zeros (no one-hot matrix): the
+    peak above the inputs is the gradient plus per-row arrays."""
+    import tracemalloc
+
+    shape = (64, 2000, 3) if axis == 1 else (64, 3, 2000)
+    x = _log_softmax(rng.standard_normal(shape), axis % 3).astype(np.float32)
+    y = rng.integers(0, 2000, (64, 3))
+    y[::5] = -100
+    w = rng.random(2000).astype(np.float32)
+    f = ce.value_and_grad(ce.nll_loss)
+    f(x[:1], y[:1], w, axis=axis)  # first calls import modules: not measured
+    tracemalloc.start()
+    try:
+        value, g = f(x, y, w, axis=axis)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= x.nbytes + 64 * y.size + 32768
+    value_t, grad_t = torch_grad("nll_loss", 0, np.moveaxis(x, axis, 1), y, weight=w)
+    np.testing.assert_allclose(value, value_t, rtol=1e-6)
+    np.testing.assert_allclose(np.moveaxis(g, axis, 1), grad_t, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("label_smoothing", SMOOTHING)
 @pytest.mark.parametrize("weighted", WEIGHTED)
 @pytest.mark.parametrize("shape", SHAPES)

@@ -15,6 +15,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+import numpy as np
+
 from .._namespace import device, namespace, numeric_guard, restore, upcast
 from .._reduction import check_reduction, reduce, seed
 from .._validate import (
@@ -457,6 +460,31 @@ def _cross_entropy_rule(
 # -- nll_loss -----------------------------------------------------------------------
 
 
+def _at_targets(b: _Batch, values: Any) -> Any:
+    """A (..., C) array in the caller's layout holding ``values`` (one per row)
+    at each row's target class and 0 elsewhere: the gradient of ``nll_loss``.
+
+    NumPy and PyTorch write the values into zeros, so the result is the only
+    logits-sized array (and NumPy's zeros cost no pass over memory until
+    read); other libraries, which have no scatter in the Array API, use a
+    boolean one-hot mask.
+    """
+    xp = b.xp
+    if array_api_compat.is_numpy_array(b.x) or array_api_compat.is_torch_array(b.x):
+        shape = list(b.x.shape[:-1])
+        shape.insert(b.axis, b.n_classes)
+        g = xp.zeros(tuple(shape), dtype=values.dtype, device=device(b.x))
+        rows = xp.moveaxis(g, b.axis, -1)  # a view: written in place
+        index, values = b.index[..., None], values[..., None]
+        if array_api_compat.is_numpy_array(b.x):
+            np.put_along_axis(rows, index, values, axis=-1)
+        else:
+            rows.scatter_(-1, index, values)
+        return restore(xp, g, b.dtype)
+    hot = b.index[..., None] == xp.arange(b.n_classes, device=device(b.index))
+    return _back(b, xp.where(hot, values[..., None], xp.zeros((), dtype=values.dtype)))
+
+
 def _nll(b: _Batch, wrt: tuple[str, ...]) -> tuple[Any, dict]:
     xp = b.xp
     loss = -b.w_t * _pick(xp, b.x, b.index)
@@ -467,8 +495,7 @@ def _nll(b: _Batch, wrt: tuple[str, ...]) -> tuple[Any, dict]:
     grads = {}
     if "input" in wrt:
         s = seed(xp, loss, b.reduction, denom)
-        g = -(s * b.w_t)[..., None] * _one_hot(xp, b.index, b.n_classes, b.x.dtype)
-        grads["input"] = _back(b, g)
+        grads["input"] = _at_targets(b, -(s * b.w_t))
     return restore(xp, value, b.dtype), grads
 
 
