@@ -476,6 +476,43 @@ class TestTorch:
         (3 * loss).backward()
         np.testing.assert_allclose(xt.grad.numpy(), 4 * first.numpy(), rtol=1e-14)
 
+    @pytest.mark.parametrize("dtype", ["float64", "float16"])  # host views / tensor batch
+    @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim"])
+    @pytest.mark.parametrize("option", ["plain", "everything", "probs-everything"])
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_double_backward(self, calls, rng, dtype, layout, option, reduction):
+        """backward(create_graph=True) returns a gradient autograd can differentiate
+        again: a gradient penalty and a Hessian-vector product, against the portable
+        path (pure torch operations) and, for the plain case, F.cross_entropy."""
+        torch, F = self.torch, self.F
+        shape, axis = SHAPES[layout]
+        data, kw = split(OPTIONS[option])
+        x, t, w = make(rng, shape, axis, **data)
+        tt, wt = torch.from_numpy(t), None if w is None else torch.from_numpy(w)
+        v = torch.from_numpy(rng.standard_normal(shape))
+
+        def penalty_and_hvp(fn):
+            xt = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+            loss = fn(xt, tt, wt, reduction=reduction, **kw)
+            seed = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+            (g,) = torch.autograd.grad(loss, xt, seed, create_graph=True)
+            (hvp,) = torch.autograd.grad(g, xt, v.to(g.dtype), retain_graph=True)
+            g.square().sum().backward()
+            return g.detach(), hvp, xt.grad
+
+        before = calls["cross_entropy"]
+        ours = penalty_and_hvp(ce.cross_entropy)
+        assert calls["cross_entropy"] == before + 1
+        with kernels.disabled():
+            reference = penalty_and_hvp(ce.cross_entropy)
+        oracles = [reference]
+        if option == "plain" and dtype == "float64":
+            oracles.append(penalty_and_hvp(F.cross_entropy))
+        tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == "float64" else {"rtol": 2e-2, "atol": 2e-3}
+        for oracle in oracles:
+            for a, b in zip(ours, oracle):
+                np.testing.assert_allclose(a.double().numpy(), b.double().numpy(), **tol)
+
     @pytest.mark.parametrize("function", ["cross_entropy", "logsumexp", "softmax", "log_softmax"])
     def test_torch_func_transforms_take_the_reference_path(self, calls, rng, function):
         """torch.func's tensors have no storage to read: the portable path serves

@@ -2,7 +2,10 @@
 
 The forward computes the loss and, in the same pass, the gradient of the
 reduced loss; the backward only scales that saved gradient by the incoming one
-(and returns it untouched for the usual ``loss.backward()``).  The kernel reads
+(and returns it untouched for the usual ``loss.backward()``).  A backward with
+``create_graph=True`` (double backward, Hessian-vector products, gradient
+penalties) instead recomputes the gradient on the portable path, as a
+function of the input that autograd can differentiate again.  The kernel reads
 the tensors in place: ``data_ptr`` and strides, no copies.  A batch prepared
 on NumPy views of the tensors (``host_views``) is differentiated with respect
 to the caller's ``input`` itself, in its own layout; a batch of tensors with
@@ -12,12 +15,14 @@ PyTorch is already loaded.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
+from .._reduction import reduce
 from ._cross_entropy import package, run, supported, tensors
 
 __all__ = ["autograd_cross_entropy"]
@@ -44,8 +49,11 @@ class _CrossEntropy(torch.autograd.Function):
         return value
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_value: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if torch.is_grad_enabled():  # create_graph=True: a gradient with its own graph
+            (x,) = ctx.saved_tensors
+            ctx.grad = None
+            return _differentiable_grad(ctx, x, grad_value), None
         # hand the saved gradient over (autograd then adopts it instead of copying);
         # a second backward (retain_graph=True) recomputes it
         g, ctx.grad = ctx.grad, None
@@ -60,6 +68,31 @@ class _CrossEntropy(torch.autograd.Function):
         if bool(grad_value == 1):
             return g, None
         return g.mul_(grad_value), None
+
+
+def _differentiable_grad(ctx: Any, x: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+    """``grad_value`` times the gradient with respect to ``x``, computed by
+    autograd through the portable path with ``create_graph=True``."""
+    from ..losses.classification import _cross_entropy_rows
+
+    b, eps, z_loss, softcap = ctx.call
+
+    def tensor(a: Any) -> Any:  # NumPy views of the caller's tensors, as tensors again
+        return a if a is None or isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+
+    rows = x if ctx.class_last or b.axis == x.ndim - 1 else torch.movedim(x, b.axis, -1)
+    tb = dataclasses.replace(
+        b,
+        xp=array_api_compat.array_namespace(x),
+        x=rows,
+        target=tensor(b.target),
+        weight=tensor(b.weight),
+        class_weight=tensor(b.class_weight),
+    )
+    loss, denom, _, _ = _cross_entropy_rows(tb, eps, z_loss, softcap, False)
+    value = reduce(tb.xp, loss, tb.reduction, denom)
+    (g,) = torch.autograd.grad(value, x, grad_value.to(value.dtype), create_graph=True)
+    return g
 
 
 def autograd_cross_entropy(
