@@ -577,6 +577,24 @@ class TestMemory:
         assert 64 <= chunk and chunk * 128000 * 4 <= 112 * 2**20
         assert default_chunk_size(10**9, 4) >= 1
 
+    @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+    def test_default_chunk_of_half_precision_tensors(self, dtype):
+        """Half-precision GEMMs add into float32 (V, D) accumulators once per
+        chunk: their default chunk is at least 896 rows; float32 keeps the
+        112 MiB logits budget."""
+        torch = pytest.importorskip("torch")
+        from crossentropy.linear import _prepare
+
+        v, dt = 200000, getattr(torch, dtype)
+        h, w = torch.zeros((2000, 4), dtype=dt), torch.zeros((v, 4), dtype=dt)
+        c = _prepare(h, w, torch.zeros(2000, dtype=torch.int64), None, None,
+                     "mean", -100, 0.0, 0.0, None, None, None)  # fmt: skip
+        assert c.chunk == (default_chunk_size(v, 4) if dtype == "float32" else 896)
+        assert default_chunk_size(v, 4) < 896
+        c = _prepare(h, w, torch.zeros(2000, dtype=torch.int64), None, None,
+                     "mean", -100, 0.0, 0.0, None, 100, None)  # fmt: skip
+        assert c.chunk == 100  # the caller's choice stands
+
 
 # -- properties ---------------------------------------------------------------------
 
