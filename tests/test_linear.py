@@ -594,6 +594,8 @@ class TestMemory:
         c = _prepare(h, w, torch.zeros(2000, dtype=torch.int64), None, None,
                      "mean", -100, 0.0, 0.0, None, 100, None)  # fmt: skip
         assert c.chunk == 100  # the caller's choice stands
+        assert default_chunk_size(v, 4, half_gemm=True) == 896
+        assert default_chunk_size(1000, 4, half_gemm=True) == default_chunk_size(1000, 4)
 
 
 # -- properties ---------------------------------------------------------------------

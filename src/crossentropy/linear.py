@@ -363,17 +363,21 @@ def _check_chunk_size(chunk_size: Any) -> tuple[int | None, int | None]:
     return tuple(None if v is None else int(v) for v in pair)  # type: ignore[return-value]
 
 
-def default_chunk_size(n_vocab: int, itemsize: int = 4) -> int:
-    """Rows per chunk so that the ``(chunk, V)`` logits buffer fits in 112 MiB.
+def default_chunk_size(n_vocab: int, itemsize: int = 4, half_gemm: bool = False) -> int:
+    """Rows per chunk so that the ``(chunk, V)`` logits buffer fits in 112 MiB,
+    or at least 896 rows with ``half_gemm`` (half-precision GEMMs into float32
+    accumulators, see ``_HALF_CHUNK``).
 
     A multiple of 8, but not a power of two (a power-of-two leading dimension
     makes the BLAS kernels thrash the cache).
     """
     chunk = _BUFFER_BYTES // max(1, n_vocab * itemsize)
     if chunk < 16:
-        return max(1, chunk)
-    chunk = chunk // 8 * 8
-    return chunk - 8 if chunk & (chunk - 1) == 0 and chunk > 16 else chunk
+        chunk = max(1, chunk)
+    else:
+        chunk = chunk // 8 * 8
+        chunk = chunk - 8 if chunk & (chunk - 1) == 0 and chunk > 16 else chunk
+    return max(chunk, _HALF_CHUNK) if half_gemm else chunk
 
 
 def _prepare(
@@ -464,9 +468,7 @@ def _prepare(
 
     itemsize = 8 if cdtype == xp.float64 else 4
     if token_chunk is None:
-        token_chunk = default_chunk_size(n_vocab, itemsize)
-        if gdtype != cdtype:  # half-precision GEMMs into float32 accumulators
-            token_chunk = max(token_chunk, _HALF_CHUNK)
+        token_chunk = default_chunk_size(n_vocab, itemsize, half_gemm=gdtype != cdtype)
     return _Call(
         xp=xp,
         ops=ops,
