@@ -327,16 +327,25 @@ class TestCrossEntropyKernel:
         eps=st.sampled_from([0.0, 0.3]),
         z=st.sampled_from([0.0, 0.05]),
         cap=st.sampled_from([None, 2.0]),
+        target_dtype=st.sampled_from(["int64", "int32", "int16"]),
+        ignored=st.sampled_from([0.0, 0.5, 1.0]),
+        weighted=st.booleans(),
+        reduction=st.sampled_from(["mean", "sum", "none"]),
         seed=st.integers(0, 2**32 - 1),
     )
-    def test_property_kernel_equals_reference(self, n, c, eps, z, cap, seed):
+    def test_property_kernel_equals_reference(
+        self, n, c, eps, z, cap, target_dtype, ignored, weighted, reduction, seed
+    ):
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((n, c)) * 3
         t = rng.integers(0, c, n)
-        kw = {"label_smoothing": eps, "z_loss": z, "softcap": cap}
-        v, g = value_and_grad_ce(x, t, **kw)
+        t[rng.random(n) < ignored] = -100
+        t = t.astype(target_dtype)
+        w = rng.random(c) + 0.1 if weighted else None
+        kw = {"label_smoothing": eps, "z_loss": z, "softcap": cap, "reduction": reduction}
+        v, g = value_and_grad_ce(x, t, w, **kw)
         with kernels.disabled():
-            v_ref, g_ref = value_and_grad_ce(x, t, **kw)
+            v_ref, g_ref = value_and_grad_ce(x, t, w, **kw)
         close(v, v_ref, "float64", scale=10)
         close(g, g_ref, "float64", scale=max(np.abs(g_ref).max(), 1.0 / n))
 
