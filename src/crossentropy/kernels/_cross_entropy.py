@@ -196,14 +196,6 @@ def _class_last_strides(b: Any, shape: tuple) -> tuple:
     return tuple(strides)
 
 
-def supported(b: Any) -> bool:
-    """True if :func:`run` with a fresh gradient buffer applies to ``b``."""
-    x = strided(b.x)
-    if x is None or x.code > 1 or any(n == 0 for n in x.shape):
-        return False
-    return _plan(b, x, _class_last_strides(b, _grad_shape(b, x))) is not None
-
-
 def _denominator(b: Any, x: Strided, plan: tuple) -> float:
     """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
     rows = 1

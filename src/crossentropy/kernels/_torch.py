@@ -23,29 +23,24 @@ import numpy as np
 import torch
 
 from .._reduction import reduce
-from ._cross_entropy import package, run, supported, tensors
+from ._cross_entropy import package, run, tensors
 
 __all__ = ["autograd_cross_entropy"]
 
 
 class _CrossEntropy(torch.autograd.Function):
     """Fused cross-entropy of ``x`` (the input, or the class-last view of a
-    batch of tensors): value now, gradient saved."""
+    batch of tensors): the kernel's value, its gradient saved."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, call: tuple) -> torch.Tensor:
-        b, eps, z_loss, softcap, target_grad, out = call
-        result = run(b, eps, z_loss, softcap, True, target_grad=target_grad)
-        if result is None:  # the caller checked `supported` first
-            raise RuntimeError("cross_entropy kernel does not apply to this input")
-        value, g_full, dt_full = tensors(result)
+        b, eps, z_loss, softcap, value, g_full = call
         ctx.save_for_backward(x)  # no copy: guards against in-place changes
         ctx.call = (b, eps, z_loss, softcap)
         ctx.grad = g_full
         ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
         ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
         ctx.per_row = b.reduction == "none"
-        out.extend((g_full, dt_full))
         return value
 
     @staticmethod
@@ -108,9 +103,10 @@ def autograd_cross_entropy(
     pass) are plain tensors.  ``x`` is the input tensor of a batch prepared on
     NumPy views (default: the batch's own class-last view).  ``None`` if the
     kernel does not apply."""
-    if not supported(b):
+    result = run(b, eps, z_loss, softcap, True, target_grad="target" in wrt)
+    if result is None:
         return None
-    out: list = []
+    value, g_full, dt_full = tensors(result)
     x = b.x if x is None else x
-    value = _CrossEntropy.apply(x, (b, eps, z_loss, softcap, "target" in wrt, out))
-    return package(b, wrt, value, *out)
+    value = _CrossEntropy.apply(x, (b, eps, z_loss, softcap, value, g_full))
+    return package(b, wrt, value, g_full, dt_full)
