@@ -522,6 +522,26 @@ class TestTorch:
             for a, b in zip(ours, oracle):
                 np.testing.assert_allclose(a.double().numpy(), b.double().numpy(), **tol)
 
+    @pytest.mark.parametrize("target_dtype", ["int64", "int32", "int16", "uint8"])
+    @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim"])
+    def test_class_index_tensors_of_a_tensor_batch(self, calls, rng, target_dtype, layout):
+        """float16 input is prepared as tensors (not NumPy views): its int64 and
+        int32 targets are read in place, the others copied to int64."""
+        torch, F = self.torch, self.F
+        shape, axis = SHAPES[layout]
+        x, t, w = make(rng, shape, axis, ignore=target_dtype != "uint8", weighted=True)
+        xt = torch.tensor(x, dtype=torch.float16, requires_grad=True)
+        tt = torch.from_numpy(t).to(getattr(torch, target_dtype))
+        before = calls["cross_entropy"]
+        loss = ce.cross_entropy(xt, tt, torch.from_numpy(w), label_smoothing=0.1)
+        loss.backward()
+        assert calls["cross_entropy"] == before + 1
+        x64 = xt.detach().double().requires_grad_()
+        ref = F.cross_entropy(x64, tt.long(), torch.from_numpy(w), label_smoothing=0.1)
+        ref.backward()
+        np.testing.assert_allclose(loss.double().item(), ref.item(), rtol=2e-3)
+        np.testing.assert_allclose(xt.grad.double().numpy(), x64.grad.numpy(), atol=2e-3)
+
     @pytest.mark.parametrize("function", ["cross_entropy", "logsumexp", "softmax", "log_softmax"])
     def test_torch_func_transforms_take_the_reference_path(self, calls, rng, function):
         """torch.func's tensors have no storage to read: the portable path serves

@@ -614,10 +614,9 @@ def vocab_parallel_linear_cross_entropy(
     if rows is None:  # the same chunks on every rank: they meet in each chunk's collectives
         # the single-process chunk for the whole vocabulary: the same on every rank, and
         # a (chunk, V_r) buffer that shrinks with the shard
-        half = torch.promote_types(input.dtype, weight_shard.dtype) in (torch.float16, torch.bfloat16)
-        rows = default_chunk_size(
-            layout.n_classes, 8 if input.dtype == torch.float64 else 4, half_gemm=half
-        )
+        dtype = torch.promote_types(input.dtype, weight_shard.dtype)
+        half = dtype in (torch.float16, torch.bfloat16)
+        rows = default_chunk_size(layout.n_classes, 8 if dtype == torch.float64 else 4, half)
     return _linear_cross_entropy(
         input,
         weight_shard,

@@ -16,7 +16,7 @@ thread pool, which on small tensors takes longer than the whole kernel.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat
 import numpy as np
@@ -117,7 +117,23 @@ def _ignore(b: Any) -> tuple[int, int]:
     return int(i), 1
 
 
-def _plan(b: Any, x: Strided, g_strides: tuple | None) -> tuple | None:
+class _Plan(NamedTuple):
+    """The kernel's arguments for one call, besides the gradient buffers."""
+
+    columns: bool  # the columns kernel (else the rows kernel)
+    od: tuple  # rows r = o * D + d: (O, D)
+    xs: tuple  # element strides of o, d and the class in the logits
+    gs: tuple  # the same in the gradient
+    tp: int  # probability targets: pointer (0 for class indices)
+    ts: tuple  # and strides
+    yp: int  # class indices: pointer (0 for probabilities)
+    ys: tuple  # and strides of o, d
+    y32: int  # 1 if the class indices are int32
+    wp: int  # contiguous class weights, or 0
+    keep: tuple  # arrays the pointers point into, alive until the call returns
+
+
+def _plan(b: Any, x: Strided, g_strides: tuple | None) -> _Plan | None:
     """The kernel's layout arguments for ``x`` (and the gradient's class-last
     element strides ``g_strides``), or ``None`` if the layout is not supported."""
     C = b.n_classes
@@ -151,13 +167,16 @@ def _plan(b: Any, x: Strided, g_strides: tuple | None) -> tuple | None:
         tp, ts = t.ptr, (tg[2], tg[3], t.strides[-1])
     else:
         y = _class_indices(b, lead, not columns, od)
-    return columns, od, (geo[2], geo[3], x.strides[-1]), gs, tp, ts, t, y
+    weight = None if b.weight is None else _contiguous(b.xp, b.weight)
+    wp = 0 if weight is None else strided(weight).ptr
+    xs = (geo[2], geo[3], x.strides[-1])
+    return _Plan(columns, od, xs, gs, tp, ts, y[0], y[1], y[2], wp, (t, y[3], weight))
 
 
 def _launch(
     b: Any,
     x: Strided,
-    plan: tuple,
+    plan: _Plan,
     gp: int,
     dtp: int,
     reused: bool,
@@ -168,15 +187,12 @@ def _launch(
     loss: Any,
     per_row: bool,
 ) -> None:
-    columns, (outer, inner), xs, gs, tp, ts, _t, (yp, ys, y32, _y) = plan
-    weight = None if b.weight is None else _contiguous(b.xp, b.weight)  # alive until the end
-    wtp = 0 if weight is None else strided(weight).ptr
-    lp = strided(loss).ptr
+    p, lp = plan, strided(loss).ptr
     _native._ce.cross_entropy(
-        x.code, outer, inner, b.n_classes, x.ptr, *xs, gp, *gs, tp, *ts,
-        yp, *ys, y32, *_ignore(b), wtp, lp if per_row else 0, 0 if per_row else lp,
+        x.code, *p.od, b.n_classes, x.ptr, *p.xs, gp, *p.gs, p.tp, *p.ts,
+        p.yp, *p.ys, p.y32, *_ignore(b), p.wp, lp if per_row else 0, 0 if per_row else lp,
         eps, z_loss, softcap or 0.0, scale, ROW_MODE,
-        int(columns), _native.get_num_threads(), dtp, int(reused),
+        int(p.columns), _native.get_num_threads(), dtp, int(reused),
     )  # fmt: skip
 
 
@@ -196,17 +212,11 @@ def _class_last_strides(b: Any, shape: tuple) -> tuple:
     return tuple(strides)
 
 
-def _denominator(b: Any, x: Strided, plan: tuple) -> float:
+def _denominator(b: Any, x: Strided, p: _Plan) -> float:
     """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
-    rows = 1
-    for n in x.shape[:-1]:
-        rows *= n
     if b.probs:
-        return float(rows)
-    (outer, inner), (yp, ys, y32, _y) = plan[1], plan[7]
-    weight = None if b.weight is None else _contiguous(b.xp, b.weight)
-    wtp = 0 if weight is None else strided(weight).ptr
-    return _native._ce.target_weight_sum(x.code, outer, inner, yp, *ys, y32, *_ignore(b), wtp)
+        return float(p.od[0] * p.od[1])
+    return _native._ce.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
 
 
 def _on_host(a: Any) -> Any:
@@ -269,11 +279,11 @@ def run(
         if dt.strides != g.strides:
             return None
         dtp = dt.ptr
-    per_row = b.reduction == "none" or not plan[0]
+    per_row = b.reduction == "none" or not plan.columns
     if per_row:
         loss = _empty(xp, b.x, tuple(x.shape[:-1]))
     else:  # the columns kernel sums each block's losses (no per-row array)
-        rows = plan[1][0] * plan[1][1]
+        rows = plan.od[0] * plan.od[1]
         nb = _COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
     host = _native.numpy_namespace()

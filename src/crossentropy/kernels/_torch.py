@@ -1,7 +1,8 @@
 """PyTorch CPU tensors through the fused kernel, with autograd.
 
-The forward computes the loss and, in the same pass, the gradient of the
-reduced loss; the backward only scales that saved gradient by the incoming one
+The kernel computes the loss and, in the same pass, the gradient of the
+reduced loss; the Function records the value and saves that gradient, and its
+backward only scales the saved gradient by the incoming one
 (and returns it untouched for the usual ``loss.backward()``).  A backward with
 ``create_graph=True`` (double backward, Hessian-vector products, gradient
 penalties) instead recomputes the gradient on the portable path, as a
