@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import (
-    _make_backend,
+from tests.support import (
     assert_close,
     finite_difference,
+    make_backend,
     torch_grad,
     torch_oracle,
 )
@@ -29,7 +29,7 @@ def _rounded(a: np.ndarray, dtype: str) -> np.ndarray:
 
 def _half(backend_name: str, a: np.ndarray, dtype: str):
     """``a`` as a half-precision array of the named backend, and that backend."""
-    b = _make_backend(backend_name)
+    b = make_backend(backend_name)
     if backend_name == "jax":
         import jax.numpy as jnp
 

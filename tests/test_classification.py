@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference, torch_grad, torch_oracle
 from crossentropy import nn as cenn
+from tests.support import assert_close, finite_difference, torch_grad, torch_oracle
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

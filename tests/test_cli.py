@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import finite_difference, torch_grad, torch_oracle
 from crossentropy.cli import demo, evaluate, main
 from crossentropy.cli._progress import Progress
+from tests.support import finite_difference, torch_grad, torch_oracle
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

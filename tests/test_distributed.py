@@ -35,11 +35,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from conftest import assert_close
 from crossentropy.distributed import (
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
 )
+from tests.support import assert_close
 
 SIZES = {2: (5, 11), 4: (3, 7, 1, 12)}  # every rank's shard width: uneven on purpose
 WORLDS = sorted(SIZES)

@@ -9,7 +9,7 @@ import pytest
 from scipy.special import rel_entr
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference, torch_grad
+from tests.support import assert_close, finite_difference, torch_grad
 
 REDUCTIONS = ["none", "mean", "batchmean", "sum"]
 TOL = {"float64": {"rtol": 1e-9, "atol": 1e-12}, "float32": {"rtol": 1e-5, "atol": 1e-6}}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference, torch_grad
+from tests.support import assert_close, finite_difference, torch_grad
 
 
 def _logits(rng, shape=(4, 3)):

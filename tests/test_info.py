@@ -18,8 +18,8 @@ import scipy.special as sp
 import scipy.stats
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference
 from crossentropy import info
+from tests.support import assert_close, finite_difference
 
 LN2 = math.log(2)
 BASES = [None, 2, 10, math.e]

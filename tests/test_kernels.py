@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crossentropy as ce
-from conftest import finite_difference, torch_grad, torch_oracle
 from crossentropy import kernels
 from crossentropy.kernels import _cross_entropy, _native, _special
+from tests.support import finite_difference, torch_grad, torch_oracle
 
 value_and_grad_ce = ce.value_and_grad(ce.cross_entropy)
 

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference, torch_oracle
 from crossentropy.linear import default_chunk_size, linear_cross_entropy
+from tests.support import assert_close, finite_difference, torch_oracle
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

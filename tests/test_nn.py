@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import assert_close
 from crossentropy import nn
+from tests.support import assert_close
 
 torch = pytest.importorskip("torch")
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import crossentropy as ce
-from conftest import assert_close
 from crossentropy import info
+from tests.support import assert_close
 
 LN2 = math.log(2)
 BIG = 1e4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import assert_close, finite_difference, torch_grad, torch_oracle
+from tests.support import assert_close, finite_difference, torch_grad, torch_oracle
 
 REDUCTIONS = ["none", "mean", "sum"]
 TOL = {"float64": {"rtol": 1e-9, "atol": 1e-12}, "float32": {"rtol": 1e-5, "atol": 1e-6}}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from conftest import HAVE_JAX, assert_close, finite_difference
+from tests.support import HAVE_JAX, assert_close, finite_difference
 
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")

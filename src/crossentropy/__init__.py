@@ -19,7 +19,14 @@ from .losses import (
     multi_margin_loss,
     nll_loss,
 )
-from .special import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
+from .special import (
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    looks_like_probabilities,
+    sigmoid,
+    softmax,
+)
 
 __version__ = "0.1.0"
 
@@ -41,6 +48,7 @@ __all__ = [
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
+    "looks_like_probabilities",
     "mse_loss",
     "multi_margin_loss",
     "nll_loss",

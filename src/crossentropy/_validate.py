@@ -27,6 +27,7 @@ __all__ = [
     "check_z_loss_softcap",
     "class_axis",
     "counted_mask",
+    "looks_like_probabilities",
     "warn_if_probabilities",
 ]
 
@@ -187,14 +188,15 @@ def check_z_loss_softcap(z_loss: float, softcap: float | None) -> tuple[float, f
 _PROBE_ROWS = 16
 
 
-def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
-    """Warn once if the first rows of ``input`` along ``axis`` look like probabilities.
+def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
+    """True if the first rows of ``input`` along ``axis`` lie in [0, 1] and sum to 1.
 
     Only up to 16 rows are inspected, so the check costs nothing on large
-    inputs.  A single class (C == 1) is never flagged.
+    inputs.  A single class (C == 1) or an empty input is never flagged;
+    ``None`` when the values cannot be read (inside ``jax.jit``).
     """
-    if input.shape[axis] < 2 or math.prod(input.shape) == 0:
-        return
+    if input.ndim == 0 or input.shape[axis] < 2 or math.prod(input.shape) == 0:
+        return False
     rows = xp.moveaxis(input, axis, -1) if axis % input.ndim != input.ndim - 1 else input
     # a few leading rows, sliced before any reshape so that nothing large is copied
     head = tuple(slice(0, min(n, _PROBE_ROWS if i == 0 else 2)) for i, n in enumerate(rows.shape[:-1]))
@@ -202,8 +204,12 @@ def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
     in_unit = xp.all((rows >= 0) & (rows <= 1))
     sums = xp.sum(rows, axis=-1)
     tol = 1e-3 if rows.dtype != xp.float64 else 1e-6
-    looks = in_unit & xp.all(xp.abs(sums - 1) <= tol)
-    if to_bool(looks):
+    return to_bool(in_unit & xp.all(xp.abs(sums - 1) <= tol))
+
+
+def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
+    """Warn if :func:`looks_like_probabilities` says so."""
+    if looks_like_probabilities(xp, input, axis):
         warnings.warn(
             f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
             f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "

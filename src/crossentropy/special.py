@@ -11,10 +11,18 @@ from typing import Any
 
 from ._namespace import device, namespace, numeric_guard, restore, upcast
 from ._validate import check_floating
+from ._validate import looks_like_probabilities as _looks_like_probabilities
 from .grad import defines_grad
 from .kernels._special import logsumexp_rows, softmax_rows
 
-__all__ = ["log_sigmoid", "log_softmax", "logsumexp", "sigmoid", "softmax"]
+__all__ = [
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "looks_like_probabilities",
+    "sigmoid",
+    "softmax",
+]
 
 
 # -- kernels on validated, upcast arrays (shared with the losses) -----------------
@@ -288,3 +296,38 @@ def log_sigmoid(x: Any) -> Any:
     xp, (x,) = namespace(x)
     check_floating(xp, x, "x")
     return restore(xp, _log_sigmoid(xp, upcast(xp, x)), x.dtype)
+
+
+def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
+    r"""True if the rows of ``x`` along ``axis`` already look like probabilities.
+
+    The check :func:`crossentropy.cross_entropy` runs before it warns with
+    :class:`~crossentropy.ProbabilitiesAsLogitsWarning`: every entry of the
+    first (at most 16) rows lies in [0, 1] and each of those rows sums to 1
+    (within 1e-3, or 1e-6 in float64).  Logits that pass it were probably
+    already put through ``softmax``.
+
+    Parameters
+    ----------
+    x : array_like, floating
+        Scores with a class axis.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    bool
+        ``False`` for a single class, an empty array, or values that cannot
+        be read (inside ``jax.jit``).
+
+    Examples
+    --------
+    >>> import crossentropy as ce
+    >>> ce.looks_like_probabilities([[0.7, 0.2, 0.1]])
+    True
+    >>> ce.looks_like_probabilities([[2.0, 1.0, 0.1]])
+    False
+    """
+    xp, x = _prepare(x)
+    (ax,) = _axes(axis, x.ndim)
+    return bool(_looks_like_probabilities(xp, x, ax))
