@@ -139,17 +139,17 @@ def bandwidth(x: np.ndarray, threads: int) -> dict:
     def fresh(mode):
         def run():
             b = np.empty_like(x)
-            _native._ce.copy(ptr, b.ctypes.data, n, threads, mode)
+            _native.extension.copy(ptr, b.ctypes.data, n, threads, mode)
             return b
 
         return run
 
-    cases = {"limit read": (None, lambda: _native._ce.copy(ptr, 0, n, threads))}
+    cases = {"limit read": (None, lambda: _native.extension.copy(ptr, 0, n, threads))}
     for mode in COPY_MODES:
         cases[f"limit copy-fresh {mode}"] = (None, fresh(mode))
         cases[f"limit copy-reused {mode}"] = (
             None,
-            lambda mode=mode: _native._ce.copy(ptr, buf.ctypes.data, n, threads, mode),
+            lambda mode=mode: _native.extension.copy(ptr, buf.ctypes.data, n, threads, mode),
         )
     return cases
 

@@ -5,7 +5,7 @@ loss has an analytic gradient through :func:`value_and_grad`.
 """
 
 from . import distributed, info, nn
-from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .grad import grad, value_and_grad
 from .info import entropy
 from .linear import linear_cross_entropy

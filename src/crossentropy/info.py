@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._namespace import namespace, numeric_guard, restore, to_bool, upcast
-from ._validate import check_floating
-from .grad import defines_grad
+from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
+from ._core.rules import defines_grad
+from ._core.validate import check_floating
 
 __all__ = ["cross_entropy", "entropy", "information", "js_divergence", "kl_divergence"]
 

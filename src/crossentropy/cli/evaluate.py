@@ -573,7 +573,7 @@ def evaluate(
             if start == 0 and kind == "logits":
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    from .._validate import warn_if_probabilities
+                    from .._core.validate import warn_if_probabilities
 
                     warn_if_probabilities(np, x, 1, "cross_entropy")
                 if any(issubclass(c.category, ce.ProbabilitiesAsLogitsWarning) for c in caught):

@@ -8,7 +8,7 @@ backward only scales the saved gradient by the incoming one
 penalties) instead recomputes the gradient on the portable path, as a
 function of the input that autograd can differentiate again.  The kernel reads
 the tensors in place: ``data_ptr`` and strides, no copies.  A batch prepared
-on NumPy views of the tensors (``host_views``) is differentiated with respect
+on NumPy views of the tensors (``host_arrays``) is differentiated with respect
 to the caller's ``input`` itself, in its own layout; a batch of tensors with
 respect to its class-last view.  Imported only once a tensor has been seen, so
 PyTorch is already loaded.
@@ -23,7 +23,10 @@ import array_api_compat
 import numpy as np
 import torch
 
-from .._reduction import reduce
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import ClassCall
+from .._core.reduction import reduce
+from .._core.softmax_ce import cross_entropy_rows
 from ._cross_entropy import package, run, tensors
 
 __all__ = ["autograd_cross_entropy"]
@@ -35,9 +38,9 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, call: tuple) -> torch.Tensor:
-        b, eps, z_loss, softcap, value, g_full = call
+        b, options, value, g_full = call
         ctx.save_for_backward(x)  # no copy: guards against in-place changes
-        ctx.call = (b, eps, z_loss, softcap)
+        ctx.call = (b, options)
         ctx.grad = g_full
         ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
         ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
@@ -69,9 +72,7 @@ class _CrossEntropy(torch.autograd.Function):
 def _differentiable_grad(ctx: Any, x: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
     """``grad_value`` times the gradient with respect to ``x``, computed by
     autograd through the portable path with ``create_graph=True``."""
-    from ..losses.classification import _cross_entropy_rows
-
-    b, eps, z_loss, softcap = ctx.call
+    b, options = ctx.call
 
     def tensor(a: Any) -> Any:  # NumPy views of the caller's tensors, as tensors again
         return a if a is None or isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
@@ -85,29 +86,27 @@ def _differentiable_grad(ctx: Any, x: torch.Tensor, grad_value: torch.Tensor) ->
         weight=tensor(b.weight),
         class_weight=tensor(b.class_weight),
     )
-    loss, denom, _, _ = _cross_entropy_rows(tb, eps, z_loss, softcap, False)
+    loss, denom, _, _ = cross_entropy_rows(tb, options, False)
     value = reduce(tb.xp, loss, tb.reduction, denom)
     (g,) = torch.autograd.grad(value, x, grad_value.to(value.dtype), create_graph=True)
     return g
 
 
 def autograd_cross_entropy(
-    b: Any,
-    eps: float,
-    z_loss: float,
-    softcap: float | None,
+    b: ClassCall,
+    options: CrossEntropyOptions,
     wrt: tuple[str, ...],
     x: torch.Tensor | None = None,
 ) -> tuple[Any, dict] | None:
-    """``_cross_entropy(b, ...)`` for a batch whose input needs a gradient: the
+    """``evaluate_cross_entropy(b, options, wrt)`` for a call whose input needs a gradient: the
     value is an autograd node; the gradients in ``wrt`` (computed in the same
     pass) are plain tensors.  ``x`` is the input tensor of a batch prepared on
     NumPy views (default: the batch's own class-last view).  ``None`` if the
     kernel does not apply."""
-    result = run(b, eps, z_loss, softcap, True, target_grad="target" in wrt)
+    result = run(b, options, True, target_grad="target" in wrt)
     if result is None:
         return None
     value, g_full, dt_full = tensors(result)
     x = b.x if x is None else x
-    value = _CrossEntropy.apply(x, (b, eps, z_loss, softcap, value, g_full))
+    value = _CrossEntropy.apply(x, (b, options, value, g_full))
     return package(b, wrt, value, g_full, dt_full)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import numeric_guard
-from ..grad import defines_grad
-from ._elementwise import finish, prepare_pair
+from .._core.namespace import numeric_guard
+from .._core.prepared import finish_pair, prepare_pair_call
+from .._core.rules import defines_grad
 
 __all__ = ["mse_loss"]
 
@@ -68,6 +68,6 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
 def _mse_rule(
     input: Any, target: Any, reduction: str = "mean", *, wrt: tuple[str, ...] = ()
 ) -> tuple[Any, dict]:
-    p = prepare_pair("mse_loss", input, target, reduction)
+    p = prepare_pair_call("mse_loss", input, target, reduction)
     diff = p.x - p.t
-    return finish(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})
+    return finish_pair(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})

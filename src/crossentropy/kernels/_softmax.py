@@ -72,7 +72,7 @@ def _call(s: Any, kind: str) -> tuple[Any, Any] | None:
         if go is None or go[:2] != (outer, inner):
             return None
         os_ = (go[2], go[3], 1)
-    _native._ce.softmax(
+    _native.extension.softmax(
         s.code, outer, inner, s.shape[-1], s.ptr, s0, s1, 1, 0 if o is None else o.ptr, *os_,
         strided(lse).ptr, _MODES[kind], _native.get_num_threads(),
     )  # fmt: skip
