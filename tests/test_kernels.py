@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels import _cross_entropy, _native, _softmax
+from crossentropy.kernels import cross_entropy as kernel_ce
+from crossentropy.kernels import native, softmax
 from tests.support import finite_difference, torch_grad, torch_oracle
 
 value_and_grad_ce = ce.value_and_grad(ce.cross_entropy)
@@ -33,13 +34,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict:
     assert kernels.available(), "the C extension crossentropy.kernels._ce was not built"
     counts = {"cross_entropy": 0, "softmax": 0}
     for name in counts:
-        real = getattr(_native.extension, name)
+        real = getattr(native.extension, name)
 
         def spy(*args, _real=real, _name=name):
             counts[_name] += 1
             return _real(*args)
 
-        monkeypatch.setattr(_native.extension, name, spy)
+        monkeypatch.setattr(native.extension, name, spy)
     return counts
 
 
@@ -219,7 +220,7 @@ class TestCrossEntropyKernel:
         data, kw = split(OPTIONS[option])
         x, t, w = make(rng, (5, 2500), **data)
         fast = value_and_grad_ce(x, t, w, **kw)
-        monkeypatch.setattr(_cross_entropy, "ROW_MODE", mode)
+        monkeypatch.setattr(kernel_ce, "ROW_MODE", mode)
         (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t, w, **kw)
         close(v, v_ref, "float64")
         close(g, g_ref, "float64", scale=np.abs(g_ref).max())
@@ -984,7 +985,7 @@ class TestMemory:
 class TestSoftmaxFamily:
     @pytest.fixture(autouse=True)
     def _small(self, monkeypatch):
-        monkeypatch.setattr(_softmax, "MIN_SIZE", 0)
+        monkeypatch.setattr(softmax, "MIN_SIZE", 0)
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("shape", [(30, 7), (4, 3, 200), (2, 5000), (100,)])

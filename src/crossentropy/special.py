@@ -15,7 +15,7 @@ from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
-from .kernels._softmax import logsumexp_rows, softmax_rows
+from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
     "log_sigmoid",

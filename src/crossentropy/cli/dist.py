@@ -19,8 +19,8 @@ from ._util import CLIError, UsageError, add_help_example, fmt, parse_rows
 
 __all__ = ["check_distribution", "register"]
 
-# a typed vector may sum to 1 within this (hand-typed numbers are rounded: the seed's
-# lottery [0.001, 0.001, 0.001, 0.999] sums to 1.002)
+# a typed vector may sum to 1 within this (hand-typed numbers are rounded:
+# [0.001, 0.001, 0.001, 0.999] sums to 1.002)
 SUM_TOLERANCE = 0.01
 
 _ENTROPY_EXAMPLES = """\

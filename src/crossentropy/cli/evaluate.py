@@ -570,18 +570,12 @@ def evaluate(
     with Progress(n, "eval", unit="rows", enabled=progress) as bar:
         for block in source.blocks(rows):
             x = np.asarray(block, dtype=np.float64)
-            if start == 0 and kind == "logits":
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    from .._core.validate import warn_if_probabilities
-
-                    warn_if_probabilities(np, x, 1, "cross_entropy")
-                if any(issubclass(c.category, ce.ProbabilitiesAsLogitsWarning) for c in caught):
-                    warning = (
-                        "warning: the first rows of PREDICTIONS lie in [0, 1] and sum to 1: they "
-                        "look like probabilities, evaluated here as logits (softmax applied "
-                        "again, which flattens them); pass --from probs if they are probabilities"
-                    )
+            if start == 0 and kind == "logits" and ce.looks_like_probabilities(x, axis=1):
+                warning = (
+                    "warning: the first rows of PREDICTIONS lie in [0, 1] and sum to 1: they "
+                    "look like probabilities, evaluated here as logits (softmax applied "
+                    "again, which flattens them); pass --from probs if they are probabilities"
+                )
             y = targets[start : start + len(x)]
             logp, valid = _log_probs(kind, x, start, m)
             if valid.all():

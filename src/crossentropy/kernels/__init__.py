@@ -20,7 +20,7 @@ gradient over the logits, as fused LLM losses do.
 from __future__ import annotations
 
 from ._inplace import cross_entropy_value_and_grad
-from ._native import available, disabled, enabled, get_num_threads, info, set_num_threads
+from .native import available, disabled, enabled, get_num_threads, info, set_num_threads
 
 __all__ = [
     "available",

@@ -10,8 +10,9 @@ from .._core.namespace import namespace, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import prepare_class_call, rebind
 from .._core.softmax_ce import evaluate_cross_entropy
-from ._cross_entropy import cross_entropy, host_arrays, host_buffer, run, tensors
-from ._native import enabled, strided
+from ._launch import host_arrays, host_buffer, run, tensors
+from .cross_entropy import cross_entropy
+from .native import enabled, strided
 
 __all__ = ["cross_entropy_value_and_grad"]
 

@@ -15,8 +15,8 @@ import array_api_compat
 import numpy as np
 
 from .._core.namespace import is_torch
-from ..kernels import _native
-from ..kernels._blas import gemm
+from ..kernels import native
+from ..kernels.blas import gemm
 
 __all__ = ["Functional", "NumpyOps", "TorchOps", "ops_for"]
 
@@ -106,7 +106,7 @@ class NumpyOps(Functional):
     def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
         # one fused pass in C (NumPy's exp and its sum along axis 0 are two)
         total = np.array(s, dtype=a.dtype, copy=True)
-        if _native.exp_sum(a, total):
+        if native.exp_sum(a, total):
             return a, total
         return super().exp_sum_(a, s)
 

@@ -52,11 +52,11 @@ def torch_function() -> Any:
             if ctx.reduction == "none":
                 input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
                 c = prepare_linear_call(input, linear_weight, target, linear_bias, weight, *ctx.spec)
-                row_seed = grad_output.reshape(-1)
+                row_scale = grad_output.reshape(-1)
                 if c.kept is not None:
-                    row_seed = row_seed[c.kept]
-                row_seed = row_seed.to(c.cdtype)
-                _, grads = evaluate(c, tuple(ctx.needs_input_grad[:3]), row_seed)
+                    row_scale = row_scale[c.kept]
+                row_scale = row_scale.to(c.cdtype)
+                _, grads = evaluate(c, tuple(ctx.needs_input_grad[:3]), row_scale)
             else:
                 grads = ctx.grads
                 if grads is None:

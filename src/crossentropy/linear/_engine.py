@@ -19,7 +19,7 @@ import numpy as np
 
 from .._core.namespace import compute_dtype, restore, to_bool
 from .._core.reduction import grad_scale, reduce
-from ..kernels import _blas
+from ..kernels import blas
 from ._arrayops import NumpyOps
 from ._prepare import LinearCall
 
@@ -149,14 +149,14 @@ def _chunk(
     c: LinearCall,
     x_c: Any,
     t_c: Any,
-    seed_c: Any,
+    scale_c: Any,
     spans: list,
     flat: Any,
     grads: _Grads | None,
 ) -> tuple[Any, Any]:
     """Per-row losses of one chunk of counted rows; accumulates the gradients.
 
-    ``seed_c`` scales each row's gradient (the reduction's factor, or the
+    ``scale_c`` scales each row's gradient (the reduction's factor, or the
     upstream gradient of ``reduction='none'``).  Returns ``(loss, dx_chunk)``.
 
     Blocks are vocabulary-major, ``(block, rows)``: the logits GEMM is then
@@ -191,7 +191,7 @@ def _chunk(
         loss = loss + c.z_loss * lse * lse
     if grads is None:
         return loss, None
-    return loss, _chunk_gradients(c, x_c, xg, t_c, seed_c, spans, flat, grads, stats, wt, lse)
+    return loss, _chunk_gradients(c, x_c, xg, t_c, scale_c, spans, flat, grads, stats, wt, lse)
 
 
 def _chunk_gradients(
@@ -199,7 +199,7 @@ def _chunk_gradients(
     x_c: Any,
     xg: Any,
     t_c: Any,
-    seed_c: Any,
+    scale_c: Any,
     spans: list,
     flat: Any,
     grads: _Grads,
@@ -223,10 +223,10 @@ def _chunk_gradients(
     scale = coef_p / s
     offsets = _fold_offsets(c, s, coef, coef_p, maxes)
     if offsets is None:  # each block scaled: G = scale * e - coef * onehot - ...
-        row = seed_c
-        xs = _cast(xp, x_c * _cast(xp, seed_c, x_c.dtype)[:, None], c.gdtype)
+        row = scale_c
+        xs = _cast(xp, x_c * _cast(xp, scale_c, x_c.dtype)[:, None], c.gdtype)
     else:  # G = row * (e - offsets * onehot), row applied to x and to dx
-        row = scale * seed_c
+        row = scale * scale_c
         xs = _cast(xp, xg * _cast(xp, row, xg.dtype)[:, None], c.gdtype)
     dev = array_api_compat.device(x_c)
     dxt = None if grads.dx is None else xp.zeros((c.x.shape[1], n), dtype=c.cdtype, device=dev)
@@ -252,7 +252,7 @@ def _chunk_gradients(
         gg = _cast(xp, g, c.gdtype)
         if dxt is not None:  # dx.T += W_block.T @ G_block
             dxt = ops.addmm_(dxt, _cast(xp, c.w[j0:j1, :], c.gdtype).T, gg)
-        if grads.dw is not None:  # dW_block += G_block @ (seed * x)
+        if grads.dw is not None:  # dW_block += G_block @ (scale * x)
             grads.dw[k] = ops.addmm_(grads.dw[k], gg, xs)
         if grads.db is not None:
             grads.db[k] = grads.db[k] + xp.matmul(g, row)
@@ -339,9 +339,9 @@ def _whole_chunk(c: LinearCall, flat: Any, blocks: list, spans: list) -> np.ndar
     if not isinstance(c.ops, NumpyOps) or not isinstance(flat, np.ndarray) or not spans:
         return None
     dtype = np.dtype(c.w.dtype)
-    if not (dtype == c.gdtype == c.cdtype == flat.dtype) or dtype not in _blas.cblas():
+    if not (dtype == c.gdtype == c.cdtype == flat.dtype) or dtype not in blas.cblas():
         return None
-    if _blas.blas_layout(c.w) is None:
+    if blas.blas_layout(c.w) is None:
         return None
     n_local, n = spans[-1][1], blocks[0].shape[1]
     whole = flat[: n_local * n].reshape(n_local, n)
@@ -357,13 +357,13 @@ def _whole_chunk(c: LinearCall, flat: Any, blocks: list, spans: list) -> np.ndar
 def evaluate(
     c: LinearCall,
     need: tuple[bool, bool, bool],
-    row_seed: Any = None,
+    row_scale: Any = None,
 ) -> tuple[Any, Any, tuple[Any, Any, Any]]:
     """Per-row losses of the counted rows, and the gradients asked for in ``need``.
 
     Returns ``(loss_kept, (dinput, dlinear_weight, dlinear_bias))``, a
     gradient being ``None`` unless asked for.  They are the gradients of the
-    reduced loss; with ``row_seed`` (shape ``(n_kept,)``) each row's gradient
+    reduced loss; with ``row_scale`` (shape ``(n_kept,)``) each row's gradient
     is scaled by it instead of by the reduction's factor.
     """
     xp, ops = c.xp, c.ops
@@ -375,10 +375,10 @@ def evaluate(
 
     grads = None
     if want:
-        if c.n_kept and row_seed is None:
-            row_seed = xp.full((c.n_kept,), 1.0, dtype=c.cdtype, device=dev)
-            factor = grad_scale(xp, row_seed, c.reduction, c.denom)
-            row_seed = row_seed * factor
+        if c.n_kept and row_scale is None:
+            row_scale = xp.full((c.n_kept,), 1.0, dtype=c.cdtype, device=dev)
+            factor = grad_scale(xp, row_scale, c.reduction, c.denom)
+            row_scale = row_scale * factor
         dx = dw = dw_full = db = None
         if need[0]:
             dx = xp.zeros((n_rows, d), dtype=c.x.dtype, device=dev) if ops.mutable else []
@@ -399,8 +399,8 @@ def evaluate(
         else:
             rows = c.kept[s0:s1]
             x_c, t_c = xp.take(c.x, rows, axis=0), xp.take(c.t, rows, axis=0)
-        seed_c = None if grads is None else row_seed[s0:s1]
-        loss, dx_c = _chunk(c, x_c, t_c, seed_c, spans, flat, grads)
+        scale_c = None if grads is None else row_scale[s0:s1]
+        loss, dx_c = _chunk(c, x_c, t_c, scale_c, spans, flat, grads)
         losses.append(loss)
         if dx_c is not None:
             if ops.mutable:

@@ -60,7 +60,8 @@ def binary_cross_entropy(
 
     Examples
     --------
-    The seed's cat/dog example, :math:`-(y \log p + (1-y)\log(1-p))`:
+    A picture that is a cat (:math:`y = 1`) predicted a cat with probability 0.8,
+    :math:`-(y \log p + (1-y)\log(1-p)) = -\log 0.8`:
 
     >>> import crossentropy as ce
     >>> round(float(ce.binary_cross_entropy([0.8], [1.0])), 4)      # -log 0.8

@@ -24,8 +24,8 @@ from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
-from ..kernels._cross_entropy import cross_entropy as kernel_cross_entropy
-from ..kernels._cross_entropy import host_arrays
+from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
+from ..kernels.cross_entropy import host_arrays
 
 __all__ = ["cross_entropy", "nll_loss"]
 
@@ -131,8 +131,8 @@ def cross_entropy(
 
     Examples
     --------
-    The seed's batch (``torch.manual_seed(100); torch.rand(4, 5)``, rounded to
-    four digits) with labels ``[4, 3, 3, 2]``:
+    Four rows of five scores in [0, 1] (``torch.manual_seed(100);
+    torch.rand(4, 5)``, rounded to four digits) with labels ``[4, 3, 3, 2]``:
 
     >>> import numpy as np
     >>> import crossentropy as ce
@@ -303,7 +303,7 @@ def nll_loss(
     --------
     >>> import numpy as np
     >>> import crossentropy as ce
-    >>> logp = np.log(np.array([[0.1, 0.1, 0.8]]))   # the seed's cat/dog/horse
+    >>> logp = np.log(np.array([[0.1, 0.1, 0.8]]))   # cat, dog, horse: -log 0.8
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
     """

@@ -106,8 +106,9 @@ def _multi_margin_rule(
 def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
     r"""Binary hinge loss :math:`\max(0, \text{margin} - y\,h)` with labels :math:`y \in \{-1, +1\}`.
 
-    The loss of the seeds' list "MSE, cross-entropy, hinge" (the SVM loss);
-    PyTorch has no function of this name.
+    The classic margin loss of support vector machines, the third common
+    classification loss beside MSE and cross-entropy; PyTorch has no function
+    of this name.
 
     Parameters
     ----------
@@ -117,7 +118,7 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
         Labels, each -1 or +1 (integer or floating dtype).
     margin : float, default 1.0
     reduction : {'mean', 'sum', 'none'}, default 'mean'
-        ``'sum'`` gives the seeds' :math:`\sum_i \max(0, 1 - y_i h_\theta(x_i))`.
+        ``'sum'`` gives the SVM objective's :math:`\sum_i \max(0, 1 - y_i h_\theta(x_i))`.
 
     Returns
     -------

@@ -1,18 +1,11 @@
-"""The fast path of ``cross_entropy``: one fused pass for the value and the gradient.
+"""The fused cross-entropy kernel's launch: layout plan, buffers, reduction, results.
 
-:func:`cross_entropy` is the one entry point: it takes a prepared
-:class:`~crossentropy._core.prepared.ClassCall` (class axis last, a view) and
-returns what the reference
-:func:`~crossentropy._core.softmax_ce.evaluate_cross_entropy` returns, or
-``None`` when the kernels do not apply (another array library, a GPU tensor,
-float16 compute, a layout they cannot read in place, kernels disabled), so that
-the caller runs the reference instead.
-
-PyTorch CPU tensors in float32/float64 are validated and prepared as NumPy
-views of their memory (:func:`host_arrays` gives the views, the caller prepares
-the call on them, and passes its tensor ``input`` as ``source``): every PyTorch
-operation costs a dispatch and, on a busy machine, a wake-up of its thread
-pool, which on small tensors takes longer than the whole kernel.
+:func:`run` hands a prepared :class:`~crossentropy._core.prepared.ClassCall`
+to the C kernel (strided, in place: no copies of the logits) and returns the
+value and the gradients, or ``None`` when the layout does not fit the kernel.
+:func:`host_arrays` gives NumPy views of PyTorch CPU tensors, so that a call on
+tensors is validated and run as on NumPy arrays.  The entry point that decides
+whether the kernel applies is :mod:`crossentropy.kernels.cross_entropy`.
 """
 
 from __future__ import annotations
@@ -27,10 +20,10 @@ from .._core.namespace import restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import ClassCall
 from .._core.reduction import grad_scale, reduce
-from . import _native
-from ._native import Strided, rows_geometry, strided
+from . import native
+from .native import Strided, rows_geometry, strided
 
-__all__ = ["cross_entropy", "host_arrays", "host_buffer", "package", "run", "tensors"]
+__all__ = ["host_arrays", "host_buffer", "package", "run", "tensors"]
 
 #: classes up to this many are processed across rows (columns kernel)
 SMALL_C = 32
@@ -190,11 +183,11 @@ def _launch(
     per_row: bool,
 ) -> None:
     p, lp = plan, strided(loss).ptr
-    _native.extension.cross_entropy(
+    native.extension.cross_entropy(
         x.code, *p.od, b.n_classes, x.ptr, *p.xs, gp, *p.gs, p.tp, *p.ts,
         p.yp, *p.ys, p.y32, *_ignore(b), p.wp, lp if per_row else 0, 0 if per_row else lp,
         options.label_smoothing, options.z_loss, options.softcap or 0.0, scale, ROW_MODE,
-        int(p.columns), _native.get_num_threads(), dtp, int(reused),
+        int(p.columns), native.get_num_threads(), dtp, int(reused),
     )  # fmt: skip
 
 
@@ -218,7 +211,7 @@ def _denominator(b: ClassCall, x: Strided, p: _Plan) -> float:
     """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
     if b.probs:
         return float(p.od[0] * p.od[1])
-    return _native.extension.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
+    return native.extension.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
 
 
 def _on_host(a: Any) -> Any:
@@ -286,60 +279,12 @@ def run(
         rows = plan.od[0] * plan.od[1]
         nb = _COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
-    host = _native.numpy_namespace()
+    host = native.numpy_namespace()
     scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
     gp = 0 if g is None else g.ptr
     _launch(b, x, plan, gp, dtp, out is not None, options, scale, loss, per_row)
     dtype = (np.float32, np.float64)[x.code]
     return _reduce(b, loss, denom, host, dtype), g_full, dt_full
-
-
-def _torch_graph(b: ClassCall) -> bool | None:
-    """For a tensor call: True if autograd must see the call, None if only the
-    reference path can build that graph (weights or targets that need gradients)."""
-    import torch
-
-    if not torch.is_grad_enabled():
-        return False
-    if (b.weight is not None and b.weight.requires_grad) or (b.probs and b.target.requires_grad):
-        return None
-    return bool(b.x.requires_grad)
-
-
-def cross_entropy(
-    b: ClassCall, options: CrossEntropyOptions, wrt: tuple[str, ...], source: Any = None
-) -> tuple[Any, dict] | None:
-    """``(value, {name: gradient})`` of cross-entropy through the kernel, as the
-    reference ``evaluate_cross_entropy(b, options, wrt)`` returns it, or ``None``
-    if the kernel does not apply.
-
-    ``source`` is the caller's PyTorch tensor ``input`` when ``b`` was prepared
-    on the NumPy views of :func:`host_arrays`: the results are then tensors, the
-    value an autograd node when ``source`` needs a gradient.
-    """
-    if not _native.enabled():
-        return None
-    if source is not None:
-        import torch
-
-        if torch.is_grad_enabled() and source.requires_grad:
-            from ._torch import autograd_cross_entropy
-
-            return autograd_cross_entropy(b, options, wrt, x=source)
-    elif array_api_compat.is_torch_array(b.x):
-        graph = _torch_graph(b)
-        if graph is None:
-            return None
-        if graph:
-            from ._torch import autograd_cross_entropy
-
-            return autograd_cross_entropy(b, options, wrt)
-    elif not isinstance(b.x, np.ndarray):
-        return None
-    result = run(b, options, "input" in wrt, target_grad="target" in wrt)
-    if result is None:
-        return None
-    return package(b, wrt, *(result if source is None else tensors(result)))
 
 
 def package(b: ClassCall, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[Any, dict]:
@@ -406,7 +351,7 @@ def host_arrays(input: Any, target: Any, weight: Any, ignore_index: Any) -> tupl
     gradient.  Anything else (``None``) is prepared as tensors: its errors name
     PyTorch dtypes, or autograd must see more than ``input``.
     """
-    if not _native.enabled() or not array_api_compat.is_torch_array(input):
+    if not native.enabled() or not array_api_compat.is_torch_array(input):
         return None
     import torch
 
