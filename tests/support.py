@@ -161,7 +161,7 @@ def torch_grad(fn: str, argnum: int, *args: Any, **kwargs: Any) -> tuple[np.ndar
 
 def finite_difference(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central finite-difference gradient of the scalar ``f(x).sum()`` w.r.t. float64 ``x``."""
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # reshape(-1) below must be a view
     g = np.zeros_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
     for i in range(flat.size):
@@ -173,3 +173,24 @@ def finite_difference(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         flat[i] = old
         gflat[i] = (up - down) / (2 * eps)
     return g
+
+
+def run_python(*args: str, timeout: float = 120.0) -> Any:
+    """Run ``python *args`` (``"-c", code`` or ``"-m", module, ...``) in a fresh
+    interpreter that imports this ``crossentropy`` and ``tests``, from the
+    repository's root; return the ``subprocess.CompletedProcess``.  A crash (a
+    negative return code, -11 for a segmentation fault) fails the caller's
+    assertion, not the test run."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import crossentropy
+
+    src = str(pathlib.Path(crossentropy.__file__).parent.parent)
+    root = str(pathlib.Path(__file__).parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, root]))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=root
+    )

@@ -19,18 +19,20 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .namespace import namespace, restore, upcast
+from .namespace import is_floating, namespace, restore, upcast
 from .reduction import REDUCTIONS, check_reduction, grad_scale, reduce
 from .shard import VocabShard
 from .validate import (
     check_batch,
     check_floating,
+    check_ignore_index,
     check_index_target,
     check_integer_target,
     check_same_shape,
     check_vector,
     class_axis,
     counted_mask,
+    widen_unsigned,
 )
 
 __all__ = [
@@ -115,9 +117,12 @@ def prepare_class_call(
     of ``shard.n_classes``: targets and ``weight`` refer to the whole
     vocabulary, and the call's ``weight`` is the shard's slice of it.
     """
-    xp, (input, target, weight) = namespace(input, target, weight)
+    xp, (input, target, weight) = namespace(
+        input, target, weight, names=("input", "target", "weight"), required=2
+    )
     check_floating(xp, input, "input")
     reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
     ax = class_axis(input.ndim, axis)
     n_classes = input.shape[ax]
     n_total = n_classes if shard is None else shard.n_classes
@@ -127,16 +132,13 @@ def prepare_class_call(
         check_vector(weight, n_total, "weight")
         weight = xp.astype(weight, x.dtype)
 
-    if (
-        probabilities
-        and tuple(target.shape) == tuple(input.shape)
-        and xp.isdtype(target.dtype, "real floating")
-    ):
+    if probabilities and tuple(target.shape) == tuple(input.shape) and is_floating(xp, target):
         t = xp.astype(_class_last(xp, target, ax), x.dtype, copy=False)  # no copy if same dtype
         return ClassCall(xp, x, ax, input.dtype, n_classes, weight, reduction, t, True)
 
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
+    target, ignore_index = widen_unsigned(xp, target, ignore_index)
     check_index_target(xp, target, n_total, ignore_index)
     class_weight = weight
     if shard is not None and weight is not None:
@@ -192,9 +194,12 @@ def prepare_pair_call(
     *extras: Any,
     allowed: tuple[str, ...] = REDUCTIONS,
     float_target: bool = True,
+    extra_names: tuple[str, ...] = ("weight", "pos_weight"),
 ) -> PairCall:
-    """Validate ``input``/``target`` (same shape, floating) and optional arrays."""
-    xp, (input, target, *extras) = namespace(input, target, *extras)
+    """Validate ``input``/``target`` (same shape, floating) and optional arrays
+    (named ``extra_names`` in messages)."""
+    names = ("input", "target", *extra_names)
+    xp, (input, target, *extras) = namespace(input, target, *extras, names=names, required=2)
     check_floating(xp, input, "input")
     if float_target:
         check_floating(xp, target, "target")
@@ -217,14 +222,22 @@ def broadcast_to_input(xp: Any, w: Any, shape: tuple, name: str) -> Any:
 
 
 def finish_pair(
-    p: PairCall, loss: Any, wrt: tuple[str, ...], local: dict, denominator: Any = None
+    p: PairCall,
+    loss: Any,
+    wrt: tuple[str, ...],
+    local: dict,
+    denominator: Any = None,
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    """Reduce ``loss`` and scale each local gradient in ``local`` (name -> thunk)."""
+    """Reduce ``loss`` and scale each local gradient in ``local`` (name -> thunk)
+    by the reduction's factor and the ``cotangent`` of the value (if given)."""
     xp = p.xp
     value = restore(xp, reduce(xp, loss, p.reduction, denominator), p.dtype)
     if not wrt:
         return value, {}
     s = grad_scale(xp, loss, p.reduction, denominator)
+    if cotangent is not None:
+        s = s * xp.astype(cotangent, loss.dtype)
     return value, {name: restore(xp, s * local[name](), p.dtype) for name in wrt}
 
 
@@ -233,8 +246,6 @@ def finish_pair(
 
 def prepare_scores(x: Any, name: str = "x") -> tuple[Any, Any]:
     """``(xp, x)`` for a floating array with at least one dimension."""
-    xp, (x,) = namespace(x)
+    xp, (x,) = namespace(x, names=(name,), required=1)
     check_floating(xp, x, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a scalar")
     return xp, x

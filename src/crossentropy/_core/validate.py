@@ -10,12 +10,16 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
+
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .namespace import is_floating, is_integer, to_bool
 
 __all__ = [
+    "check_axis",
     "check_batch",
     "check_floating",
+    "check_ignore_index",
     "check_in_unit_interval",
     "check_index_target",
     "check_integer_target",
@@ -25,6 +29,7 @@ __all__ = [
     "check_z_loss_softcap",
     "class_axis",
     "counted_mask",
+    "widen_unsigned",
     "looks_like_probabilities",
     "warn_if_probabilities",
 ]
@@ -39,9 +44,43 @@ def check_floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
+def _is_int(value: Any) -> bool:
+    """True for a Python or NumPy integer (``bool`` excluded, as PyTorch does)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_ignore_index(ignore_index: Any) -> int | None:
+    """``ignore_index`` as a Python int (``None``: nothing ignored), or ``TypeError``.
+
+    As in PyTorch a float is refused, even one with an integral value: a float
+    compares inexactly with large class indices (``float(2**53) == 2**53 + 1``).
+    """
+    if ignore_index is None:
+        return None
+    if not _is_int(ignore_index):
+        raise TypeError(
+            f"ignore_index must be an integer (or None), got {ignore_index!r} of type "
+            f"{type(ignore_index).__name__}"
+        )
+    return int(ignore_index)
+
+
+def check_axis(axis: Any, allow_tuple: bool = False, allow_none: bool = False) -> None:
+    """``TypeError`` unless ``axis`` is an integer (or a tuple of them, or ``None``, where allowed)."""
+    if axis is None and allow_none:
+        return
+    if allow_tuple and isinstance(axis, tuple) and all(_is_int(a) for a in axis):
+        return
+    if not _is_int(axis):
+        what = "an integer" + (" or a tuple of integers" if allow_tuple else "")
+        what += " or None" if allow_none else ""
+        raise TypeError(f"axis must be {what}, got {axis!r} of type {type(axis).__name__}")
+
+
 def class_axis(ndim: int, axis: int | None, name: str = "input") -> int:
     """The non-negative class axis: ``axis`` if given, else PyTorch's (1 for
     batched input, 0 for unbatched ``(C,)`` input)."""
+    check_axis(axis, allow_none=True)
     if ndim == 0:
         raise ValueError(f"{name} must have at least 1 dimension (C,) or (N, C, ...), got a scalar")
     if axis is None:
@@ -105,6 +144,36 @@ def counted_mask(xp: Any, target: Any, ignore_index: int | None) -> Any:
     return xp.ones_like(target, dtype=xp.bool)
 
 
+_TORCH_UNSIGNED = ("torch.uint16", "torch.uint32", "torch.uint64")
+
+
+def widen_unsigned(xp: Any, target: Any, ignore_index: int | None) -> tuple[Any, int | None]:
+    """PyTorch's uint16/uint32/uint64 class indices (tensors it cannot compare) as
+    int64, and the ``ignore_index`` that marks the same entries; other targets as they are.
+
+    uint64 values beyond int64's range wrap to negative values, and so does an
+    ``ignore_index`` there (the wrap keeps equal values equal); such a value
+    that is not ``ignore_index`` is out of range and raises here, with its own value.
+    """
+    if str(target.dtype) not in _TORCH_UNSIGNED:
+        return target, ignore_index
+    t = xp.astype(target, xp.int64)
+    if str(target.dtype) != "torch.uint64":
+        return t, ignore_index
+    original = ignore_index
+    if ignore_index is not None and not 0 <= ignore_index < 1 << 64:
+        ignore_index = None  # no uint64 value equals it
+    elif ignore_index is not None and ignore_index >= 1 << 63:
+        ignore_index -= 1 << 64
+    wrapped = (t < 0) & counted_mask(xp, t, ignore_index)
+    if to_bool(xp.any(wrapped)):
+        raise TargetIndexError(
+            f"Target {int(t[wrapped][0]) + (1 << 64)} is out of bounds: class indices must "
+            f"lie in [0, C - 1] or equal ignore_index={original}"
+        )
+    return t, ignore_index
+
+
 def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
     """Check a class-index target and return the mask of rows that count.
 
@@ -119,6 +188,12 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     if to_bool(xp.any(bad)):
         first = target[bad][0]
         count = int(xp.sum(xp.astype(bad, xp.int64)))
+        if n_classes == 0:
+            raise TargetIndexError(
+                f"Target {int(first)} is out of bounds: input has C=0 classes: every target "
+                f"must equal ignore_index={ignore_index} ({count} other value"
+                f"{'s' if count > 1 else ''})"
+            )
         raise TargetIndexError(
             f"Target {int(first)} is out of bounds: class indices must lie in "
             f"[0, {n_classes - 1}] for C={n_classes} classes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,13 @@ from .._core.namespace import compute_dtype, namespace
 from .._core.options import CrossEntropyOptions
 from .._core.reduction import check_reduction
 from .._core.shard import VocabShard
-from .._core.validate import check_floating, check_index_target, check_vector
+from .._core.validate import (
+    check_floating,
+    check_ignore_index,
+    check_index_target,
+    check_vector,
+    widen_unsigned,
+)
 from ._arrayops import Functional, TorchOps, ops_for
 
 __all__ = [
@@ -72,7 +79,7 @@ class LinearOptions:
             raise ValueError(f"filter_eps must be >= 0 or None, got {filter_eps!r}")
         return cls(
             reduction=check_reduction(reduction),
-            ignore_index=ignore_index,
+            ignore_index=check_ignore_index(ignore_index),
             loss=CrossEntropyOptions.checked(label_smoothing, z_loss, softcap),
             chunk_size=check_chunk_size(chunk_size),
             filter_eps=float(filter_eps),
@@ -187,7 +194,7 @@ def _counted_rows(
     """``(t, valid, kept, n_kept, denom)`` of the flattened class-index ``target``:
     int64 indices (0 where ignored), the counted rows' mask, their indices (``None``
     when every row counts) and number, and the ``'mean'`` denominator."""
-    flat = xp.reshape(target, (-1,))
+    flat, ignore_index = widen_unsigned(xp, xp.reshape(target, (-1,)), ignore_index)
     valid = check_index_target(xp, flat, n_total, ignore_index)
     t = xp.where(valid, xp.astype(flat, xp.int64), xp.zeros_like(flat, dtype=xp.int64))
     n_kept = int(xp.sum(xp.astype(valid, xp.int64)))
@@ -210,7 +217,13 @@ def prepare_linear_call(
     """Validate the arrays of a call whose ``options`` are checked; with ``shard``,
     ``linear_weight`` holds this shard's rows and targets index the whole vocabulary."""
     xp, (input, linear_weight, target, linear_bias, weight) = namespace(
-        input, linear_weight, target, linear_bias, weight
+        input,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        names=("input", "linear_weight", "target", "linear_bias", "weight"),
+        required=3,
     )
     check_floating(xp, input, "input")
     check_floating(xp, linear_weight, "linear_weight")
@@ -244,7 +257,7 @@ def prepare_linear_call(
     return LinearCall(
         xp=xp,
         ops=ops,
-        x=xp.reshape(input, (-1, d)),
+        x=xp.reshape(input, (math.prod(input.shape[:-1]), d)),  # (-1, 0) is ambiguous at D=0
         w=linear_weight,
         bias=linear_bias,
         bias_dtype=bias_dtype,
@@ -265,6 +278,6 @@ def prepare_linear_call(
         softcap=loss.softcap,
         filter_eps=options.filter_eps,
         chunk=max(1, min(token_chunk, max(n_kept, 1))),
-        block=min(block or _VOCAB_BLOCK, n_vocab),
+        block=max(1, min(block or _VOCAB_BLOCK, n_vocab)),  # V = 0: no block, no step of 0
         shard=shard,
     )

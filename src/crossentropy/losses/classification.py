@@ -23,7 +23,7 @@ from .._core.prepared import ClassCall, prepare_class_call, rebind, to_caller_la
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
-from .._core.validate import warn_if_probabilities
+from .._core.validate import check_ignore_index, warn_if_probabilities
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
 
@@ -179,7 +179,9 @@ def _cross_entropy_rule(
     z_loss: float = 0.0,
     softcap: float | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    ignore_index = check_ignore_index(ignore_index)  # before the host views use it
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
@@ -197,12 +199,13 @@ def _cross_entropy_rule(
             "cross_entropy is differentiable with respect to target only for class "
             "probabilities (a floating target of input's shape), not class indices"
         )
-    fast = kernel_cross_entropy(call, options, wrt, source=input if host else None)
-    if fast is not None:
-        return fast
+    if cotangent is None:  # the kernels seed the gradient with one number
+        fast = kernel_cross_entropy(call, options, wrt, source=input if host else None)
+        if fast is not None:
+            return fast
     if host is not None:  # the kernel declined the views: the caller's own arrays
         call = rebind(call, input, target, weight)
-    return evaluate_cross_entropy(call, options, wrt)
+    return evaluate_cross_entropy(call, options, wrt, cotangent)
 
 
 # -- nll_loss -----------------------------------------------------------------------
@@ -233,8 +236,12 @@ def _at_targets(b: ClassCall, values: Any) -> Any:
     return to_caller_layout(b, xp.where(hot, values[..., None], xp.zeros((), dtype=values.dtype)))
 
 
-def _nll(b: ClassCall, wrt: tuple[str, ...]) -> tuple[Any, dict]:
+def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]:
     xp = b.xp
+    if b.n_classes == 0:  # every target ignored (checked): zeros, a NaN mean
+        loss = xp.zeros(b.x.shape[:-1], dtype=b.x.dtype, device=device(b.x))
+        grads = {"input": to_caller_layout(b, xp.zeros_like(b.x))} if "input" in wrt else {}
+        return restore(xp, reduce(xp, loss, b.reduction, 0.0), b.dtype), grads
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
     loss = xp.where(b.valid, loss, xp.zeros_like(loss))
@@ -243,6 +250,8 @@ def _nll(b: ClassCall, wrt: tuple[str, ...]) -> tuple[Any, dict]:
     grads = {}
     if "input" in wrt:
         s = grad_scale(xp, loss, b.reduction, denom)
+        if cotangent is not None:
+            s = s * xp.astype(cotangent, loss.dtype)
         grads["input"] = _at_targets(b, -(s * b.w_t))
     return restore(xp, value, b.dtype), grads
 
@@ -321,8 +330,9 @@ def _nll_loss_rule(
     *,
     axis: int | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )
-    return _nll(call, wrt)
+    return _nll(call, wrt, cotangent)
