@@ -6,7 +6,7 @@ loss has an analytic gradient through :func:`value_and_grad`.
 
 from . import distributed, info, nn
 from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
-from .grad import grad, value_and_grad
+from .grad import grad, value_and_grad, vjp
 from .info import entropy
 from .linear import linear_cross_entropy
 from .losses import (
@@ -56,4 +56,5 @@ __all__ = [
     "sigmoid",
     "softmax",
     "value_and_grad",
+    "vjp",
 ]

@@ -79,21 +79,52 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     return _logsumexp_rule(x, axis, keepdims)[0]
 
 
+def _scores(x: Any, axis: Any) -> tuple[Any, Any, Any, bool]:
+    """``(xp, x, axis, scalar)``: a 0-d ``x`` as shape ``(1,)`` (its one axis is
+    0 or -1, as PyTorch allows), its axis checked; ``scalar`` says to reshape back."""
+    xp, x = prepare_scores(x)
+    scalar = x.ndim == 0
+    if scalar:
+        x = xp.reshape(x, (1,))
+    mathops.normalize_axes(axis, x.ndim)
+    return xp, x, axis, scalar
+
+
+def _expand(xp: Any, ct: Any, axis: Any, ndim: int) -> Any:
+    """A cotangent of a reduction over ``axis`` (axes dropped) with those axes back as 1."""
+    for a in sorted(mathops.normalize_axes(axis, ndim)):
+        ct = xp.expand_dims(ct, axis=a)
+    return ct
+
+
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(
-    x: Any, axis: Any = -1, keepdims: bool = False, *, wrt: tuple[str, ...] = ()
+    x: Any,
+    axis: Any = -1,
+    keepdims: bool = False,
+    *,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
+    xp, x, axis, scalar = _scores(x, axis)
+    dtype = x.dtype
+    fast = logsumexp_rows(x, axis, True, "x" in wrt)  # fused CPU kernel, if it applies
     if fast is not None:
-        return fast
-    xc = upcast(xp, x)
-    lse = mathops.logsumexp(xp, xc, axis, True)
-    value = lse if keepdims else xp.squeeze(lse, axis=axis)
-    grads = {"x": restore(xp, xp.exp(xc - lse), x.dtype)} if "x" in wrt else {}
-    return restore(xp, value, x.dtype), grads
+        lse, grads = fast
+        p = grads.get("x")
+    else:
+        xc = upcast(xp, x)
+        lse = mathops.logsumexp(xp, xc, axis, True)
+        p = xp.exp(xc - lse) if "x" in wrt else None
+    value = xp.reshape(lse, ()) if scalar else lse if keepdims else xp.squeeze(lse, axis=axis)
+    grads = {}
+    if "x" in wrt:
+        if cotangent is not None:
+            ct = xp.reshape(cotangent, (1,)) if scalar else cotangent
+            p = p * (ct if keepdims else _expand(xp, ct, axis, x.ndim))
+        grads["x"] = restore(xp, xp.reshape(p, ()) if scalar else p, dtype)
+    return restore(xp, value, dtype), grads
 
 
 @numeric_guard
@@ -128,12 +159,33 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
     array([    0., -1000.])
     """
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
-    if fast is not None:
-        return fast
-    return restore(xp, mathops.log_softmax(xp, upcast(xp, x), axis), x.dtype)
+    return _log_softmax_rule(x, axis)[0]
+
+
+def _softmax_family(kind: str, x: Any, axis: Any, wrt: tuple, cotangent: Any) -> tuple[Any, dict]:
+    """``softmax`` (kind ``"softmax"``) or ``log_softmax`` and its vector-Jacobian
+    product with ``cotangent`` (ones by default: the gradient of the sum)."""
+    xp, x, axis, scalar = _scores(x, axis)
+    y = softmax_rows(kind, x, axis)  # fused CPU kernel, if it applies
+    if y is None:
+        y = getattr(mathops, kind)(xp, upcast(xp, x), axis)
+    grads = {}
+    if "x" in wrt:
+        ct = xp.ones_like(y) if cotangent is None else xp.reshape(cotangent, y.shape)
+        if kind == "softmax":  # s * (ct - <ct, s>)
+            g = y * (ct - xp.sum(ct * y, axis=axis, keepdims=True))
+        else:  # ct - softmax * sum(ct)
+            g = ct - xp.exp(y) * xp.sum(ct, axis=axis, keepdims=True)
+        grads["x"] = restore(xp, xp.reshape(g, ()) if scalar else g, x.dtype)
+    return restore(xp, xp.reshape(y, ()) if scalar else y, x.dtype), grads
+
+
+@defines_grad(log_softmax, "x")
+@numeric_guard
+def _log_softmax_rule(
+    x: Any, axis: int = -1, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+) -> tuple[Any, dict]:
+    return _softmax_family("log_softmax", x, axis, wrt, cotangent)
 
 
 @numeric_guard
@@ -168,12 +220,15 @@ def softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
     array([1., 0.])
     """
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies
-    if fast is not None:
-        return fast
-    return restore(xp, mathops.softmax(xp, upcast(xp, x), axis), x.dtype)
+    return _softmax_rule(x, axis)[0]
+
+
+@defines_grad(softmax, "x")
+@numeric_guard
+def _softmax_rule(
+    x: Any, axis: int = -1, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+) -> tuple[Any, dict]:
+    return _softmax_family("softmax", x, axis, wrt, cotangent)
 
 
 @numeric_guard
@@ -201,9 +256,31 @@ def sigmoid(x: Any) -> Any:
     >>> ce.sigmoid([0.0, 2.0, -1e4]).round(4)
     array([0.5   , 0.8808, 0.    ])
     """
-    xp, (x,) = namespace(x)
+    return _sigmoid_rule(x)[0]
+
+
+def _elementwise(x: Any, value: Any, slope: Any, wrt: tuple, cotangent: Any) -> tuple[Any, dict]:
+    """``value(xp, x)`` elementwise and its gradient ``cotangent * slope(xp, x)``."""
+    xp, (x,) = namespace(x, names=("x",), required=1)
     check_floating(xp, x, "x")
-    return restore(xp, mathops.sigmoid(xp, upcast(xp, x)), x.dtype)
+    xc = upcast(xp, x)
+    grads = {}
+    if "x" in wrt:
+        g = slope(xp, xc)
+        if cotangent is not None:
+            g = g * cotangent
+        grads["x"] = restore(xp, g, x.dtype)
+    return restore(xp, value(xp, xc), x.dtype), grads
+
+
+@defines_grad(sigmoid, "x")
+@numeric_guard
+def _sigmoid_rule(x: Any, *, wrt: tuple[str, ...] = (), cotangent: Any = None) -> tuple[Any, dict]:
+    # sigma'(x) = sigma(x) sigma(-x), without the cancellation of 1 - sigma(x)
+    def slope(xp: Any, v: Any) -> Any:
+        return mathops.sigmoid(xp, v) * mathops.sigmoid(xp, -v)
+
+    return _elementwise(x, mathops.sigmoid, slope, wrt, cotangent)
 
 
 @numeric_guard
@@ -231,9 +308,19 @@ def log_sigmoid(x: Any) -> Any:
     >>> ce.log_sigmoid([0.0, -1e4]).round(4)    # log(sigmoid(-1e4)) would be -inf
     array([-6.9310e-01, -1.0000e+04])
     """
-    xp, (x,) = namespace(x)
-    check_floating(xp, x, "x")
-    return restore(xp, mathops.log_sigmoid(xp, upcast(xp, x)), x.dtype)
+    return _log_sigmoid_rule(x)[0]
+
+
+@defines_grad(log_sigmoid, "x")
+@numeric_guard
+def _log_sigmoid_rule(
+    x: Any, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+) -> tuple[Any, dict]:
+    # (log sigma)'(x) = sigma(-x)
+    def slope(xp: Any, v: Any) -> Any:
+        return mathops.sigmoid(xp, -v)
+
+    return _elementwise(x, mathops.log_sigmoid, slope, wrt, cotangent)
 
 
 def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
@@ -267,5 +354,5 @@ def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
     False
     """
     xp, x = prepare_scores(x)
-    (ax,) = mathops.normalize_axes(axis, x.ndim)
-    return bool(probabilities_probe(xp, x, ax))
+    (ax,) = mathops.normalize_axes(axis, max(x.ndim, 1))
+    return x.ndim > 0 and bool(probabilities_probe(xp, x, ax))

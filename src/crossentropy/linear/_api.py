@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.namespace import is_torch, namespace, numeric_guard
+from .._core.namespace import device, is_torch, namespace, numeric_guard
+from .._core.reduction import grad_scale
 from .._core.rules import defines_grad
 from .._core.shard import VocabShard
 from ._autograd import needs_autograd, torch_function
 from ._engine import evaluate, reduced_value
-from ._prepare import LinearOptions, prepare_linear_call
+from ._prepare import LinearCall, LinearOptions, prepare_linear_call
 
 __all__ = ["linear_cross_entropy", "sharded_linear_cross_entropy"]
 
@@ -224,6 +225,7 @@ def _linear_cross_entropy_rule(
     chunk_size: Any = None,
     filter_eps: float | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if "linear_bias" in wrt and linear_bias is None:
         raise ValueError("cannot differentiate with respect to linear_bias: it is None")
@@ -236,17 +238,33 @@ def _linear_cross_entropy_rule(
         chunk_size=chunk_size,
         filter_eps=filter_eps,
     )
-    return _value_and_grads((input, linear_weight, target, linear_bias, weight), options, wrt)
+    arrays = (input, linear_weight, target, linear_bias, weight)
+    return _value_and_grads(arrays, options, wrt, cotangent)
 
 
 def _value_and_grads(
-    arrays: tuple, options: LinearOptions, wrt: tuple[str, ...]
+    arrays: tuple, options: LinearOptions, wrt: tuple[str, ...], cotangent: Any = None
 ) -> tuple[Any, dict]:
-    """The value and the gradients named in ``wrt``, without PyTorch autograd."""
+    """The value and the gradients named in ``wrt``, without PyTorch autograd; with
+    ``cotangent`` (the value's shape), those of ``sum(cotangent * value)``."""
     c = prepare_linear_call(*(_detach(a) for a in arrays), options)
     need = tuple(name in wrt for name in _DIFFERENTIABLE)
-    loss, grads = evaluate(c, need)
+    loss, grads = evaluate(c, need, _row_scale(c, cotangent) if any(need) else None)
     return reduced_value(c, loss), {n: g for n, g, w in zip(_DIFFERENTIABLE, grads, need) if w}
+
+
+def _row_scale(c: LinearCall, cotangent: Any) -> Any:
+    """What each counted row's gradient is multiplied by: the reduction's factor
+    times ``cotangent`` (one per row for ``'none'``), or ``None`` without one."""
+    if cotangent is None or not c.n_kept:
+        return None
+    xp = c.xp
+    ct = xp.astype(cotangent, c.cdtype)
+    if c.reduction == "none":
+        rows = xp.reshape(ct, (-1,))
+        return rows if c.kept is None else xp.take(rows, c.kept, axis=0)
+    ones = xp.ones((c.n_kept,), dtype=c.cdtype, device=device(c.x))
+    return ones * (grad_scale(xp, ones, c.reduction, c.denom) * ct)
 
 
 def _detach(a: Any) -> Any:

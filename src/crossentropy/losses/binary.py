@@ -81,6 +81,7 @@ def _bce_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call("binary_cross_entropy", input, target, reduction, weight)
     xp, x, t = p.xp, p.x, p.t
@@ -103,7 +104,7 @@ def _bce_rule(
     def d_target() -> Any:
         return ww * (log_q - log_p)
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, cotangent=cotangent)
 
 
 def binary_cross_entropy_with_logits(
@@ -174,6 +175,7 @@ def _bce_logits_rule(
     pos_weight: Any = None,
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call(
         "binary_cross_entropy_with_logits", input, target, reduction, weight, pos_weight
@@ -197,4 +199,4 @@ def _bce_logits_rule(
     def d_target() -> Any:
         return ww * (-x - (0 if pw is None else (pw - 1) * log_sig))
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, cotangent=cotangent)

@@ -74,6 +74,7 @@ def _kl_div_rule(
     log_target: bool = False,
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call(
         "kl_div", input, target, reduction, allowed=("none", "mean", "batchmean", "sum")
@@ -83,9 +84,12 @@ def _kl_div_rule(
         et = xp.exp(t)
         loss = et * (t - x)
     else:
+        # 0 log 0 = 0 at exact zeros only: a negative or NaN target gives NaN, as
+        # PyTorch's xlogy(t, t) does
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
-        loss = xp.where(positive, t * (log_t - x), -t * x)
+        nan = xp.full_like(t, float("nan"))
+        loss = xp.where(positive, t * (log_t - x), xp.where(t == 0, -t * x, nan))
     denominator = None
     if p.reduction == "batchmean":
         p.reduction = "mean"
@@ -95,7 +99,12 @@ def _kl_div_rule(
         return -et if log_target else -t
 
     def d_target() -> Any:
-        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0
-        return et * (t - x + 1) if log_target else xp.where(positive, log_t + 1 - x, 0 * x)
+        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0;
+        # NaN below 0 (and for NaN), where the loss is not defined
+        if log_target:
+            return et * (t - x + 1)
+        return xp.where(positive, log_t + 1 - x, xp.where(t == 0, 0 * x, nan))
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)
+    return finish_pair(
+        p, loss, wrt, {"input": d_input, "target": d_target}, denominator, cotangent=cotangent
+    )

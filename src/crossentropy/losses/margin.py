@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.mathops import one_hot, pick
-from .._core.namespace import numeric_guard, restore, to_bool
+from .._core.namespace import namespace, numeric_guard, restore, to_bool
 from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
@@ -79,9 +79,14 @@ def _multi_margin_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
+    xp, (input, target) = namespace(input, target, names=("input", "target"), required=2)
+    single = input.ndim == 1 and tuple(target.shape) == (1,)
+    if single:  # (C,) scores with a (1,) target: a batch of one, as PyTorch takes it
+        input = xp.reshape(input, (1, input.shape[0]))
     b = prepare_class_call(input, target, weight, reduction=reduction)
     xp, x, C = b.xp, b.x, b.n_classes
     if x.ndim > 2:
@@ -97,9 +102,12 @@ def _multi_margin_rule(
     grads = {}
     if "input" in wrt:
         s = grad_scale(xp, loss, b.reduction)
+        if cotangent is not None:
+            s = s * xp.astype(cotangent, loss.dtype)
         dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
         g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
-        grads["input"] = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
+        g = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
+        grads["input"] = xp.reshape(g, (C,)) if single else g
     return value, grads
 
 
@@ -156,6 +164,7 @@ def _hinge_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     pr = prepare_pair_call("hinge_loss", input, target, reduction, float_target=False)
     xp, x, y = pr.xp, pr.x, pr.t
@@ -168,4 +177,10 @@ def _hinge_rule(
     z = margin - y * x
     active = z > 0
     loss = xp.where(active, z, xp.zeros_like(z))
-    return finish_pair(pr, loss, wrt, {"input": lambda: xp.where(active, -y, xp.zeros_like(y))})
+    return finish_pair(
+        pr,
+        loss,
+        wrt,
+        {"input": lambda: xp.where(active, -y, xp.zeros_like(y))},
+        cotangent=cotangent,
+    )

@@ -65,8 +65,19 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
 @defines_grad(mse_loss, "input", "target")
 @numeric_guard
 def _mse_rule(
-    input: Any, target: Any, reduction: str = "mean", *, wrt: tuple[str, ...] = ()
+    input: Any,
+    target: Any,
+    reduction: str = "mean",
+    *,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call("mse_loss", input, target, reduction)
     diff = p.x - p.t
-    return finish_pair(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})
+    return finish_pair(
+        p,
+        diff * diff,
+        wrt,
+        {"input": lambda: 2 * diff, "target": lambda: -2 * diff},
+        cotangent=cotangent,
+    )
