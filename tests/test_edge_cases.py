@@ -227,3 +227,25 @@ class TestLogsumexpPrecision:
     def test_special_cases_kept(self):
         x = np.array([[-np.inf, -np.inf], [np.inf, 0.0], [np.nan, 0.0], [3.0, 3.0]])
         assert_close(ce.logsumexp(x), torch.logsumexp(torch.from_numpy(x), 1).numpy())
+
+
+# -- class indices that cannot be checked: inside jax.jit ----------------------------------
+
+
+class TestOutOfRangeUnderJit:
+    """Inside ``jax.jit`` the values cannot be read, so nothing can raise: an index
+    out of range gives NaN for its row (once: -3 wrapped around and picked class 0)."""
+
+    @pytest.mark.parametrize("fn", [ce.cross_entropy, ce.nll_loss, ce.multi_margin_loss])
+    def test_nan_rows(self, fn):
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        x = jax.numpy.asarray(np.log([[0.2, 0.3, 0.5]] * 4))
+        t = jax.numpy.asarray([2, 5, -3, -100])
+        out = np.asarray(jax.jit(lambda a, b: fn(a, b, reduction="none"))(x, t))
+        assert np.all(np.isnan(out[1:3]))
+        assert_close(out[0], np.asarray(fn(np.asarray(x)[:1], np.array([2]), reduction="none"))[0])
+        g = np.asarray(jax.jit(ce.grad(fn))(x, t))
+        assert np.any(np.isnan(g[1])) and np.any(np.isnan(g[2])) and np.all(np.isfinite(g[0]))
+        with pytest.raises(ce.TargetIndexError, match="Target 5 is out of bounds"):
+            fn(x, t)  # outside jit the check runs

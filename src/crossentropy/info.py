@@ -233,7 +233,8 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     p : array_like, floating
         Reference ("true") probability vectors along ``axis``.
     q : array_like, floating
-        Model probability vectors, broadcastable with ``p``.
+        Model probability vectors, of ``p``'s length along ``axis`` and
+        broadcastable with ``p`` along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
 
@@ -305,7 +306,8 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     Parameters
     ----------
     p, q : array_like, floating
-        Probability vectors along ``axis``, broadcastable together.
+        Probability vectors along ``axis``, of the same length there and
+        broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
 
@@ -370,7 +372,8 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     Parameters
     ----------
     p, q : array_like, floating
-        Probability vectors along ``axis``, broadcastable together.
+        Probability vectors along ``axis``, of the same length there and
+        broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
 

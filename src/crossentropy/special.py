@@ -36,7 +36,7 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     Parameters
     ----------
     x : array_like, floating
-        Input of any shape with at least one dimension.
+        Input of any shape; a 0-d ``x`` (axis 0 or -1) is its own logsumexp.
     axis : int or tuple of int, default -1
         Axis or axes to reduce.
     keepdims : bool, default False
@@ -134,7 +134,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     Parameters
     ----------
     x : array_like, floating
-        Logits of any shape with at least one dimension.
+        Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
 
@@ -195,7 +195,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
     Parameters
     ----------
     x : array_like, floating
-        Logits of any shape with at least one dimension.
+        Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
 

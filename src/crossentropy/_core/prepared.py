@@ -26,12 +26,12 @@ from .validate import (
     check_batch,
     check_floating,
     check_ignore_index,
-    check_index_target,
     check_integer_target,
     check_same_shape,
     check_vector,
     class_axis,
     counted_mask,
+    index_target_rows,
     widen_unsigned,
 )
 
@@ -71,6 +71,7 @@ class ClassCall:
     probs: bool  # probability targets
     ignore_index: int | None = None
     class_weight: Any = None  # weight over every class (the whole vocabulary if sharded)
+    unread: Any = None  # (...) out-of-range rows not checked (inside jax.jit): NaN, or None
 
     @functools.cached_property
     def valid(self) -> Any:
@@ -79,9 +80,19 @@ class ClassCall:
 
     @functools.cached_property
     def index(self) -> Any:
-        """(...) int64 class indices, ignored entries replaced by 0."""
+        """(...) int64 class indices, ignored (and unread out-of-range) entries replaced by 0."""
         xp, t = self.xp, self.target
-        return xp.where(self.valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+        keep = self.valid if self.unread is None else self.valid & ~self.unread
+        return xp.where(keep, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+
+    def poison(self, loss: Any) -> Any:
+        """``(loss, factor)``: ``loss`` with NaN in the unread out-of-range rows, and
+        the (...) factor (1 or NaN) that does the same to their gradients."""
+        xp = self.xp
+        if self.unread is None:
+            return loss, None
+        factor = xp.where(self.unread, xp.full_like(loss, float("nan")), xp.ones_like(loss))
+        return loss * factor, factor
 
     @functools.cached_property
     def w_t(self) -> Any:
@@ -139,13 +150,13 @@ def prepare_class_call(
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
     target, ignore_index = widen_unsigned(xp, target, ignore_index)
-    check_index_target(xp, target, n_total, ignore_index)
+    unread = index_target_rows(xp, target, n_total, ignore_index)[1]
     class_weight = weight
     if shard is not None and weight is not None:
         weight = weight[shard.offset : shard.offset + n_classes]
     return ClassCall(
         xp, x, ax, input.dtype, n_classes, weight, reduction, target, False,
-        ignore_index, class_weight,
+        ignore_index, class_weight, unread,
     )  # fmt: skip
 
 

@@ -134,11 +134,13 @@ def cross_entropy_rows(
         rows = _index_rows(b, z, ez, sez, eps, n, need_grad, shard)
     loss, lse, denom, g, d_target, counted, p = rows
     # a +inf logit (a row whose shifted exponentials, over every shard, sum to
-    # +inf): NaN loss and gradients for the row, as log_softmax gives them; a row
-    # that does not count gives 0 whatever its logits (NaN, all -inf)
+    # +inf): NaN loss and gradients for the row, as log_softmax gives them; so
+    # for a class index out of range that could not be checked (inside jax.jit)
     posinf = lse == float("inf")
     if counted is not None:
         posinf = posinf & counted
+        if b.unread is not None:
+            posinf = posinf | b.unread
     nan = xp.where(posinf, xp.full_like(loss, float("nan")), xp.ones_like(loss))
     loss = loss * nan  # a product, so that autograd's gradient of the row is NaN too
     if need_grad:

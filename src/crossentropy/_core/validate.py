@@ -29,6 +29,7 @@ __all__ = [
     "check_z_loss_softcap",
     "class_axis",
     "counted_mask",
+    "index_target_rows",
     "widen_unsigned",
     "looks_like_probabilities",
     "warn_if_probabilities",
@@ -180,12 +181,24 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     ``ignore_index`` is removed before the range check, so ``-100`` never
     counts as out of range.  Returns the boolean mask ``target != ignore_index``.
     """
+    return index_target_rows(xp, target, n_classes, ignore_index)[0]
+
+
+def index_target_rows(
+    xp: Any, target: Any, n_classes: int, ignore_index: int | None
+) -> tuple[Any, Any]:
+    """:func:`check_index_target`'s mask, and the mask of out-of-range rows when
+    the values cannot be read (inside ``jax.jit``: the caller makes those rows
+    NaN, as an index it never reads), else ``None``."""
     check_integer_target(xp, target)
     info = xp.iinfo(target.dtype)
     valid = counted_mask(xp, target, ignore_index)
     too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
     bad = valid & ((target < 0) | too_big)
-    if to_bool(xp.any(bad)):
+    found = to_bool(xp.any(bad))
+    if found is None:
+        return valid, bad
+    if found:
         first = target[bad][0]
         count = int(xp.sum(xp.astype(bad, xp.int64)))
         if n_classes == 0:
@@ -200,7 +213,7 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
             + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
             + f" ({count} bad value{'s' if count > 1 else ''})"
         )
-    return valid
+    return valid, None
 
 
 def check_in_unit_interval(xp: Any, x: Any, name: str) -> None:

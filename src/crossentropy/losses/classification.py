@@ -64,7 +64,10 @@ def cross_entropy(
         Rescaling weight per class.
     ignore_index : int, default -100
         Class-index target value that contributes neither loss nor gradient
-        nor denominator.  Unused for probability targets.
+        nor denominator, whatever the logits of its row (NaN padding
+        included); ``None`` ignores nothing.  An integer of any width (a
+        float raises ``TypeError``, as in PyTorch).  Unused for probability
+        targets.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
         ``'mean'`` divides by the summed weight of the counted targets (the
         number of counted targets without ``weight``); for probability targets
@@ -94,6 +97,8 @@ def cross_entropy(
         (an ``IndexError`` and a ``ValueError``).
     DTypeError
         Integer ``input``, or a floating target whose shape is not ``input``'s.
+    TypeError
+        ``ignore_index`` or ``axis`` that is not an integer, a masked array.
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
         ``label_smoothing``.
@@ -244,7 +249,7 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]
         return restore(xp, reduce(xp, loss, b.reduction, 0.0), b.dtype), grads
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
-    loss = xp.where(b.valid, loss, xp.zeros_like(loss))
+    loss, nan = b.poison(xp.where(b.valid, loss, xp.zeros_like(loss)))
     denom = xp.sum(b.w_t)
     value = reduce(xp, loss, b.reduction, denom)
     grads = {}
@@ -252,7 +257,7 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]
         s = grad_scale(xp, loss, b.reduction, denom)
         if cotangent is not None:
             s = s * xp.astype(cotangent, loss.dtype)
-        grads["input"] = _at_targets(b, -(s * b.w_t))
+        grads["input"] = _at_targets(b, -(s * b.w_t * (1 if nan is None else nan)))
     return restore(xp, value, b.dtype), grads
 
 
@@ -280,7 +285,8 @@ def nll_loss(
     weight : array_like, shape (C,), optional
         Rescaling weight per class.
     ignore_index : int, default -100
-        Target value that is skipped (no loss, no gradient, not counted).
+        Target value that is skipped (no loss, no gradient, not counted);
+        an integer, or ``None`` to skip nothing.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
@@ -297,6 +303,8 @@ def nll_loss(
         A class index outside ``[0, C)`` that is not ``ignore_index``.
     DTypeError
         Integer ``input`` or a floating ``target``.
+    TypeError
+        ``ignore_index`` or ``axis`` that is not an integer.
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``.
 

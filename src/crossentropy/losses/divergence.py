@@ -52,6 +52,9 @@ def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = 
     .. math:: \ell = p\,(\log p - x) \quad (0 \log 0 = 0), \qquad
               \ell = e^{t}\,(t - x) \ \text{with log\_target}
 
+    The :math:`0 \log 0 = 0` rule holds at exact zeros; a negative or NaN
+    target gives NaN, as PyTorch's ``xlogy(t, t)`` does.
+
     PyTorch: ``torch.nn.functional.kl_div``.
 
     Examples

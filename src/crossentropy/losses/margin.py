@@ -27,7 +27,7 @@ def multi_margin_loss(
     ----------
     input : array_like, floating, shape (N, C) or (C,)
         Scores.
-    target : array_like, integer, shape (N,) or ()
+    target : array_like, integer, shape (N,) or () (or (1,) for (C,) input, a batch of one)
         Class indices in ``[0, C)``.
     p : {1, 2}, default 1
         1 for the hinge, 2 for the squared hinge.
@@ -97,7 +97,7 @@ def _multi_margin_rule(
     z = margin - pick(xp, x, b.index)[..., None] + x
     active = xp.where(z > 0, other, xp.zeros_like(other))
     h = active * (z if p == 1 else z * z)
-    loss = b.w_t * xp.sum(h, axis=-1) / C
+    loss, nan = b.poison(b.w_t * xp.sum(h, axis=-1) / C)
     value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
     grads = {}
     if "input" in wrt:
@@ -106,7 +106,8 @@ def _multi_margin_rule(
             s = s * xp.astype(cotangent, loss.dtype)
         dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
         g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
-        g = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
+        row = s * b.w_t / C * (1 if nan is None else nan)
+        g = to_caller_layout(b, row[..., None] * g)
         grads["input"] = xp.reshape(g, (C,)) if single else g
     return value, grads
 
