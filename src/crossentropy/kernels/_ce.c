@@ -1459,18 +1459,24 @@ CE_HOT static void SFX(ce_cols)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
 /* ---- softmax family on rows: logsumexp, softmax, log_softmax ---- */
 
 /* log sum exp(x - m) for a finite row max m, the k terms equal to it (exactly 1
-   each) apart from the others' sum r: log1p(k - 1 + r), exact where r < eps */
+   each) apart from the others' sum r: log1p(k - 1 + r), exact where r < eps;
+   one vectorized pass, as the sum of exponentials */
 static double SFX(log_shifted_sum)(const REAL *x, Py_ssize_t C, REAL m) {
-    double rest = 0;
-    Py_ssize_t k = 0;
-    for (Py_ssize_t c = 0; c < C; c++) {
-        const REAL z = x[c] - m;
-        if (z == 0)
-            k++;
-        else
-            rest += exp((double)z);
+    double rest = 0, k = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        const REAL *xc = x + c0;
+        REAL s = 0, t = 0;
+        CE_SIMD_SUM2(s, t)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const REAL z = xc[i] - m;
+            s += z == 0 ? 0 : SFX(vexp)(z);
+            t += z == 0 ? 1 : 0;
+        }
+        rest += s;
+        k += t;
     }
-    return log1p((double)(k - 1) + rest);
+    return log1p((k - 1) + rest);
 }
 
 CE_HOT static void SFX(ce_softmax_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi,
