@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._core.namespace import namespace
+from ..._core.namespace import namespace, numeric_guard
 from ...info import cross_entropy as distribution_cross_entropy
 from ...losses import (
     binary_cross_entropy,
@@ -297,6 +297,7 @@ def categorical_focal_crossentropy(
     return focal_cross_entropy(logits, t, gamma, weight, reduction="none", axis=axis)
 
 
+@numeric_guard  # log 0 = -inf is the right logit of a zero probability
 def categorical_generalized_cross_entropy(y_true: Any, y_pred: Any, q: float) -> Any:
     r"""Generalized cross-entropy :math:`(1 - p_y^q)/q` of probabilities and integer labels.
 
@@ -396,7 +397,8 @@ def categorical_hinge(y_true: Any, y_pred: Any) -> Any:
     Parameters
     ----------
     y_true : array_like, ``y_pred``'s shape
-        One-hot rows (classes last).
+        One-hot rows (classes last); an all-zero row has no target class
+        (its loss is :math:`\max(0, 1 + \max_j x_j)`, as in Keras).
     y_pred : array_like, floating, shape (..., C)
 
     Returns
@@ -407,13 +409,14 @@ def categorical_hinge(y_true: Any, y_pred: Any) -> Any:
     Raises
     ------
     ValueError
-        ``y_true`` rows that are not one-hot.
+        ``y_true`` rows with values other than 0 and 1, or more than one 1.
 
     Notes
     -----
     :func:`crossentropy.multiclass_hinge_loss` (Crammer-Singer) with a score
-    of 0 appended as a further wrong class: Keras's ``neg = max((1 - y) *
-    pred)`` includes the 0 that the target position contributes.  Keras:
+    of 0 appended as a further class: Keras's ``neg = max((1 - y) * pred)``
+    includes the 0 that the target position contributes, and a row without
+    target takes the appended 0 as its target score.  Keras:
     ``keras.losses.categorical_hinge``.
 
     Examples
@@ -423,10 +426,13 @@ def categorical_hinge(y_true: Any, y_pred: Any) -> Any:
     array([0.7])
     """
     xp, y_true, y_pred = _pair(y_true, y_pred)
-    hot = (y_true == 0) | (y_true == 1)
-    if not bool(xp.all(hot)) or not bool(xp.all(xp.sum(y_true, axis=-1) == 1)):
-        raise ValueError("categorical_hinge: y_true must hold one-hot rows (one 1, the rest 0)")
-    index = xp.argmax(y_true, axis=-1)
+    count = xp.sum(y_true, axis=-1)
+    if not bool(xp.all((y_true == 0) | (y_true == 1))) or not bool(xp.all(count <= 1)):
+        raise ValueError(
+            "categorical_hinge: y_true must hold one-hot rows (one 1, the rest 0) or all-zero rows"
+        )
+    n = y_pred.shape[-1]
+    index = xp.where(count == 1, xp.argmax(y_true, axis=-1), xp.full_like(count, n, dtype=xp.int64))
     padded = xp.concat([y_pred, xp.zeros_like(y_pred[..., :1])], axis=-1)
     return multiclass_hinge_loss(padded, index, reduction="none", axis=-1)
 
