@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .namespace import is_floating, namespace
-from .validate import class_axis
+from .validate import check_index_target, class_axis
 
 __all__ = ["Masked", "apply_where"]
 
@@ -32,6 +32,7 @@ class Masked:
     logits: Any
     rows: Any
     probs: bool
+    ignore_index: int  # the value that marks skipped class-index rows
 
     def reduction(self, reduction: str) -> str:
         """The reduction to compute with: ``'sum'`` for a ``'mean'`` over
@@ -78,13 +79,13 @@ def apply_where(
     target: Any,
     where: Any,
     axis: int | None,
-    ignore_index: int,
+    ignore_index: int | None,
     label_smoothing: float = 0.0,
 ) -> Masked:
     """Mask ``input`` (excluded logits become ``-inf``) and ``target``.
 
     Class-index targets of rows with no included class become ``ignore_index``
-    (int64), so that the loss skips them; probability targets are zeroed where
+    (int64; -1 when it is ``None``), so that the loss skips them; probability targets are zeroed where
     excluded.  The class axis is PyTorch's (1, or 0 for ``(C,)`` input) unless
     ``axis`` is given.
     """
@@ -105,7 +106,10 @@ def apply_where(
     if probs:
         t = xp.where(mask, target, xp.zeros_like(target))
     else:
+        if ignore_index is None:  # skipped rows need a mark: -1, once no label is negative
+            check_index_target(xp, target, input.shape[ax], None)
+            ignore_index = -1
         t = xp.astype(target, xp.int64)
         if tuple(t.shape) == tuple(rows.shape):  # other shapes: the loss says what is wrong
             t = xp.where(rows, t, xp.full_like(t, ignore_index))
-    return Masked(xp, x, t, mask, rows, probs)
+    return Masked(xp, x, t, mask, rows, probs, ignore_index)

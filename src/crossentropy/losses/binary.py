@@ -296,7 +296,9 @@ def _sigmoid_focal_rule(
     p = prepare_pair_call("sigmoid_focal_loss", inputs, targets, reduction, float_target=False)
     xp, x, t = p.xp, p.x, p.t
     s, s_neg = sigmoid(xp, x), sigmoid(xp, -x)
-    bce = (1 - t) * x - log_sigmoid(xp, x)
+    # (1 - t) x - log sigmoid(x), with -log sigmoid(x) as max(-x, 0) + log1p(e^-|x|) so
+    # that a tiny loss (x = -50, t = 0) keeps its relative precision
+    bce = (1 - t) * x + xp.maximum(-x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
     q = s * (1 - t) + s_neg * t  # 1 - p_t
     qg = xp.pow(q, gamma)
     a_t = 1 if alpha < 0 else alpha * t + (1 - alpha) * (1 - t)

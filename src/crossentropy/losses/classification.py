@@ -195,7 +195,7 @@ def _cross_entropy_rule(
         masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
         return masked.finish(
             _cross_entropy_rule(
-                masked.input, masked.target, weight, ignore_index, masked.reduction(reduction),
+                masked.input, masked.target, weight, masked.ignore_index, masked.reduction(reduction),
                 label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap, wrt=wrt,
             ),
             reduction,

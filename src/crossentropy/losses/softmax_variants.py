@@ -36,6 +36,7 @@ def _evaluate(
     if where is not None:
         masked = apply_where(input, target, where, axis, ignore_index)
         input, target, rows = masked.input, masked.target, masked.rows
+        ignore_index = masked.ignore_index
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis,
         probabilities=True,
