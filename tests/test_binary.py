@@ -348,3 +348,60 @@ class TestBinaryCrossEntropyWithLogits:
         assert_close(mean, expected.mean(), backend=b, dtype=dtype, rtol=HALF_RTOL[dtype])
         g = ce.grad(ce.binary_cross_entropy_with_logits)(hx, ht, reduction="sum")
         assert_close(g, 1 / (1 + np.exp(-x)) - t, backend=b, dtype=dtype, rtol=0, atol=8e-3)
+
+
+def _torchvision_focal(x, t, alpha, gamma, reduction):
+    """torchvision.ops.sigmoid_focal_loss's formula in float64 PyTorch: (value, gradient of its sum)."""
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(x, requires_grad=True)
+    tt = torch.tensor(t, dtype=torch.float64)
+    p = torch.sigmoid(xt)
+    ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(xt, tt, reduction="none")
+    p_t = p * tt + (1 - p) * (1 - tt)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * tt + (1 - alpha) * (1 - tt)) * loss
+    loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+    loss.sum().backward()
+    return loss.detach().numpy(), xt.grad.numpy()
+
+
+class TestSigmoidFocalLoss:
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    @pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (-1, 0.5), (0.8, 0.0), (0.5, 3.0)])
+    def test_matches_torchvision_formula(self, xp, rng, reduction, alpha, gamma):
+        x, t = rng.normal(0, 3, size=(4, 5)), rng.integers(0, 2, size=(4, 5)).astype(float)
+        t[0] = rng.uniform(size=5)  # soft labels too
+        value, g = ce.value_and_grad(ce.sigmoid_focal_loss)(
+            xp.asarray(x), xp.asarray(t), alpha, gamma, reduction
+        )
+        ev, eg = _torchvision_focal(x, t, alpha, gamma, reduction)
+        assert_close(value, ev, backend=xp, dtype="float64")
+        assert_close(g, eg, backend=xp, dtype="float64", rtol=1e-8)
+
+    def test_saturated_logits_exact_and_finite_gradient(self):
+        x = np.array([-50.0, 50.0, 40.0, -40.0])
+        t = np.array([0.0, 1.0, 0.0, 1.0])
+        value, g = ce.value_and_grad(ce.sigmoid_focal_loss)(x, t, -1, 2.0)
+        s = np.exp(-50.0)  # sigma(-50) to 1e-22: loss = s^2 * s
+        np.testing.assert_allclose(value[:2], [s**3, s**3], rtol=1e-12)
+        np.testing.assert_allclose(value[2:], [40.0, 40.0], rtol=1e-12)
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(g[2:], [1.0, -1.0], rtol=1e-12)
+
+    def test_integer_targets_and_float32(self):
+        torch = pytest.importorskip("torch")
+        torch_x = torch.tensor([0.0, 2.0], dtype=torch.float32, requires_grad=True)
+        loss = ce.sigmoid_focal_loss(torch_x, torch.tensor([1, 0]), reduction="sum")
+        loss.backward()
+        assert loss.dtype == torch.float32
+        ev, eg = _torchvision_focal(np.array([0.0, 2.0]), np.array([1.0, 0.0]), 0.25, 2.0, "sum")
+        np.testing.assert_allclose(loss.item(), ev, rtol=1e-6)
+        np.testing.assert_allclose(torch_x.grad.numpy(), eg, rtol=1e-6)
+
+    @pytest.mark.parametrize(("kwargs", "match"), [({"alpha": 1.5}, "alpha must be at most 1"),
+                                                   ({"gamma": -1.0}, "gamma must be >= 0"),
+                                                   ({"reduction": "avg"}, "reduction must be one of")])  # fmt: skip
+    def test_bad_arguments(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            ce.sigmoid_focal_loss(np.zeros(2), np.zeros(2), **kwargs)

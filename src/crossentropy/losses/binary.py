@@ -295,7 +295,8 @@ def _sigmoid_focal_rule(
         raise ValueError(f"gamma must be >= 0, got {gamma!r}")
     p = prepare_pair_call("sigmoid_focal_loss", inputs, targets, reduction, float_target=False)
     xp, x, t = p.xp, p.x, p.t
-    s, s_neg = sigmoid(xp, x), sigmoid(xp, -x)
+    # sigma(+-x) as exp(log sigma(+-x)): autograd (PyTorch, JAX) gets the slope at x = 0 right
+    s, s_neg = xp.exp(log_sigmoid(xp, x)), xp.exp(log_sigmoid(xp, -x))
     # (1 - t) x - log sigmoid(x), with -log sigmoid(x) as max(-x, 0) + log1p(e^-|x|) so
     # that a tiny loss (x = -50, t = 0) keeps its relative precision
     bce = (1 - t) * x + xp.maximum(-x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
