@@ -145,6 +145,7 @@ def test_sdist_holds_the_sources_tests_and_docs(dist):
         "tests/test_wheel.py",
         "examples/quickstart.py",
         "docs/demo-curves.png",
+        "mkdocs.yml",
     ):
         assert required in names, f"{required} is missing from {dist.sdist.name}"
     built = [n for n in names if n.endswith((".so", ".pyd", ".pyc")) or "__pycache__" in n]
