@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._core.namespace import namespace, numeric_guard
+from ..._core.namespace import device, namespace, numeric_guard
 from ...info import cross_entropy as distribution_cross_entropy
 from ...losses import (
     binary_cross_entropy,
@@ -292,8 +292,8 @@ def categorical_focal_crossentropy(
     n = y_pred.shape[axis]
     t = _smoothed(xp, y_true, label_smoothing, n)
     logits = y_pred if from_logits else log_of_normalized(xp, y_pred, axis)
-    _, (alpha,) = namespace(alpha)
-    weight = xp.astype(xp.broadcast_to(xp.asarray(alpha, device=None), (n,)), y_pred.dtype)
+    alpha = xp.asarray(alpha, dtype=y_pred.dtype, device=device(y_pred))
+    weight = xp.broadcast_to(alpha, (n,))
     return focal_cross_entropy(logits, t, gamma, weight, reduction="none", axis=axis)
 
 
