@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from crossentropy.cli import demo, evaluate, main
+from crossentropy.cli import demo, evaluate, main, readers
 from crossentropy.cli._progress import Progress
 from tests.support import finite_difference, torch_grad, torch_oracle
 
@@ -626,7 +626,7 @@ class TestEval:
     def test_npy_is_read_in_blocks(self, tmp_path, rng):
         x, _ = _predictions(rng, n=30, c=4)
         np.save(tmp_path / "x.npy", x)
-        source = evaluate.open_predictions(str(tmp_path / "x.npy"))
+        source = readers.open_predictions(str(tmp_path / "x.npy"))
         blocks = list(source.blocks(7))
         assert [len(b) for b in blocks] == [7, 7, 7, 7, 2]
         np.testing.assert_array_equal(np.concatenate(blocks), x)

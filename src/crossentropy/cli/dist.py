@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ._util import CLIError, UsageError, add_help_example, fmt, parse_rows
+import crossentropy as ce
+from crossentropy import info
+
+from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, fmt
+from .readers import parse_rows
 
 __all__ = ["check_distribution", "register"]
-
-# a typed vector may sum to 1 within this (hand-typed numbers are rounded: the seed's
-# lottery [0.001, 0.001, 0.001, 0.999] sums to 1.002)
-SUM_TOLERANCE = 0.01
 
 _ENTROPY_EXAMPLES = """\
   crossentropy entropy 0.1 0.1 0.1 0.7 --base 2           # 1.3568 bits
@@ -129,8 +129,6 @@ def _check_base(base: float | None) -> None:
 
 
 def _run_entropy(args: argparse.Namespace) -> int:
-    from .. import entropy
-
     _check_base(args.base)
     rows = parse_rows(args.p, "P")
     unit, d = _unit(args.base), args.digits
@@ -139,15 +137,13 @@ def _run_entropy(args: argparse.Namespace) -> int:
         p, note = check_distribution(row, name, args.normalize)
         if note:
             print(note, file=sys.stderr)
-        h = float(entropy(p, base=args.base))
+        h = float(ce.entropy(p, base=args.base))
         label = f"H({name})" if len(rows) == 1 else f"H({name}) for {_vec(p, d)}"
         print(f"{label} = {fmt(h, d)} {unit}")
     return 0
 
 
 def _run_pair(args: argparse.Namespace) -> int:
-    from .. import info
-
     _check_base(args.base)
     groups = _split(args.vectors)
     if len(groups) != 2:
