@@ -772,6 +772,80 @@ class TestEval:
         want = _oracle(x32.astype(np.float64), y)
         assert got["cross_entropy_nats"] == pytest.approx(want["cross_entropy_nats"], rel=1e-12)
 
+    def test_top_k_larger_than_the_classes_is_a_usage_error(self, capsys, tmp_path):
+        np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+        np.save(tmp_path / "y.npy", np.array([0, 1, 2, 0]))
+        code, out, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "--top-k", "5")
+        assert (code, out) == (2, "")
+        assert err == (
+            "crossentropy eval: error: --top-k 5 is larger than the number of classes (3) "
+            "of PREDICTIONS\n"
+        )
+        # without --top-k, k is 5 or the number of classes if fewer
+        got = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy")
+        assert (got["top_k"], got["top_k_accuracy"]) == (3, 1.0)
+
+    def test_brier_score_and_reliability(self, capsys, tmp_path, rng):
+        sk = pytest.importorskip("sklearn.metrics")
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        got = _eval_json(
+            capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--reliability", "--bins", "10"
+        )
+        p = _softmax(x)
+        brier = sk.brier_score_loss(y, p, labels=range(7), scale_by_half=False)
+        assert got["brier_score"] == pytest.approx(brier, rel=1e-12)
+        assert got["ece"] == pytest.approx(_oracle(x, y, bins=10)["ece"], rel=1e-12)
+        conf, right = p.max(axis=1), p.argmax(axis=1) == y
+        assert len(got["reliability"]) == 10
+        for b, row in enumerate(got["reliability"]):
+            assert row["bin"] == pytest.approx([b / 10, (b + 1) / 10], abs=1e-15)
+            in_bin = (conf > b / 10) & (conf <= (b + 1) / 10)
+            assert row["count"] == in_bin.sum()
+            if in_bin.any():
+                assert row["confidence"] == pytest.approx(conf[in_bin].mean(), rel=1e-12)
+                assert row["accuracy"] == pytest.approx(right[in_bin].mean(), rel=1e-12)
+            else:
+                assert row["confidence"] is None and row["accuracy"] is None  # NaN -> null
+        code, out, _ = run(
+            capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "-q", "--reliability"
+        )
+        assert code == 0
+        assert re.search(rf"^Brier score\s+{brier:.4f}$", out, re.M)
+        assert re.search(r"^confidence bin\s+rows\s+mean confidence\s+accuracy", out, re.M)
+
+    def test_plot_draws_the_reliability_diagram(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        png = tmp_path / "reliability.png"
+        code, out, err = run(
+            capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "-q", "--plot", png
+        )
+        assert code == 0 and err == ""
+        assert out.endswith(f"wrote the reliability diagram to {png}\n")
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        got = _eval_json(
+            capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--plot", tmp_path / "b.png"
+        )
+        assert got["plot"] == str(tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 0
+        code, out, err = run(
+            capsys,
+            "eval",
+            tmp_path / "x.npy",
+            tmp_path / "y.npy",
+            "-q",
+            "--plot",
+            tmp_path / "no" / "r.png",
+        )
+        assert code == 1 and out == ""
+        assert (
+            err.startswith("crossentropy eval: error: --plot: cannot write ")
+            and err.count("\n") == 1
+        )
+
 
 # -- demo -----------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ NumPy by default; PyTorch, JAX and any Array API library work too.  Every
 loss has an analytic gradient through :func:`value_and_grad`.
 """
 
-from . import distributed, info, nn
+from . import distributed, info, metrics, nn
 from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .grad import grad, value_and_grad
 from .info import entropy
@@ -49,6 +49,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "looks_like_probabilities",
+    "metrics",
     "mse_loss",
     "multi_margin_loss",
     "nll_loss",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "SUM_TOLERANCE",
@@ -12,6 +14,7 @@ __all__ = [
     "UsageError",
     "add_help_example",
     "fmt",
+    "need",
     "table",
 ]
 
@@ -40,6 +43,18 @@ def add_help_example(description: str, examples: str) -> dict:
         "epilog": "examples:\n" + examples,
         "formatter_class": argparse.RawDescriptionHelpFormatter,
     }
+
+
+def need(module: str, who: str) -> Any:
+    """Import an optional dependency of ``who`` (scikit-learn, matplotlib), or say how to
+    install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CLIError(
+            f"{who} needs {module.split('.')[0]}, which is not installed; install the "
+            f'command-line extras with: pip install "crossentropy[cli]"'
+        ) from None
 
 
 def fmt(v: float, digits: int = 4) -> str:

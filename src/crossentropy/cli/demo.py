@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._progress import Progress
-from ._util import CLIError, UsageError, add_help_example, table
+from ._util import CLIError, UsageError, add_help_example, need, table
 
 __all__ = ["LOSSES", "MODELS", "Run", "load_data", "register", "run_demo", "train"]
 
@@ -163,23 +163,11 @@ class Data:
     n_classes: int = 10
 
 
-def _need(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise CLIError(
-            f"the demo needs {module.split('.')[0]}, which is not installed; install the "
-            f'command-line extras with: pip install "crossentropy[cli]"'
-        ) from None
-
-
 def load_data(seed: int) -> Data:
     """Digits split 75/25, stratified by class with ``seed``, each pixel standardised
     with the training set's mean and standard deviation."""
-    datasets = _need("sklearn.datasets")
-    selection = _need("sklearn.model_selection")
+    datasets = need("sklearn.datasets", "the demo")
+    selection = need("sklearn.model_selection", "the demo")
     digits = datasets.load_digits()
     x = digits.data.astype(np.float64)
     y = digits.target.astype(np.int64)
@@ -330,7 +318,7 @@ def summary(runs: list[Run], epochs: int) -> list[str]:
 
 def plot(runs: list[Run], path: Path, *, epochs: int, lr: float, seed: int) -> None:
     """Loss and test-accuracy curves, one row per model, written as a PNG (Agg, no display)."""
-    _need("matplotlib")
+    need("matplotlib", "the demo")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
