@@ -956,3 +956,157 @@ class TestDemo:
     def test_bad_options(self, capsys, tmp_path, argv, message):
         code, _, err = run(capsys, "demo", *argv, "--out", tmp_path)
         assert code == 2 and message in err
+
+
+# -- hostile input: one line on stderr, the right exit status, the right number ----------------
+
+
+def _hostile_files(d: Path) -> None:
+    np.save(d / "x.npy", np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 0.0]]))
+    np.save(d / "y.npy", np.array([0, 1, 1]))
+    np.save(d / "complex.npy", np.zeros((3, 2), dtype=complex) + 1j)
+    np.save(d / "y_1e30.npy", np.array([0.0, 1e30, 1.0]))
+    np.save(d / "y_inf.npy", np.array([0.0, np.inf, 1.0]))
+    np.save(d / "y_u64.npy", np.array([0, 2**64 - 1, 1], dtype=np.uint64))
+    np.savez(d / "nothing.npz")
+    (d / "empty.csv").write_text("")
+    (d / "header.csv").write_text("a,b\n")
+    (d / "garbage.csv").write_bytes(bytes(range(256)))
+
+
+HOSTILE = [
+    # (argv, exit status, the error message after "crossentropy CMD: error: ")
+    (["entropy", "0.5", "0.5", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["entropy", "0.5", "0.5", "--base", "nan"], 2, "--base must be positive and not 1 (a finite number), got nan"),
+    (["entropy", "0.5", "0.5", "--base", "0"], 2, "--base must be positive and not 1 (a finite number), got 0"),
+    (["entropy", "0.5", "0.5", "--base", "-2"], 2, "--base must be positive and not 1 (a finite number), got -2"),
+    (["kl", "0.5", "0.5", "--", "0.5", "0.5", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--base", "1"], 2, "--base must be positive and not 1 (a finite number), got 1"),
+    (["entropy", "1e308", "1e308"], 1, "P sums to inf, not 1; pass --normalize to divide it by its sum"),
+    (["entropy", "0.5", "0.5", "--digits", "100"], 2, "--digits must be between 0 and 17, got 100"),
+    (["entropy"], 2, "the following arguments are required: P (see 'crossentropy entropy --help')"),
+    (["explain", "--logits", "1", "2"], 2, "the following arguments are required: --target (see 'crossentropy explain --help')"),
+    (["explain", "--log-probs", "-2.3", "-1e-5", "--target", "1"], 1, "--log-probs: row 0 is not normalised (exp sums to 1.10025, not 1); pass raw scores with --logits"),
+    (["explain", "--logits", "inf", "0", "--target", "0"], 1, "--logits: row 0 contains +inf (its softmax is undefined)"),
+    (["explain", "--logits", "-inf", "-inf", "--target", "0"], 1, "--logits: row 0 has only -inf (no class is possible)"),
+    (["explain", "--logits", "1", "2", "--target", "1e30"], 1, "--target: class 1e+30 (row 0) is out of range for 2 classes; valid indices are 0..1"),
+    (["explain", "--logits", "1", "2", "--target", "inf"], 1, "--target: class indices must be integers, got inf (row 0)"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--weight", "nan", "1"], 2, "--weight: weight nan of class 0 is not a finite number"),
+    (["explain", "--logits", "{d}/complex.npy", "--target", "0"], 1, "--logits: '{d}/complex.npy' holds complex128 values, not real numbers"),
+    (["explain", "--logits", "{d}/empty.csv", "--target", "0"], 1, "--logits: {d}/empty.csv holds no numbers"),
+    (["explain", "--logits", "{d}/header.csv", "--target", "0"], 1, "--logits: {d}/header.csv holds no numbers"),
+    (["explain", "--logits", "{d}/nothing.npz", "--target", "0"], 1, "--logits: '{d}/nothing.npz' holds no arrays"),
+    (["eval", "{d}/complex.npy", "{d}/y.npy"], 1, "PREDICTIONS: {d}/complex.npy holds complex128 values, not real numbers"),
+    (["eval", "{d}/x.npy", "{d}/y_1e30.npy"], 1, "1 label(s) out of range for 2 classes (valid: 0..1); first: 1e+30 at row 1"),
+    (["eval", "{d}/x.npy", "{d}/y_u64.npy"], 1, "1 label(s) out of range for 2 classes (valid: 0..1); first: 18446744073709551615 at row 1"),
+    (["eval", "{d}/x.npy", "{d}/y_inf.npy"], 1, "TARGETS: labels must be integers; 1 are not (first: inf at row 1)"),
+    (["eval", "{d}/nothing.npz", "{d}/y.npy"], 1, "PREDICTIONS: the .npz holds no arrays"),
+    (["eval", "{d}/x.npy", "{d}/empty.csv"], 1, "TARGETS: {d}/empty.csv holds no numbers"),
+    (["eval", "{d}/garbage.csv", "{d}/y.npy"], 1, "PREDICTIONS: cannot read '{d}/garbage.csv': 'utf-8' codec can't decode byte 0x80 in position 128: invalid start byte"),
+    (["eval", "{d}/x.npy", "{d}/y.npy", "--bins", "x"], 2, "argument --bins: invalid int value: 'x' (see 'crossentropy eval --help')"),
+    (["demo", "--lr", "inf"], 2, "--lr must be positive (a finite number), got inf"),
+    (["demo", "--out", "/dev/null/x"], 1, "cannot write to '/dev/null/x': [Errno 20] Not a directory: '/dev/null/x'"),
+]  # fmt: skip
+
+
+class TestHostileInput:
+    @pytest.mark.parametrize("argv, code, message", HOSTILE, ids=[" ".join(h[0]) for h in HOSTILE])
+    def test_one_line_and_exit_status(self, capsys, tmp_path, argv, code, message):
+        _hostile_files(tmp_path)
+        argv = [a.replace("{d}", str(tmp_path)) for a in argv]
+        got, out, err = run(capsys, *argv, *(["-q"] if argv[0] in ("eval", "demo") else []))
+        assert (got, out) == (code, "")
+        assert err == f"crossentropy {argv[0]}: error: {message.replace('{d}', str(tmp_path))}\n"
+
+    def test_no_warning_leaks_from_a_fresh_process(self, tmp_path):
+        # in a plain interpreter, where warnings print to stderr instead of raising
+        res = subprocess.run(
+            [sys.executable, "-m", "crossentropy", "entropy", "1e308", "1e308"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 1
+        assert res.stderr == (
+            "crossentropy entropy: error: P sums to inf, not 1; pass --normalize to divide it "
+            "by its sum\n"
+        )
+
+    def test_negative_numbers_are_values(self, capsys):
+        lp = np.log(np.array([[0.1, 0.9]]))
+        tokens = [f"{v:.12e}" for v in lp[0]]  # -2.302585092994e+00 -1.053605156578e-01
+        code, out, _ = run(capsys, "explain", "--log-probs", *tokens, "--target", "1")
+        assert code == 0
+        assert _library_value(out) == pytest.approx(-math.log(0.9), abs=6e-5)
+        x = np.array([[-np.inf, 0.0, 1.0]])  # a masked class
+        code, out, _ = run(capsys, "explain", "--logits", "-inf", "0", "1", "--target", "1")
+        assert code == 0
+        want = torch_oracle("cross_entropy", x, np.array([1]))
+        assert _library_value(out) == pytest.approx(float(want), abs=6e-5)
+        code, out, _ = run(capsys, "explain", "--logits", "-1e-5", "-2.5E+1", "--target", "0")
+        assert code == 0
+        (table,) = _sections(out)
+        np.testing.assert_allclose(table[:, 0], [-1e-5, -25.0], atol=6e-5)
+
+    def test_entropy_normalises_without_overflow(self, capsys):
+        code, out, err = run(capsys, "entropy", "1e308", "1e308", "--normalize")
+        assert (code, err) == (0, "")
+        assert out == f"H(P) = {math.log(2):.4f} nats\n"
+        code, out, _ = run(capsys, "kl", "1e308", "1e308", "--", "1", "3", "--normalize")
+        assert code == 0
+        assert _number(out) == pytest.approx(
+            scipy_stats.entropy([0.5, 0.5], [0.25, 0.75]), abs=6e-5
+        )
+
+    def test_utf8_byte_order_mark_keeps_the_first_row(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=5, c=3)
+        text = "\n".join(",".join(f"{v:.17g}" for v in row) for row in x) + "\n"
+        (tmp_path / "x.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+        (tmp_path / "y.csv").write_bytes(b"\xef\xbb\xbf" + "\n".join(map(str, y)).encode())
+        got = _eval_json(capsys, tmp_path / "x.csv", tmp_path / "y.csv")
+        assert got["rows"] == 5
+        assert got["cross_entropy_nats"] == pytest.approx(
+            _oracle(x, y)["cross_entropy_nats"], rel=1e-12
+        )
+        code, out, _ = run(
+            capsys, "explain", "--logits", tmp_path / "x.csv", "--target", tmp_path / "y.csv"
+        )
+        assert code == 0 and len(_sections(out)) == 5
+
+    def test_fortran_order_npy_is_read_in_blocks(self, tmp_path, rng):
+        x, _ = _predictions(rng, n=30, c=4)
+        np.save(tmp_path / "x.npy", np.asfortranarray(x))
+        source = readers.open_predictions(str(tmp_path / "x.npy"))
+        assert isinstance(source, readers.FortranNpySource)
+        blocks = list(source.blocks(7))
+        assert [b.shape for b in blocks] == [(7, 4)] * 4 + [(2, 4)]
+        assert all(b.flags.c_contiguous for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks), x)
+
+    @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory from /proc")
+    def test_fortran_order_npy_streams_in_bounded_memory(self, tmp_path, rng):
+        rows, classes = 80_000, 100  # 64 MB of float64, column-major
+        x = np.asfortranarray(rng.normal(size=(rows, classes)))
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", rng.integers(0, classes, rows))
+        del x
+        # VmHWM: this process's peak resident memory (getrusage's counts the parent's too)
+        code = (
+            "import re, sys\n"
+            "from crossentropy.cli import main\n"
+            "def peak():\n"
+            "    return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "before = peak()\n"
+            f"status = main(['eval', r'{tmp_path / 'x.npy'}', r'{tmp_path / 'y.npy'}', '-q', '--json'])\n"
+            "print(status, peak() - before, file=sys.stderr)\n"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+        status, grown_kib = map(int, res.stderr.split())
+        assert status == 0
+        assert json.loads(res.stdout)["rows"] == rows
+        # a C-order file of this size grows it by about 28 MiB; rows read through one mapping
+        # of the whole file, by 86 MiB
+        assert grown_kib < 48 * 1024, f"peak memory grew by {grown_kib} KiB for a 62500 KiB file"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "SUM_TOLERANCE",
     "CLIError",
+    "Parser",
     "UsageError",
     "add_help_example",
+    "check_base",
     "fmt",
     "need",
     "table",
@@ -34,6 +37,32 @@ class UsageError(CLIError):
     """A problem with how the command was called: exit 2, like argparse's own errors."""
 
     code = 2
+
+
+# A negative number, so that `--log-probs -2.3 -1e-5` and `--logits -inf 0` read as values:
+# argparse itself recognises only -1 and -2.5 and takes -1e-5 or -inf for unknown options.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and that takes negative numbers as values.
+
+    Subcommand parsers are made of the same class (argparse's default).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+def check_base(base: float | None) -> None:
+    """A logarithm base: finite, positive and not 1 (``--base``)."""
+    if base is not None and not (math.isfinite(base) and base > 0 and base != 1):
+        raise UsageError(f"--base must be positive and not 1 (a finite number), got {base:g}")
 
 
 def add_help_example(description: str, examples: str) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ._progress import Progress
-from ._util import CLIError, UsageError, add_help_example, need, table
+from ._util import CLIError, UsageError, add_help_example, fmt, need, table
 
 __all__ = ["LOSSES", "MODELS", "Run", "load_data", "register", "run_demo", "train"]
 
@@ -287,12 +288,16 @@ def results_table(runs: list[Run], epochs: int) -> str:
             [
                 MODELS[r.model].name,
                 LOSSES[r.loss][1],
-                f"{r.train_loss[-1]:.4f}",
+                fmt(r.train_loss[-1]),
                 f"{100 * r.test_acc[-1]:.1f}%",
                 str(e) if e is not None else f"> {epochs}",
             ]
         )
     return table(header, rows, align="ll")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def summary(runs: list[Run], epochs: int) -> list[str]:
@@ -303,16 +308,17 @@ def summary(runs: list[Run], epochs: int) -> list[str]:
         ce_run, mse_run = by_loss["cross-entropy"], by_loss["softmax-mse"]
         e_ce, e_mse = ce_run.epochs_to(), mse_run.epochs_to()
         if e_ce is not None and e_mse is not None:
-            speed = f"{e_ce} epochs against {e_mse} for softmax + MSE"
+            speed = f"cross-entropy reached 90% test accuracy in {_epochs(e_ce)} against {e_mse} for softmax + MSE"
         elif e_ce is not None:
-            speed = f"{e_ce} epochs; softmax + MSE did not within {epochs}"
+            speed = f"cross-entropy reached 90% test accuracy in {_epochs(e_ce)}; softmax + MSE did not within {epochs}"
+        elif e_mse is not None:
+            speed = f"softmax + MSE reached 90% test accuracy in {_epochs(e_mse)}; cross-entropy did not within {epochs}"
         else:
-            speed = f"neither within {epochs} epochs"
+            speed = f"neither cross-entropy nor softmax + MSE reached 90% test accuracy within {_epochs(epochs)}"
         lines.append(
-            f"{MODELS[m].name}: cross-entropy reached 90% test accuracy in {speed}; after "
-            f"{epochs} epochs {100 * ce_run.test_acc[-1]:.1f}% against "
-            f"{100 * mse_run.test_acc[-1]:.1f}%."
-        )
+            f"{MODELS[m].name}: {speed}; after {_epochs(epochs)} "
+            f"{100 * ce_run.test_acc[-1]:.1f}% against {100 * mse_run.test_acc[-1]:.1f}%."
+        )  # fmt: skip
     return lines
 
 
@@ -407,13 +413,21 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
-    start = time.perf_counter()
-    data, runs = run_demo(epochs=args.epochs, seed=args.seed, lr=args.lr, progress=not args.quiet)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be positive (a finite number), got {args.lr}")
     out: Path = args.out
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails at once
+    except OSError as e:
+        raise CLIError(f"cannot write to {str(out)!r}: {e}") from None
+    start = time.perf_counter()
+    try:
+        data, runs = run_demo(
+            epochs=args.epochs, seed=args.seed, lr=args.lr, progress=not args.quiet
+        )
+    except RuntimeWarning as e:  # an overflow: the weights blew up
+        raise CLIError(f"training diverged with --lr {args.lr} ({e}); try a smaller --lr") from None
+    try:
         png = out / "curves.png"
         plot(runs, png, epochs=args.epochs, lr=args.lr, seed=args.seed)
         write_history(runs, out / "history.csv")

@@ -18,7 +18,7 @@ import numpy as np
 import crossentropy as ce
 from crossentropy import info
 
-from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, fmt
+from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, check_base, fmt
 from .readers import parse_rows
 
 __all__ = ["check_distribution", "register"]
@@ -97,11 +97,13 @@ def check_distribution(v: np.ndarray, name: str, normalize: bool) -> tuple[np.nd
         raise CLIError(
             f"{name} has a negative entry {v[i]:g} at index {i}; probabilities must be >= 0"
         )
-    total = float(v.sum())
     if normalize:
-        if total == 0:
+        top = float(v.max())
+        if top == 0:
             raise CLIError(f"{name} sums to 0 and cannot be normalised")
-        return v / total, ""
+        scaled = v / top  # in [0, 1] first, so that the sum of [1e308, 1e308] does not overflow
+        return scaled / scaled.sum(), ""
+    total = _sum(v)
     if abs(total - 1) > SUM_TOLERANCE:
         raise CLIError(
             f"{name} sums to {total:.6g}, not 1; pass --normalize to divide it by its sum"
@@ -115,6 +117,12 @@ def check_distribution(v: np.ndarray, name: str, normalize: bool) -> tuple[np.nd
     return v, note
 
 
+def _sum(v: np.ndarray) -> float:
+    """The sum of ``v`` (entries >= 0), ``inf`` past the largest float without a warning."""
+    top = float(v.max())
+    return top * float((v / top).sum()) if top > 0 and math.isfinite(top) else float(v.sum())
+
+
 def _unit(base: float | None) -> str:
     if base is None:
         return "nats"
@@ -123,13 +131,14 @@ def _unit(base: float | None) -> str:
     return "dits" if base == 10 else f"(log base {base:g})"
 
 
-def _check_base(base: float | None) -> None:
-    if base is not None and (not base > 0 or base == 1):
-        raise UsageError(f"--base must be positive and not 1, got {base:g}")
+def _check_options(args: argparse.Namespace) -> None:
+    check_base(args.base)
+    if not 0 <= args.digits <= 17:
+        raise UsageError(f"--digits must be between 0 and 17, got {args.digits}")
 
 
 def _run_entropy(args: argparse.Namespace) -> int:
-    _check_base(args.base)
+    _check_options(args)
     rows = parse_rows(args.p, "P")
     unit, d = _unit(args.base), args.digits
     for i, row in enumerate(rows):
@@ -144,7 +153,7 @@ def _run_entropy(args: argparse.Namespace) -> int:
 
 
 def _run_pair(args: argparse.Namespace) -> int:
-    _check_base(args.base)
+    _check_options(args)
     groups = _split(args.vectors)
     if len(groups) != 2:
         raise UsageError(

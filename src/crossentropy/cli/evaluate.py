@@ -25,7 +25,7 @@ from crossentropy import metrics
 
 from ._progress import Progress
 from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example
-from .readers import Source, open_predictions, read_targets
+from .readers import Source, format_label, open_predictions, read_targets
 from .report import plot_reliability, report, to_json
 
 __all__ = ["evaluate", "register", "result"]
@@ -142,7 +142,7 @@ def _check_shapes(source: Source, targets: np.ndarray, top_k: int) -> None:
         i = int(np.argmax(bad))
         raise CLIError(
             f"{int(bad.sum())} label(s) out of range for {C} classes (valid: 0..{C - 1}); "
-            f"first: {int(targets[i])} at row {i}"
+            f"first: {format_label(targets[i])} at row {i}"
         )
 
 
@@ -165,6 +165,7 @@ def evaluate(
 ) -> tuple[Accumulators, str]:
     """Stream ``source`` in blocks into the accumulators; also return a warning ('' if none)."""
     _check_shapes(source, targets, top_k)
+    targets = np.asarray(targets, dtype=np.int64)  # in range: the cast is exact
     n, C = source.n_rows, source.n_classes
     rows = block_rows or max(1, BLOCK_ELEMENTS // C)
     acc = Accumulators.new(top_k, bins)

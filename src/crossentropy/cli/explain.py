@@ -22,8 +22,8 @@ import numpy as np
 
 import crossentropy as ce
 
-from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, fmt, table
-from .readers import load_matrix, parse_rows
+from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, check_base, fmt, table
+from .readers import is_number, load_matrix, parse_rows
 
 __all__ = ["explain", "register"]
 
@@ -73,18 +73,33 @@ def register(sub: Any) -> None:
     p.set_defaults(run=_run)
 
 
-def _targets(tokens: list[str], n_rows: int) -> np.ndarray:
-    if len(tokens) == 1 and not tokens[0].lstrip("-").isdigit():
+def _check_target_range(target: np.ndarray, C: int) -> None:
+    bad = (target < 0) | (target >= C)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CLIError(
+            f"--target: class {target[i]:g} (row {i}) is out of range for {C} classes; "
+            f"valid indices are 0..{C - 1}"
+        )
+
+
+def _targets(tokens: list[str], rows: np.ndarray) -> np.ndarray:
+    """The class index of each row, typed or from a file, checked before the int64 cast."""
+    n_rows = rows.shape[0]
+    if len(tokens) == 1 and not is_number(tokens[0]):
         t = load_matrix(tokens[0], "--target").reshape(-1)
     else:
         try:
             t = np.array([float(tok) for tok in tokens])
         except ValueError:
             raise UsageError(f"--target: expected integer class indices, got {tokens}") from None
-    if not np.all(t == np.round(t)):
-        raise CLIError(f"--target: class indices must be integers, got {t.tolist()}")
+    bad = ~(np.isfinite(t) & (t == np.round(t)))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CLIError(f"--target: class indices must be integers, got {t[i]:g} (row {i})")
     if t.size != n_rows:
         raise UsageError(f"--target: got {t.size} target(s) for {n_rows} row(s); give one per row")
+    _check_target_range(t, rows.shape[1])  # on the floats: 1e30 would wrap as an int64
     return t.astype(np.int64)
 
 
@@ -189,29 +204,36 @@ def _validate(
     n, C = rows.shape
     if C < 1:
         raise UsageError("each row needs at least one class")
-    bad_t = (target < 0) | (target >= C)
-    if bad_t.any():
-        i = int(np.argmax(bad_t))
-        raise CLIError(
-            f"--target: class {target[i]} (row {i}) is out of range for {C} classes; "
-            f"valid indices are 0..{C - 1}"
-        )
+    _check_target_range(target, C)
     if weight is not None and weight.shape != (C,):
         raise UsageError(
             f"--weight: got {weight.size} weight(s) for {C} classes; give one per class"
         )
     if not 0.0 <= label_smoothing <= 1.0:
         raise UsageError(f"--label-smoothing must be in [0, 1], got {label_smoothing}")
-    if base is not None and (not base > 0 or base == 1):
-        raise UsageError(f"--base must be positive and not 1, got {base}")
-    if np.isnan(rows).any():
-        r = int(np.argmax(np.isnan(rows).any(axis=1)))
-        raise CLIError(f"--{kind}: row {r} contains NaN")
+    check_base(base)
+    if weight is not None and not np.isfinite(weight).all():
+        i = int(np.argmax(~np.isfinite(weight)))
+        raise UsageError(f"--weight: weight {weight[i]:g} of class {i} is not a finite number")
+    _check_rows(kind, rows)
+
+
+def _check_rows(kind: str, rows: np.ndarray) -> None:
+    """Rows without a loss: NaN anywhere, or logits with +inf or with no finite entry."""
+    problems = [(np.isnan(rows).any(axis=1), "contains NaN")]
+    if kind == "logits":
+        problems += [
+            (np.isposinf(rows).any(axis=1), "contains +inf (its softmax is undefined)"),
+            (np.isneginf(rows).all(axis=1), "has only -inf (no class is possible)"),
+        ]
+    for mask, what in problems:
+        if mask.any():
+            raise CLIError(f"--{kind}: row {int(np.argmax(mask))} {what}")
 
 
 def _compute_steps(c: _Call) -> None:
     """The intermediate columns: logits, minus the row max, exp, softmax, log."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if c.kind == "probs":
             _check_probs(c.rows)
             c.logits = np.log(c.rows)  # softmax(log q) = q: log-probabilities are logits
@@ -412,7 +434,7 @@ def _run(args: argparse.Namespace) -> int:
         if v is not None
     )
     rows = parse_rows(tokens, f"--{kind}")
-    target = _targets(args.target, rows.shape[0])
+    target = _targets(args.target, rows)
     weight = None if args.weight is None else np.array(args.weight, dtype=np.float64)
     report, warning = explain(
         kind,

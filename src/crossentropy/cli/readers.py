@@ -25,6 +25,7 @@ from ._util import CLIError, UsageError
 
 __all__ = [
     "Source",
+    "format_label",
     "is_number",
     "load_matrix",
     "open_predictions",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
+# UTF-8, with the byte-order mark that spreadsheet programs write skipped
+TEXT_ENCODING = "utf-8-sig"
 
 
 # -- numbers typed on the command line, and small files ---------------------------------
@@ -90,11 +93,16 @@ def load_matrix(path: str, what: str) -> np.ndarray:
             a = np.load(p, allow_pickle=False)
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
+                if not z.files:
+                    raise CLIError(f"{what}: {path!r} holds no arrays")
                 a = z[z.files[0]]
         else:
-            a = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-    except (ValueError, OSError, IndexError) as e:
+            lines = _data_lines(p, "," if p.suffix == ".csv" else None, what)
+            a = np.loadtxt(lines, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
         raise CLIError(f"{what}: cannot read {path!r}: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise CLIError(f"{what}: {path!r} holds {a.dtype} values, not real numbers")
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 1:
         a = a[None, :]
@@ -115,6 +123,8 @@ def _split_key(spec: str) -> tuple[Path, str | None]:
 
 
 def _pick_key(files: list[str], key: str | None, preferred: tuple[str, ...], what: str) -> str:
+    if not files:
+        raise CLIError(f"{what}: the .npz holds no arrays")
     if key is not None:
         if key not in files:
             raise CLIError(f"{what}: the .npz has no array {key!r}; it holds {files}")
@@ -179,6 +189,32 @@ class NpySource(Source):
             yield block
 
 
+class FortranNpySource(Source):
+    """A column-major (Fortran-order) ``.npy`` file, read one block of rows at a time.
+
+    The file holds the columns one after another: a block of rows is one read
+    of a stretch of each column.  Plain reads rather than a memory map, whose
+    faults can map far more of the file than the block (the whole file, for
+    columns a few hundred kilobytes apart).
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple, dtype: Any) -> None:
+        super().__init__(path, shape[0], shape[1], dtype)
+        self.offset = offset
+
+    def blocks(self, rows: int) -> Iterator[np.ndarray]:
+        size = self.dtype.itemsize
+        with self.path.open("rb") as fh:
+            for start in range(0, self.n_rows, rows):
+                k = min(rows, self.n_rows - start)
+                columns = np.empty((self.n_classes, k), dtype=self.dtype)
+                for c in range(self.n_classes):
+                    fh.seek(self.offset + (c * self.n_rows + start) * size)
+                    if fh.readinto(memoryview(columns[c]).cast("B")) != k * size:
+                        raise CLIError(f"PREDICTIONS: {self.path} is truncated")
+                yield np.ascontiguousarray(columns.T)
+
+
 class NpzMemberSource(Source):
     """An ``.npy`` member of an ``.npz`` archive, read sequentially from the zip."""
 
@@ -209,7 +245,7 @@ class TextSource(Source):
         self.delimiter = delimiter
         self.header = False
         n_rows, first = 0, None
-        with path.open() as f:
+        with path.open(encoding=TEXT_ENCODING) as f:
             for line in f:
                 if not line.strip():
                     continue
@@ -223,7 +259,7 @@ class TextSource(Source):
             raise CLIError(f"PREDICTIONS: {path} holds no rows")
         data_line = first if not self.header else None
         if data_line is None:
-            with path.open() as f:
+            with path.open(encoding=TEXT_ENCODING) as f:
                 lines = (ln for ln in f if ln.strip())
                 next(lines)
                 data_line = next(lines)
@@ -231,7 +267,7 @@ class TextSource(Source):
         super().__init__(path, n_rows, n_classes, np.dtype(np.float64))
 
     def blocks(self, rows: int) -> Iterator[np.ndarray]:
-        with self.path.open() as f:
+        with self.path.open(encoding=TEXT_ENCODING) as f:
             lines = (ln for ln in f if ln.strip())
             if self.header:
                 next(lines)
@@ -288,7 +324,7 @@ def _check_matrix_dtype(dtype: Any, shape: tuple, path: Path) -> None:
             f"PREDICTIONS: {path} must hold a 2-D (rows, classes) array, got shape {shape}"
         )
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise CLIError(f"PREDICTIONS: {path} holds {dtype} values, not numbers")
+        raise CLIError(f"PREDICTIONS: {path} holds {dtype} values, not real numbers")
 
 
 def open_predictions(spec: str) -> Source:
@@ -324,8 +360,8 @@ def _open_npy(path: Path) -> Source:
     with path.open("rb") as fh:
         shape, fortran, dtype = _read_header(fh)
         offset = fh.tell()
-    if fortran or dtype is None or dtype.hasobject:
-        # column-major (or unusual) layout: one mapping of the whole file
+    if dtype is None or dtype.hasobject:
+        # a format version this reader does not parse: one mapping of the whole file
         a = np.load(path, mmap_mode="r", allow_pickle=False)
         _check_matrix_dtype(a.dtype, a.shape, path)
         return ArraySource(path, a)
@@ -335,6 +371,8 @@ def _open_npy(path: Path) -> Source:
         raise CLIError(
             f"PREDICTIONS: {path} is truncated ({path.stat().st_size} of {expected} bytes)"
         )
+    if fortran and shape[0] > 1 and shape[1] > 1:
+        return FortranNpySource(path, offset, shape, dtype)
     return NpySource(path, offset, shape, dtype)
 
 
@@ -359,11 +397,16 @@ def _open_npz_member(path: Path, key: str | None) -> Source:
     return NpzMemberSource(path, zf, fh, shape, dtype)
 
 
+def format_label(v: Any) -> str:
+    """A label as typed: ``3``, ``18446744073709551615`` or ``1e+30``."""
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(int(v))
+
+
 # -- eval's targets ----------------------------------------------------------------------
 
 
 def read_targets(spec: str) -> np.ndarray:
-    """Integer class labels, shape (rows,), as int64."""
+    """Class labels, shape (rows,): integers, or floats holding whole numbers."""
     path, key = _split_key(spec)
     if not path.is_file():
         raise CLIError(f"TARGETS: no such file {str(path)!r}")
@@ -386,6 +429,9 @@ def read_targets(spec: str) -> np.ndarray:
 
 
 def _as_labels(t: np.ndarray) -> np.ndarray:
+    """One integer class index per row: an integer array, or floats that are all whole
+    numbers (kept as floats: 1e30 or 2**64 - 1 would wrap in an int64 before the range
+    check sees them)."""
     if t.ndim == 2 and t.shape[1] == 1:
         t = t[:, 0]
     if t.ndim != 1:
@@ -393,27 +439,33 @@ def _as_labels(t: np.ndarray) -> np.ndarray:
         raise CLIError(
             f"TARGETS: expected one class index per row, shape (rows,), got {t.shape}{hint}"
         )
-    if np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
+    if t.dtype == np.bool_:
         return np.asarray(t, dtype=np.int64)
+    if np.issubdtype(t.dtype, np.integer):
+        return np.asarray(t)
     if not np.issubdtype(t.dtype, np.floating):
         raise CLIError(f"TARGETS: expected integer class labels, got dtype {t.dtype}")
-    t = np.asarray(t)
+    t = np.asarray(t, dtype=np.float64)
     bad = ~(np.isfinite(t) & (t == np.round(t)))
     if bad.any():
         i = int(np.argmax(bad))
         raise CLIError(
             f"TARGETS: labels must be integers; {int(bad.sum())} are not (first: {float(t[i]):g} at row {i})"
         )
-    return t.astype(np.int64)
+    return t
 
 
-def _read_text_labels(path: Path, delimiter: str | None) -> np.ndarray:
-    with path.open() as f:
+def _data_lines(path: Path, delimiter: str | None, what: str) -> list[str]:
+    """The non-blank lines of a text file, without a header line (one that is not numbers)."""
+    with path.open(encoding=TEXT_ENCODING) as f:
         lines = [ln for ln in f if ln.strip()]
     if lines and not _numeric_line(lines[0], delimiter):
         lines = lines[1:]
     if not lines:
-        raise CLIError(f"TARGETS: {path} holds no labels")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.loadtxt(lines, delimiter=delimiter, ndmin=1, dtype=np.float64)
+        raise CLIError(f"{what}: {path} holds no numbers")
+    return lines
+
+
+def _read_text_labels(path: Path, delimiter: str | None) -> np.ndarray:
+    lines = _data_lines(path, delimiter, "TARGETS")
+    return np.loadtxt(lines, delimiter=delimiter, ndmin=1, dtype=np.float64)
