@@ -123,31 +123,30 @@ class TestMain:
         assert res.stdout.splitlines()[0] == f"H(P, Q) = {math.log(2):.4f} nats"
 
 
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 class TestProgress:
-    def test_pipe_gets_one_final_line(self):
-        buf = io.StringIO()
+    def test_nothing_off_a_terminal(self):
+        buf = io.StringIO()  # a file or a pipe: logs keep only the results
         with Progress(5, "train", unit="epochs", stream=buf) as bar:
             for i in range(5):
                 bar.update(1, loss=1.0 / (i + 1))
-        lines = buf.getvalue().splitlines()
-        assert len(lines) == 1
-        assert lines[0].startswith("train [" + "#" * 24 + "] 5/5 epochs  loss=0.2000")
-        assert "\r" not in buf.getvalue()
+        assert buf.getvalue() == ""
 
     def test_terminal_redraws_in_place(self):
-        class Tty(io.StringIO):
-            def isatty(self) -> bool:
-                return True
-
-        buf = Tty()
+        buf = _Tty()
         with Progress(4, "eval", stream=buf) as bar:
             bar.update(2)
         text = buf.getvalue()
         assert text.startswith("\reval [" + "#" * 12 + "." * 12 + "] 2/4")
         assert text.endswith("\n")
+        assert text.count("\r") == 2  # drawn once, then the final state on close
 
     def test_disabled_writes_nothing(self):
-        buf = io.StringIO()
+        buf = _Tty()
         with Progress(3, "x", stream=buf, enabled=False) as bar:
             bar.update(3)
         assert buf.getvalue() == ""
@@ -637,7 +636,7 @@ class TestEval:
         np.save(tmp_path / "y.npy", y)
         code, out, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "--per-class")
         assert code == 0
-        assert re.search(r"^eval \[#+\] 97/97 rows", err, re.M)  # the progress bar, on stderr
+        assert err == ""  # no progress bar when stderr is not a terminal
         want = _oracle(x, y)
         assert re.search(
             rf"^cross-entropy\s+{want['cross_entropy_nats']:.4f} nats  "
@@ -1110,3 +1109,222 @@ class TestHostileInput:
         # a C-order file of this size grows it by about 28 MiB; rows read through one mapping
         # of the whole file, by 86 MiB
         assert grown_kib < 48 * 1024, f"peak memory grew by {grown_kib} KiB for a 62500 KiB file"
+
+
+# -- JSON, standard input, --rows, progress, the demo's plot -------------------------------------
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def _json(capsys, *argv) -> dict:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+class TestJson:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_command_has_json(self, capsys, command):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "--json" in out
+
+    def test_entropy(self, capsys):
+        argv = ["entropy", "0.1", "0.1", "0.1", "0.7", "/", "0.25", "0.25", "0.25", "0.25"]
+        got = _json(capsys, *argv, "--base", "2")
+        assert (got["unit"], got["base"]) == ("bits", 2.0)
+        assert [d["name"] for d in got["distributions"]] == ["P1", "P2"]
+        assert got["distributions"][0]["p"] == [0.1, 0.1, 0.1, 0.7]
+        want = scipy_stats.entropy([0.1, 0.1, 0.1, 0.7], base=2)
+        assert got["distributions"][0]["entropy"] == pytest.approx(want, rel=1e-12)
+        assert got["distributions"][1]["entropy"] == pytest.approx(2.0, rel=1e-12)
+
+    @pytest.mark.parametrize("command", ["kl", "ce"])
+    def test_kl_and_ce(self, capsys, command):
+        p, q = [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]
+        got = _json(capsys, command, *map(str, p), "--", *map(str, q))
+        assert (got["p"], got["q"], got["unit"]) == (p, q, "nats")
+        h_p, kl = scipy_stats.entropy(p), scipy_stats.entropy(p, q)
+        assert got["entropy_p"] == pytest.approx(h_p, rel=1e-12)
+        assert got["kl_divergence"] == pytest.approx(kl, rel=1e-12)
+        assert got["cross_entropy"] == pytest.approx(h_p + kl, rel=1e-12)
+
+    def test_infinite_divergence_is_null(self, capsys):
+        got = _json(capsys, "kl", "0.5", "0.5", "--", "1", "0")
+        assert got["kl_divergence"] is None and got["cross_entropy"] is None
+
+    def test_explain(self, capsys):
+        x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [-1.0, 0.0, 4.0]])
+        y = np.array([0, 1, 0])
+        argv = ["explain", "--logits", "2 1 0.1", "/", "0.5 2.5 0.3", "/", "-1 0 4"]
+        got = _json(capsys, *argv, "--target", "0", "1", "0", "--label-smoothing", "0.1")
+        want = torch_oracle("cross_entropy", x, y, label_smoothing=0.1)
+        assert got["loss"] == pytest.approx(float(want), rel=1e-12)
+        assert (got["input"], got["rows"], got["classes"], got["rows_shown"]) == ("logits", 3, 3, 3)
+        _, grad = torch_grad("cross_entropy", 0, x, y, reduction="none", label_smoothing=0.1)
+        for i, row in enumerate(got["per_row"]):
+            assert (row["row"], row["target"], row["input"]) == (i, int(y[i]), x[i].tolist())
+            np.testing.assert_allclose(row["softmax"], _softmax(x)[i], rtol=1e-12)
+            np.testing.assert_allclose(row["gradient"], grad[i], rtol=1e-10, atol=1e-15)
+        got = _json(capsys, *argv, "--target", "0", "1", "0", "--reduction", "none", "--rows", "1")
+        np.testing.assert_allclose(
+            got["loss"], torch_oracle("cross_entropy", x, y, reduction="none")
+        )
+        assert (got["rows_shown"], got["rows_not_shown"], len(got["per_row"])) == (1, 2, 1)
+
+    def test_demo(self, capsys, tmp_path):
+        code, out, err = run(capsys, "demo", "--epochs", "2", "--out", tmp_path, "--json")
+        assert code == 0 and err == ""  # no progress bars with --json
+        got = json.loads(out)
+        assert (got["epochs"], got["train_images"], got["test_images"]) == (2, 1347, 450)
+        with (tmp_path / "history.csv").open() as f:
+            final = {
+                (r["model"], r["loss"]): float(r["test_accuracy"])
+                for r in csv.DictReader(f)
+                if r["epoch"] == "2"
+            }
+        assert len(got["runs"]) == len(final) == 8
+        for r in got["runs"]:
+            assert r["test_accuracy"] == final[(r["model"], r["loss"])]
+            assert Path(r["logits"]).is_file()
+        assert Path(got["plot"]).is_file() and Path(got["history"]).is_file()
+
+
+class TestStandardInput:
+    def test_entropy_reads_stdin(self, capsys, monkeypatch):
+        _stdin(monkeypatch, b"0.25,0.75\n")
+        code, out, _ = run(capsys, "entropy", "-", "--base", "2")
+        assert code == 0
+        assert out == f"H(P) = {scipy_stats.entropy([0.25, 0.75], base=2):.4f} bits\n"
+
+    def test_explain_logits_or_targets_from_stdin(self, capsys, monkeypatch):
+        x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+        want = float(torch_oracle("cross_entropy", x, np.array([0, 1])))
+        _stdin(monkeypatch, b"2 1 0.1\n0.5 2.5 0.3\n")
+        code, out, _ = run(capsys, "explain", "--logits", "-", "--target", "0", "1")
+        assert code == 0 and _library_value(out) == pytest.approx(want, abs=6e-5)
+        _stdin(monkeypatch, b"0\n1\n")
+        code, out, _ = run(
+            capsys, "explain", "--logits", "2 1 0.1", "/", "0.5 2.5 0.3", "--target", "-"
+        )
+        assert code == 0 and _library_value(out) == pytest.approx(want, abs=6e-5)
+
+    def test_eval_reads_npy_or_text_from_stdin(self, capsys, monkeypatch, tmp_path, rng):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        want = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy")
+        _stdin(monkeypatch, (tmp_path / "x.npy").read_bytes())
+        got = _eval_json(capsys, "-", tmp_path / "y.npy")
+        assert got == {**want, "predictions": "-"}
+        _stdin(monkeypatch, "\n".join(map(str, y)).encode())
+        got = _eval_json(capsys, tmp_path / "x.npy", "-")
+        assert got == {**want, "targets": "-"}
+
+    def test_stdin_is_read_once(self, capsys, monkeypatch):
+        _stdin(monkeypatch, b"0\n")
+        code, out, err = run(capsys, "eval", "-", "-")
+        assert (code, out) == (2, "")
+        assert err == (
+            "crossentropy eval: error: PREDICTIONS: standard input ('-') is already read for "
+            "TARGETS\n"
+        )
+
+    def test_errors_name_standard_input(self, capsys, monkeypatch, tmp_path):
+        np.save(tmp_path / "y.npy", np.array([0, 1]))
+        _stdin(monkeypatch, b"")
+        code, _, err = run(capsys, "eval", "-", tmp_path / "y.npy")
+        assert code == 1
+        assert err == "crossentropy eval: error: PREDICTIONS: standard input holds no rows\n"
+
+    def test_a_real_pipe(self):
+        res = subprocess.run(
+            [sys.executable, "-m", "crossentropy", "entropy", "-", "--normalize"],
+            input="3 1\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == f"H(P) = {scipy_stats.entropy([0.75, 0.25]):.4f} nats\n"
+
+
+class TestExplainRows:
+    def test_rows_limits_the_tables_not_the_totals(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=450, c=10)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        argv = ["explain", "--logits", tmp_path / "x.npy", "--target", tmp_path / "y.npy"]
+        code, full, _ = run(capsys, *argv)
+        assert code == 0 and len(_sections(full)) == 450
+        code, out, _ = run(capsys, *argv, "--rows", "3")
+        assert code == 0
+        assert len(_sections(out)) == 3 and len(out.splitlines()) < 60  # all rows: over 7000
+        assert (
+            "... 447 more row(s) not shown (--rows 3); the totals below cover all 450 rows" in out
+        )
+        want = float(torch_oracle("cross_entropy", x, y))
+        assert _library_value(out) == _library_value(full) == pytest.approx(want, abs=6e-5)
+        code, out, _ = run(capsys, *argv, "--rows", "0")
+        assert code == 0 and _sections(out) == []
+        code, out, _ = run(capsys, *argv, "--rows", "1000")
+        assert code == 0 and out == full
+
+    def test_negative_rows(self, capsys):
+        code, _, err = run(capsys, "explain", "--logits", "1", "2", "--target", "0", "--rows", "-1")
+        assert (
+            code == 2 and err == "crossentropy explain: error: --rows must be at least 0, got -1\n"
+        )
+
+
+class TestProgressOutput:
+    @pytest.mark.parametrize(
+        "extra, shown", [([], True), (["--quiet"], False), (["--json"], False)]
+    )
+    def test_eval_progress_only_on_a_terminal(
+        self, capsys, monkeypatch, tmp_path, rng, extra, shown
+    ):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        tty = _Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        assert main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), *extra]) == 0
+        assert ("eval [" + "#" * 24 + "] 97/97 rows" in tty.getvalue()) == shown
+        if not shown:
+            assert tty.getvalue() == ""
+        capsys.readouterr()
+
+    def test_demo_progress_off_with_json(self, capsys, monkeypatch, tmp_path):
+        tty = _Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        argv = ["demo", "--epochs", "1", "--out", str(tmp_path)]
+        assert main([*argv, "--json"]) == 0
+        assert tty.getvalue() == ""
+        assert main(argv) == 0
+        lines = tty.getvalue().split("\n")[:-1]  # one bar per run, redrawn with \r, then ended
+        assert len(lines) == 8 and all("] 1/1 epochs" in line for line in lines)
+        capsys.readouterr()
+
+
+class TestDemoPlot:
+    def test_title_clear_of_the_top_row_and_every_epoch_visible(self):
+        data = demo.load_data(0)
+        runs = [
+            demo.train(m, loss, data, epochs=3, lr=0.05, seed=0, progress=False)
+            for m in demo.MODELS
+            for loss in demo.LOSSES
+        ]
+        fig = demo.figure(runs, epochs=3, lr=0.05, seed=0)
+        renderer = fig.canvas.get_renderer()
+        fig.draw_without_rendering()
+        title = fig._suptitle.get_window_extent(renderer)
+        for ax in fig.axes[:2]:  # the top row
+            # pixels between (8 with a one-line title and the default padding)
+            assert title.y0 - ax.title.get_window_extent(renderer).y1 >= 16
+        lowest = min(min(r.test_acc) for r in runs)
+        assert lowest < 0.5  # epoch 0 is near chance (10%)
+        for ax in fig.axes[1::2]:  # the accuracy axes
+            bottom, top = ax.get_ylim()
+            assert bottom <= 100 * lowest and top >= 100

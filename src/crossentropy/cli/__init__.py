@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from .. import __version__
 from . import demo, dist, evaluate, explain
 from ._util import CLIError, Parser
+from .readers import standard_input
 
 __all__ = ["build_parser", "main"]
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     prog = f"crossentropy {args.command}"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), standard_input():
             _warnings_are_errors()
             return int(args.run(args) or 0)
     except CLIError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -17,8 +18,10 @@ __all__ = [
     "add_help_example",
     "check_base",
     "fmt",
+    "json_safe",
     "need",
     "table",
+    "to_json",
 ]
 
 # How far from 1 a row of probabilities may sum (and how far from 0 the logsumexp of a
@@ -110,3 +113,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "")
     rule = "  ".join(("-" if h else " ") * w for h, w in zip(header, widths))
     lines.insert(1, rule.rstrip())
     return "\n".join(lines)
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with NumPy values as Python ones and every infinite or NaN float as ``None``
+    (JSON's ``null``)."""
+    if hasattr(v, "tolist"):  # a NumPy array or scalar
+        v = v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def to_json(obj: dict[str, Any]) -> str:
+    """``obj`` as indented JSON, with infinities and NaN as ``null``."""
+    return json.dumps(json_safe(obj), indent=2)

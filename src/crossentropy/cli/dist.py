@@ -18,7 +18,15 @@ import numpy as np
 import crossentropy as ce
 from crossentropy import info
 
-from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, check_base, fmt
+from ._util import (
+    SUM_TOLERANCE,
+    CLIError,
+    UsageError,
+    add_help_example,
+    check_base,
+    fmt,
+    to_json,
+)
 from .readers import parse_rows
 
 __all__ = ["check_distribution", "register"]
@@ -27,6 +35,7 @@ _ENTROPY_EXAMPLES = """\
   crossentropy entropy 0.1 0.1 0.1 0.7 --base 2           # 1.3568 bits
   crossentropy entropy 0.25 0.25 0.25 0.25 / 0.001 0.001 0.001 0.999 --base 2
   crossentropy entropy 3 1 --normalize                     # [0.75, 0.25]
+  echo 0.2,0.8 | crossentropy entropy - --json            # from standard input
 """
 _KL_EXAMPLES = """\
   crossentropy kl 0.5 0.5 -- 0.9 0.1                       # 0.5108 nats
@@ -46,6 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="divide each vector by its sum instead of requiring it to sum to 1",
     )
     p.add_argument("--digits", type=int, default=4, help="decimals printed (%(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def register(sub: Any) -> None:
@@ -59,7 +69,9 @@ def register(sub: Any) -> None:
             _ENTROPY_EXAMPLES,
         ),
     )
-    e.add_argument("p", nargs="+", metavar="P", help="probabilities; '/' starts another vector")
+    e.add_argument(
+        "p", nargs="+", metavar="P", help="probabilities ('/' starts another vector), a file or -"
+    )
     _common(e)
     e.set_defaults(run=_run_entropy)
 
@@ -141,14 +153,19 @@ def _run_entropy(args: argparse.Namespace) -> int:
     _check_options(args)
     rows = parse_rows(args.p, "P")
     unit, d = _unit(args.base), args.digits
+    results = []
     for i, row in enumerate(rows):
         name = "P" if len(rows) == 1 else f"P{i + 1}"
         p, note = check_distribution(row, name, args.normalize)
         if note:
             print(note, file=sys.stderr)
-        h = float(ce.entropy(p, base=args.base))
-        label = f"H({name})" if len(rows) == 1 else f"H({name}) for {_vec(p, d)}"
-        print(f"{label} = {fmt(h, d)} {unit}")
+        results.append({"name": name, "p": p, "entropy": float(ce.entropy(p, base=args.base))})
+    if args.json:
+        print(to_json({"unit": unit, "base": args.base, "distributions": results}))
+        return 0
+    for r in results:
+        label = f"H({r['name']})" if len(rows) == 1 else f"H({r['name']}) for {_vec(r['p'], d)}"
+        print(f"{label} = {fmt(r['entropy'], d)} {unit}")
     return 0
 
 
@@ -177,7 +194,10 @@ def _run_pair(args: argparse.Namespace) -> int:
     h_p = float(info.entropy(p, base=b))
     h_pq = float(info.cross_entropy(p, q, base=b))
     kl = float(info.kl_divergence(p, q, base=b))
-    if args.which == "kl":
+    if args.json:
+        out = {"unit": unit, "base": b, "p": p, "q": q, "entropy_p": h_p}
+        print(to_json({**out, "cross_entropy": h_pq, "kl_divergence": kl}))
+    elif args.which == "kl":
         print(f"KL(P || Q) = {fmt(kl, d)} {unit}")
         print(f"  = H(P, Q) - H(P) = {fmt(h_pq, d)} - {fmt(h_p, d)}")
     else:

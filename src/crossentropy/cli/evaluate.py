@@ -24,9 +24,9 @@ import crossentropy as ce
 from crossentropy import metrics
 
 from ._progress import Progress
-from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example
-from .readers import Source, format_label, open_predictions, read_targets
-from .report import plot_reliability, report, to_json
+from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, to_json
+from .readers import Source, display_name, format_label, open_predictions, read_targets
+from .report import plot_reliability, report
 
 __all__ = ["evaluate", "register", "result"]
 
@@ -40,6 +40,7 @@ _EXAMPLES = """\
   crossentropy eval logits.npy labels.npy
   crossentropy eval probs.csv labels.csv --from probs --per-class
   crossentropy eval outputs.npz:logits outputs.npz:labels --top-k 3 --json
+  python predict.py | crossentropy eval - labels.npy        # .npy or text on standard input
   crossentropy eval crossentropy-demo/test_logits_mlp_cross-entropy.npy \\
       crossentropy-demo/test_labels.npy --reliability --plot reliability.png
 """
@@ -55,13 +56,14 @@ def register(sub: Any) -> None:
             "entropy, Brier score, expected calibration error, and per-class loss,\n"
             "all from crossentropy.metrics.  PREDICTIONS is a (rows, classes) matrix in\n"
             ".npy (memory-mapped), .npz (NAME.npz:KEY picks an array), .csv or\n"
-            "whitespace .txt; TARGETS holds one class index per row.  The file is read\n"
-            "in blocks of rows, so its size is not limited by memory.",
+            "whitespace .txt, or '-' for standard input; TARGETS holds one class index\n"
+            "per row.  The file is read in blocks of rows, so its size is not limited\n"
+            "by memory.",
             _EXAMPLES,
         ),
     )
-    p.add_argument("predictions", metavar="PREDICTIONS", help="(rows, classes) outputs")
-    p.add_argument("targets", metavar="TARGETS", help="(rows,) integer class labels")
+    p.add_argument("predictions", metavar="PREDICTIONS", help="(rows, classes) outputs, or -")
+    p.add_argument("targets", metavar="TARGETS", help="(rows,) integer class labels, or -")
     p.add_argument(
         "--from",
         dest="kind",
@@ -127,7 +129,7 @@ class Accumulators:
 def _check_shapes(source: Source, targets: np.ndarray, top_k: int) -> None:
     n, C = source.n_rows, source.n_classes
     if n == 0 or C == 0:
-        raise CLIError(f"PREDICTIONS: {source.path} is empty (shape ({n}, {C}))")
+        raise CLIError(f"PREDICTIONS: {display_name(source.path)} is empty (shape ({n}, {C}))")
     if top_k > C:
         raise UsageError(
             f"--top-k {top_k} is larger than the number of classes ({C}) of PREDICTIONS"
@@ -257,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
             top_k=top_k,
             bins=args.bins,
             block_rows=args.block_rows,
-            progress=not args.quiet,
+            progress=not (args.quiet or args.json),
         )
     finally:
         source.close()

@@ -22,7 +22,16 @@ import numpy as np
 
 import crossentropy as ce
 
-from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, check_base, fmt, table
+from ._util import (
+    SUM_TOLERANCE,
+    CLIError,
+    UsageError,
+    add_help_example,
+    check_base,
+    fmt,
+    table,
+    to_json,
+)
 from .readers import is_number, load_matrix, parse_rows
 
 __all__ = ["explain", "register"]
@@ -32,7 +41,8 @@ _EXAMPLES = """\
   crossentropy explain --logits 2 1 0.1 / 0.5 2.5 0.3 --target 0 1 --label-smoothing 0.1
   crossentropy explain --probs 0.1 0.1 0.8 --target 2 --base 2
   crossentropy explain --log-probs -2.3026 -2.3026 -0.2231 --target 2
-  crossentropy explain --logits scores.csv --target labels.txt --weight 1 2 1
+  crossentropy explain --logits scores.csv --target labels.txt --weight 1 2 1 --rows 3
+  python make_scores.py | crossentropy explain --logits - --target labels.txt --json
 """
 
 
@@ -44,8 +54,8 @@ def register(sub: Any) -> None:
             "Print, for each row, the steps of cross_entropy: logits, minus the row max,\n"
             "exp, softmax, log, the target's log-probability and the loss, with the\n"
             "gradient softmax - one-hot.  Rows are separated by '/', or read from a\n"
-            "file (.npy, .npz, .csv, whitespace text).  Warns when logits look like\n"
-            "probabilities.",
+            "file (.npy, .npz, .csv, whitespace text; '-' for standard input).  Warns\n"
+            "when logits look like probabilities.",
             _EXAMPLES,
         ),
     )
@@ -70,6 +80,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--base", type=float, default=None, help="logarithm base: 2 for bits (default: e, nats)"
     )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show the steps of the first N rows only (the totals still cover every row)",
+    )
+    p.add_argument("--json", action="store_true", help="print the steps and the loss as JSON")
     p.set_defaults(run=_run)
 
 
@@ -391,6 +409,28 @@ def _probabilities_warning(c: _Call) -> str:
     )
 
 
+def _as_json(c: _Call, shown: int) -> str:
+    """The call, the first ``shown`` rows' steps and the loss, as JSON."""
+    u, n = c.units, c.rows.shape[0]
+    loss = c.row_loss * u.scale if c.reduction == "none" else c.total * u.scale
+    per_row = [
+        {
+            "row": i,
+            "target": int(c.target[i]),
+            "input": c.rows[i],
+            "softmax": c.p[i],
+            "log_softmax": c.logp[i] * u.scale,
+            "loss": c.row_loss[i] * u.scale,
+            "gradient": c.row_grad[i] * u.scale,
+        }
+        for i in range(shown)
+    ]
+    call = {"input": c.kind, "rows": n, "classes": c.n_classes, "reduction": c.reduction}
+    options = {"weight": c.weight, "label_smoothing": c.eps, "unit": u.unit, "base": u.base}
+    shown_rows = {"rows_shown": shown, "rows_not_shown": n - shown, "per_row": per_row}
+    return to_json({**call, **options, "loss": loss, **shown_rows})
+
+
 def explain(
     kind: str,
     rows: np.ndarray,
@@ -400,23 +440,34 @@ def explain(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     base: float | None = None,
+    max_rows: int | None = None,
+    as_json: bool = False,
 ) -> tuple[str, str]:
-    """The step-by-step report as text, and a warning ('' if none).
+    """The step-by-step report (text, or JSON with ``as_json``) and a warning ('' if none).
 
     ``kind`` is ``'logits'``, ``'probs'`` or ``'log-probs'``; ``rows`` is
-    ``(N, C)`` float64 and ``target`` ``(N,)`` class indices.
+    ``(N, C)`` float64 and ``target`` ``(N,)`` class indices.  ``max_rows``
+    limits the rows whose steps are shown; the loss covers every row.
     """
     _validate(kind, rows, target, weight, label_smoothing, base)
     w = None if weight is None else np.asarray(weight, dtype=np.float64)
     c = _Call(kind, rows, target, w, label_smoothing, reduction, _Units(base))
     _compute_steps(c)
     _compute_library(c)
-    out = [_title(c)]
-    for i in range(rows.shape[0]):
-        out += _row_section(c, i)
-    out += _summary(c)
+    n = rows.shape[0]
+    shown = n if max_rows is None else min(max_rows, n)
     warned = kind == "logits" and ce.looks_like_probabilities(rows, axis=1)
-    return "\n".join(out), _probabilities_warning(c) if warned else ""
+    warning = _probabilities_warning(c) if warned else ""
+    if as_json:
+        return _as_json(c, shown), warning
+    out = [_title(c)]
+    for i in range(shown):
+        out += _row_section(c, i)
+    if shown < n:
+        out += ["", f"... {n - shown} more row(s) not shown (--rows {shown}); the totals below "
+                f"cover all {n} rows"]  # fmt: skip
+    out += _summary(c)
+    return "\n".join(out), warning
 
 
 def _vec(v: np.ndarray) -> str:
@@ -436,6 +487,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = parse_rows(tokens, f"--{kind}")
     target = _targets(args.target, rows)
     weight = None if args.weight is None else np.array(args.weight, dtype=np.float64)
+    if args.rows is not None and args.rows < 0:
+        raise UsageError(f"--rows must be at least 0, got {args.rows}")
     report, warning = explain(
         kind,
         rows,
@@ -444,6 +497,8 @@ def _run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         reduction=args.reduction,
         base=args.base,
+        max_rows=args.rows,
+        as_json=args.json,
     )
     if warning:
         print(warning, file=sys.stderr)

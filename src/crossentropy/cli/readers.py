@@ -13,6 +13,11 @@ Two kinds of readers live here:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import shutil
+import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -24,18 +29,89 @@ import numpy as np
 from ._util import CLIError, UsageError
 
 __all__ = [
+    "STDIN",
     "Source",
+    "display_name",
     "format_label",
     "is_number",
     "load_matrix",
     "open_predictions",
     "parse_rows",
     "read_targets",
+    "standard_input",
+    "stdin_path",
 ]
 
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 # UTF-8, with the byte-order mark that spreadsheet programs write skipped
 TEXT_ENCODING = "utf-8-sig"
+
+
+# -- standard input ----------------------------------------------------------------------
+
+STDIN = "-"
+_STDIN_DIR: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "stdin_dir", default=None
+)
+_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+@contextlib.contextmanager
+def standard_input() -> Iterator[None]:
+    """Within this context, ``-`` names a copy of standard input (see :func:`stdin_path`);
+    the copy is removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="crossentropy-stdin-") as d:
+        token = _STDIN_DIR.set({"dir": Path(d), "path": None})
+        try:
+            yield
+        finally:
+            _STDIN_DIR.reset(token)
+
+
+def stdin_path(what: str) -> Path:
+    """Standard input copied to a file named by its content: ``.npy``, ``.npz``, ``.csv``
+    (a comma in the first line) or ``.txt`` (whitespace-separated numbers).
+
+    The copy goes to disk in chunks, so that ``eval`` reads a large stream in
+    blocks as it reads a file.  Standard input can be read once per command.
+    """
+    state = _STDIN_DIR.get()
+    if state is None:  # pragma: no cover - every command runs inside standard_input()
+        raise RuntimeError("stdin_path() outside standard_input()")
+    if state["path"] is not None:
+        raise UsageError(f"{what}: standard input ('-') is already read for {state['what']}")
+    raw = state["dir"] / "stdin"
+    with raw.open("wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    with raw.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(_NPY_MAGIC):
+        suffix = ".npy"
+    elif head.startswith(_ZIP_MAGIC):
+        suffix = ".npz"
+    else:
+        suffix = ".csv" if b"," in head.split(b"\n", 1)[0] else ".txt"
+    path = raw.rename(raw.with_suffix(suffix))
+    state.update(path=path, what=what)
+    return path
+
+
+def display_name(path: str | Path) -> str:
+    """How a message names a file: its path, or ``standard input`` for ``-``'s copy."""
+    state = _STDIN_DIR.get()
+    if state is not None and state["path"] is not None and Path(path) == state["path"]:
+        return "standard input"
+    return str(path)
+
+
+def _quoted(path: str | Path) -> str:
+    name = display_name(path)
+    return name if name == "standard input" else repr(name)
+
+
+def _local(spec: str, what: str) -> str:
+    """``spec``, or the copy of standard input when it is ``-``."""
+    return str(stdin_path(what)) if spec == STDIN else spec
 
 
 # -- numbers typed on the command line, and small files ---------------------------------
@@ -84,30 +160,34 @@ def parse_rows(tokens: Sequence[str], what: str) -> np.ndarray:
 
 
 def load_matrix(path: str, what: str) -> np.ndarray:
-    """A small ``(rows, C)`` float64 matrix from ``.npy``, ``.npz`` (first array) or text/CSV."""
+    """A small ``(rows, C)`` float64 matrix from ``.npy``, ``.npz`` (first array) or text/CSV;
+    ``-`` reads standard input."""
+    path = _local(path, what)
     p = Path(path)
     if not p.is_file():
-        raise CLIError(f"{what}: {path!r} is neither a list of numbers nor a file")
+        raise CLIError(f"{what}: {_quoted(path)} is neither a list of numbers nor a file")
     try:
         if p.suffix == ".npy":
             a = np.load(p, allow_pickle=False)
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 if not z.files:
-                    raise CLIError(f"{what}: {path!r} holds no arrays")
+                    raise CLIError(f"{what}: {_quoted(path)} holds no arrays")
                 a = z[z.files[0]]
         else:
             lines = _data_lines(p, "," if p.suffix == ".csv" else None, what)
             a = np.loadtxt(lines, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise CLIError(f"{what}: cannot read {path!r}: {e}") from None
+        raise CLIError(f"{what}: cannot read {_quoted(path)}: {e}") from None
     if a.dtype.kind not in "biuf":
-        raise CLIError(f"{what}: {path!r} holds {a.dtype} values, not real numbers")
+        raise CLIError(f"{what}: {_quoted(path)} holds {a.dtype} values, not real numbers")
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[1] == 0:
-        raise CLIError(f"{what}: {path!r} must hold a (rows, classes) matrix, got shape {a.shape}")
+        raise CLIError(
+            f"{what}: {_quoted(path)} must hold a (rows, classes) matrix, got shape {a.shape}"
+        )
     return a
 
 
@@ -211,7 +291,7 @@ class FortranNpySource(Source):
                 for c in range(self.n_classes):
                     fh.seek(self.offset + (c * self.n_rows + start) * size)
                     if fh.readinto(memoryview(columns[c]).cast("B")) != k * size:
-                        raise CLIError(f"PREDICTIONS: {self.path} is truncated")
+                        raise CLIError(f"PREDICTIONS: {display_name(self.path)} is truncated")
                 yield np.ascontiguousarray(columns.T)
 
 
@@ -229,7 +309,7 @@ class NpzMemberSource(Source):
             k = min(rows, left)
             buf = _read_exact(self.fh, k * row_bytes)
             if len(buf) < k * row_bytes:
-                raise CLIError(f"PREDICTIONS: {self.path} is truncated")
+                raise CLIError(f"PREDICTIONS: {display_name(self.path)} is truncated")
             yield np.frombuffer(buf, dtype=self.dtype).reshape(k, self.n_classes)
             left -= k
 
@@ -256,7 +336,7 @@ class TextSource(Source):
                         continue
                 n_rows += 1
         if first is None or n_rows == 0:
-            raise CLIError(f"PREDICTIONS: {path} holds no rows")
+            raise CLIError(f"PREDICTIONS: {display_name(path)} holds no rows")
         data_line = first if not self.header else None
         if data_line is None:
             with path.open(encoding=TEXT_ENCODING) as f:
@@ -289,11 +369,11 @@ class TextSource(Source):
         except ValueError as e:
             raise CLIError(
                 f"PREDICTIONS: cannot parse data rows {start}..{start + len(chunk) - 1} of "
-                f"{self.path}: {e}"
+                f"{display_name(self.path)}: {e}"
             ) from None
         if a.shape[1] != self.n_classes:
             raise CLIError(
-                f"PREDICTIONS: rows of {self.path} have different numbers of columns "
+                f"PREDICTIONS: rows of {display_name(self.path)} have different numbers of columns "
                 f"({self.n_classes} in the first row, {a.shape[1]} near row {start})"
             )
         return a
@@ -321,17 +401,18 @@ def _read_exact(fh: Any, n: int) -> bytes:
 def _check_matrix_dtype(dtype: Any, shape: tuple, path: Path) -> None:
     if len(shape) != 2:
         raise CLIError(
-            f"PREDICTIONS: {path} must hold a 2-D (rows, classes) array, got shape {shape}"
+            f"PREDICTIONS: {display_name(path)} must hold a 2-D (rows, classes) array, got shape {shape}"
         )
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise CLIError(f"PREDICTIONS: {path} holds {dtype} values, not real numbers")
+        raise CLIError(f"PREDICTIONS: {display_name(path)} holds {dtype} values, not real numbers")
 
 
 def open_predictions(spec: str) -> Source:
-    """Open a predictions file for block reading (nothing large is loaded)."""
-    path, key = _split_key(spec)
+    """Open a predictions file (``-``: standard input) for block reading (nothing large is
+    loaded)."""
+    path, key = _split_key(_local(spec, "PREDICTIONS"))
     if not path.is_file():
-        raise CLIError(f"PREDICTIONS: no such file {str(path)!r}")
+        raise CLIError(f"PREDICTIONS: no such file {_quoted(path)}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -341,7 +422,7 @@ def open_predictions(spec: str) -> Source:
         if suffix in TEXT_SUFFIXES:
             return TextSource(path, "," if suffix == ".csv" else None)
     except (ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise CLIError(f"PREDICTIONS: cannot read {str(path)!r}: {e}") from None
+        raise CLIError(f"PREDICTIONS: cannot read {_quoted(path)}: {e}") from None
     raise CLIError(f"PREDICTIONS: unsupported file type {suffix!r}; use .npy, .npz, .csv or .txt")
 
 
@@ -369,7 +450,7 @@ def _open_npy(path: Path) -> Source:
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     if path.stat().st_size < expected:
         raise CLIError(
-            f"PREDICTIONS: {path} is truncated ({path.stat().st_size} of {expected} bytes)"
+            f"PREDICTIONS: {display_name(path)} is truncated ({path.stat().st_size} of {expected} bytes)"
         )
     if fortran and shape[0] > 1 and shape[1] > 1:
         return FortranNpySource(path, offset, shape, dtype)
@@ -406,10 +487,11 @@ def format_label(v: Any) -> str:
 
 
 def read_targets(spec: str) -> np.ndarray:
-    """Class labels, shape (rows,): integers, or floats holding whole numbers."""
-    path, key = _split_key(spec)
+    """Class labels, shape (rows,): integers, or floats holding whole numbers (``-``:
+    standard input)."""
+    path, key = _split_key(_local(spec, "TARGETS"))
     if not path.is_file():
-        raise CLIError(f"TARGETS: no such file {str(path)!r}")
+        raise CLIError(f"TARGETS: no such file {_quoted(path)}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -424,7 +506,7 @@ def read_targets(spec: str) -> np.ndarray:
                 f"TARGETS: unsupported file type {suffix!r}; use .npy, .npz, .csv or .txt"
             )
     except (ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise CLIError(f"TARGETS: cannot read {str(path)!r}: {e}") from None
+        raise CLIError(f"TARGETS: cannot read {_quoted(path)}: {e}") from None
     return _as_labels(t)
 
 
@@ -462,7 +544,7 @@ def _data_lines(path: Path, delimiter: str | None, what: str) -> list[str]:
     if lines and not _numeric_line(lines[0], delimiter):
         lines = lines[1:]
     if not lines:
-        raise CLIError(f"{what}: {path} holds no numbers")
+        raise CLIError(f"{what}: {display_name(path)} holds no numbers")
     return lines
 
 

@@ -1,9 +1,7 @@
-"""``crossentropy eval``'s report: the metrics as text or JSON, and the reliability diagram."""
+"""``crossentropy eval``'s report: the metrics as text, and the reliability diagram."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +11,7 @@ from crossentropy import metrics
 
 from ._util import CLIError, fmt, need, table
 
-__all__ = ["json_safe", "plot_reliability", "report", "to_json"]
-
-
-def json_safe(v: Any) -> Any:
-    """``v`` with every infinite or NaN float replaced by ``None`` (JSON's ``null``)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_safe(x) for x in v]
-    return v
-
-
-def to_json(obj: dict[str, Any]) -> str:
-    """``obj`` as indented JSON, with infinities and NaN as ``null``."""
-    return json.dumps(json_safe(obj), indent=2)
+__all__ = ["plot_reliability", "report"]
 
 
 def report(r: dict[str, Any], *, per_class: bool = False, reliability: bool = False) -> str:
