@@ -42,7 +42,7 @@ import numpy as np
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels import _native
+from crossentropy.kernels import native
 
 SHAPES = [(65536, 10), (16384, 1000), (4096, 32000), (1024, 256000)]
 MiB = 1 << 20
@@ -139,17 +139,17 @@ def bandwidth(x: np.ndarray, threads: int) -> dict:
     def fresh(mode):
         def run():
             b = np.empty_like(x)
-            _native._ce.copy(ptr, b.ctypes.data, n, threads, mode)
+            native.extension.copy(ptr, b.ctypes.data, n, threads, mode)
             return b
 
         return run
 
-    cases = {"limit read": (None, lambda: _native._ce.copy(ptr, 0, n, threads))}
+    cases = {"limit read": (None, lambda: native.extension.copy(ptr, 0, n, threads))}
     for mode in COPY_MODES:
         cases[f"limit copy-fresh {mode}"] = (None, fresh(mode))
         cases[f"limit copy-reused {mode}"] = (
             None,
-            lambda mode=mode: _native._ce.copy(ptr, buf.ctypes.data, n, threads, mode),
+            lambda mode=mode: native.extension.copy(ptr, buf.ctypes.data, n, threads, mode),
         )
     return cases
 

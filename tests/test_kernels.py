@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels import _cross_entropy, _native, _special
+from crossentropy.kernels import _launch, native, softmax
 from tests.support import finite_difference, torch_grad, torch_oracle
 
 value_and_grad_ce = ce.value_and_grad(ce.cross_entropy)
@@ -33,13 +33,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict:
     assert kernels.available(), "the C extension crossentropy.kernels._ce was not built"
     counts = {"cross_entropy": 0, "softmax": 0}
     for name in counts:
-        real = getattr(_native._ce, name)
+        real = getattr(native.extension, name)
 
         def spy(*args, _real=real, _name=name):
             counts[_name] += 1
             return _real(*args)
 
-        monkeypatch.setattr(_native._ce, name, spy)
+        monkeypatch.setattr(native.extension, name, spy)
     return counts
 
 
@@ -219,7 +219,7 @@ class TestCrossEntropyKernel:
         data, kw = split(OPTIONS[option])
         x, t, w = make(rng, (5, 2500), **data)
         fast = value_and_grad_ce(x, t, w, **kw)
-        monkeypatch.setattr(_cross_entropy, "ROW_MODE", mode)
+        monkeypatch.setattr(_launch, "ROW_MODE", mode)
         (v, g), (v_ref, g_ref) = both(calls, value_and_grad_ce, x, t, w, **kw)
         close(v, v_ref, "float64")
         close(g, g_ref, "float64", scale=np.abs(g_ref).max())
@@ -591,21 +591,23 @@ class TestTorchThroughNumPyViews:
         self.torch = pytest.importorskip("torch")
         import torch.nn.functional as F
 
+        from crossentropy.kernels import _inplace
         from crossentropy.losses import classification
 
         self.F = F
-        self.inputs = []  # what _prepare was given as input
-        real = classification._prepare
+        self.inputs = []  # what prepare_class_call was given as input
+        real = classification.prepare_class_call
 
-        def spy(fn, input, *args):
+        def spy(input, *args, **kwargs):
             self.inputs.append(input)
-            return real(fn, input, *args)
+            return real(input, *args, **kwargs)
 
-        monkeypatch.setattr(classification, "_prepare", spy)
+        monkeypatch.setattr(classification, "prepare_class_call", spy)
+        monkeypatch.setattr(_inplace, "prepare_class_call", spy)
 
     @property
     def prepared(self) -> list:
-        """The library of each input _prepare has been given since the last call."""
+        """The library of each input prepare_class_call has been given since the last call."""
         out = [type(a).__module__.split(".")[0] for a in self.inputs]
         self.inputs.clear()
         return out
@@ -784,8 +786,8 @@ class TestTorchThroughNumPyViews:
         x = torch.softmax(torch.from_numpy(rng.standard_normal((2, 5, 6, 8))), 1)
         t = torch.from_numpy(rng.integers(0, 5, (2, 6, 8)))
         for xs, ts, kernel in [(x, t, 1), (x[:, :, ::2, ::3], t[:, ::2, ::3], 0)]:
-            # the second layout does not fold into the kernel's rows: prepared
-            # again as tensors for the reference path, without a second warning
+            # the second layout does not fold into the kernel's rows: the reference
+            # path takes the tensors, validated once, without a second warning
             before = calls["cross_entropy"]
             with pytest.warns(ce.ProbabilitiesAsLogitsWarning) as record:
                 v = ce.cross_entropy(xs, ts)
@@ -793,7 +795,8 @@ class TestTorchThroughNumPyViews:
             assert calls["cross_entropy"] == before + kernel
             ref = self.F.cross_entropy(xs, ts)
             close(v.numpy(), ref.numpy(), "float64")
-        assert self.prepared == ["numpy", "numpy", "torch"]
+            assert isinstance(v, torch.Tensor)
+        assert self.prepared == ["numpy", "numpy"]
 
     def test_what_autograd_must_see_is_prepared_as_tensors(self, calls, rng):
         torch = self.torch
@@ -856,13 +859,16 @@ class TestTorchThroughNumPyViews:
 
 
 def test_probability_target_of_the_compute_dtype_is_not_copied(rng):
-    from crossentropy.losses.classification import _prepare
+    from crossentropy._core.prepared import prepare_class_call
+
+    def _prepare(x, p):
+        return prepare_class_call(x, p, reduction="mean", ignore_index=-100, probabilities=True)
 
     x, p, _ = make(rng, (4, 6, 5), probs=True)
-    b = _prepare("cross_entropy", x, p, None, -100, "mean", None, True)
+    b = _prepare(x, p)
     assert np.shares_memory(b.target, p)  # a view: class axis moved last
     np.testing.assert_array_equal(b.target, np.moveaxis(p, 1, -1))
-    b = _prepare("cross_entropy", x.astype(np.float32), p, None, -100, "mean", None, True)
+    b = _prepare(x.astype(np.float32), p)
     assert b.target.dtype == np.float32 and not np.shares_memory(b.target, p)
     np.testing.assert_array_equal(b.target, np.moveaxis(p, 1, -1).astype(np.float32))
 
@@ -978,7 +984,7 @@ class TestMemory:
 class TestSoftmaxFamily:
     @pytest.fixture(autouse=True)
     def _small(self, monkeypatch):
-        monkeypatch.setattr(_special, "MIN_SIZE", 0)
+        monkeypatch.setattr(softmax, "MIN_SIZE", 0)
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("shape", [(30, 7), (4, 3, 200), (2, 5000), (100,)])

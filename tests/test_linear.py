@@ -251,16 +251,16 @@ class TestLinearCrossEntropy:
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     def test_blas_accumulation_and_matmul_fallback_agree(self, rng, monkeypatch, dtype):
-        import crossentropy.linear as lin
+        from crossentropy.kernels import blas
 
         h, w, t, b = (
             a.astype(dtype) if a.dtype.kind == "f" else a for a in _problem(rng, 40, 50, 7)
         )
-        if np.dtype(dtype) not in lin._cblas():
+        if np.dtype(dtype) not in blas.cblas():
             pytest.skip("this NumPy has no bundled OpenBLAS: matmul + add only")
         kw = {"linear_bias": b, "chunk_size": (16, 20), "softcap": 5.0}
         fast = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **kw)
-        monkeypatch.setattr(lin, "_cblas", lambda: {})
+        monkeypatch.setattr(blas, "cblas", lambda: {})
         slow = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **kw)
         tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-6}
         assert_close(fast[0], slow[0], **tol)
@@ -307,8 +307,8 @@ class TestNumpyFastPaths:
 
     @staticmethod
     def _spy(monkeypatch, name="_fold_offsets"):
-        """The list of whether each call of ``linear.<name>`` returned something."""
-        import crossentropy.linear as lin
+        """The list of whether each call of ``linear._engine.<name>`` returned something."""
+        from crossentropy.linear import _engine as lin
 
         taken = []
         original = getattr(lin, name)
@@ -324,9 +324,9 @@ class TestNumpyFastPaths:
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("shape", [(300, 250), (1100, 3840)], ids=["1-thread", "2-threads"])
     def test_exp_sum_kernel_matches_numpy(self, rng, dtype, shape):
-        from crossentropy.kernels import _native
+        from crossentropy.kernels import native
 
-        if not _native.enabled():
+        if not native.enabled():
             pytest.skip("compiled kernels not built or disabled")
         rows, cols = shape  # 2**22 entries and more: threads split the columns
         top = 88.0 if dtype == "float32" else 709.0
@@ -335,7 +335,7 @@ class TestNumpyFastPaths:
         base[0, :4] = [np.inf, -np.inf, top + 2, -1e4]  # exp overflows in column 2
         block = base.copy()[:, :cols]  # rows cols + 10 apart: a view, as the logits blocks
         sums = np.full(cols, 0.5, dtype=dtype)
-        assert _native.exp_sum(block, sums)
+        assert native.exp_sum(block, sums)
         with np.errstate(over="ignore"):
             expected = np.exp(base[:, :cols])
         expected_sums = 0.5 + expected[:, 3:].astype(np.float64).sum(axis=0)
@@ -350,7 +350,7 @@ class TestNumpyFastPaths:
         np.testing.assert_allclose(sums[3:], expected_sums, rtol=sum_rtol, atol=0)
 
     def test_exp_sum_kernel_declines_other_layouts(self, rng):
-        from crossentropy.kernels import _native
+        from crossentropy.kernels import native
 
         a = rng.normal(size=(6, 8))
         for block, sums in [
@@ -361,10 +361,10 @@ class TestNumpyFastPaths:
             (a.T.copy().T, np.zeros(8)),  # column-major
         ]:
             before = block.copy()
-            assert not _native.exp_sum(block, sums)
+            assert not native.exp_sum(block, sums)
             np.testing.assert_array_equal(block, before)
         with ce.kernels.disabled():
-            assert not _native.exp_sum(a.copy(), np.zeros(8))
+            assert not native.exp_sum(a.copy(), np.zeros(8))
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     @pytest.mark.parametrize(
@@ -376,7 +376,8 @@ class TestNumpyFastPaths:
         ],
     )
     def test_folded_scale_matches_scaled_blocks(self, rng, monkeypatch, reduction, options):
-        import crossentropy.linear as lin
+        from crossentropy.kernels import blas
+        from crossentropy.linear import _arrayops
 
         h, w, t, b = _problem(rng, 300, 507, 16)
         kw = _kwargs(rng, 507, {k: v for k, v in options.items() if k != "zero_weight"})
@@ -398,9 +399,9 @@ class TestNumpyFastPaths:
 
         check(folds=True, wholes=True)  # folded, one GEMM for the input gradient
         with monkeypatch.context() as m:  # folded, block by block, NumPy's matmul
-            m.setattr(lin, "_cblas", lambda: {})
+            m.setattr(blas, "cblas", lambda: {})
             check(folds=True, wholes=False)
-        monkeypatch.setattr(lin._NumpyOps, "fold_scale", False)
+        monkeypatch.setattr(_arrayops.NumpyOps, "fold_scale", False)
         with ce.kernels.disabled():  # the blocks scaled one by one, NumPy's exp
             value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **call)
         assert folded[-3:] == [False] * 3 and len(whole) == 6
@@ -583,16 +584,16 @@ class TestMemory:
         chunk: their default chunk is at least 896 rows; float32 keeps the
         112 MiB logits budget."""
         torch = pytest.importorskip("torch")
-        from crossentropy.linear import _prepare
+        from crossentropy.linear import LinearOptions
+        from crossentropy.linear._prepare import prepare_linear_call
 
         v, dt = 200000, getattr(torch, dtype)
         h, w = torch.zeros((2000, 4), dtype=dt), torch.zeros((v, 4), dtype=dt)
-        c = _prepare(h, w, torch.zeros(2000, dtype=torch.int64), None, None,
-                     "mean", -100, 0.0, 0.0, None, None, None)  # fmt: skip
+        t = torch.zeros(2000, dtype=torch.int64)
+        c = prepare_linear_call(h, w, t, None, None, LinearOptions.checked())
         assert c.chunk == (default_chunk_size(v, 4) if dtype == "float32" else 896)
         assert default_chunk_size(v, 4) < 896
-        c = _prepare(h, w, torch.zeros(2000, dtype=torch.int64), None, None,
-                     "mean", -100, 0.0, 0.0, None, 100, None)  # fmt: skip
+        c = prepare_linear_call(h, w, t, None, None, LinearOptions.checked(chunk_size=100))
         assert c.chunk == 100  # the caller's choice stands
         assert default_chunk_size(v, 4, half_gemm=True) == 896
         assert default_chunk_size(1000, 4, half_gemm=True) == default_chunk_size(1000, 4)

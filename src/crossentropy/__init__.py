@@ -5,7 +5,8 @@ loss has an analytic gradient through :func:`value_and_grad`.
 """
 
 from . import distributed, info, metrics, nn
-from ._validate import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from ._version import __version__
 from .grad import grad, value_and_grad
 from .info import entropy
 from .linear import linear_cross_entropy
@@ -27,8 +28,6 @@ from .special import (
     sigmoid,
     softmax,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DTypeError",

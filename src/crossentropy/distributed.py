@@ -32,10 +32,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import is_torch, namespace, restore
-from ._reduction import reduce, seed
-from ._validate import check_floating, check_label_smoothing, check_z_loss_softcap, class_axis
-from .losses.classification import _back, _cross_entropy_rows, _prepare
+from ._core.namespace import is_torch, namespace, restore
+from ._core.options import CrossEntropyOptions
+from ._core.prepared import prepare_class_call, to_caller_layout
+from ._core.reduction import grad_scale, reduce
+from ._core.shard import VocabShard
+from ._core.softmax_ce import cross_entropy_rows
+from ._core.validate import check_floating, check_label_smoothing, class_axis
+from .linear import LinearOptions, default_chunk_size, sharded_linear_cross_entropy
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -50,24 +54,15 @@ _COMMON_OPTIONS = (
 )
 
 
-@dataclass
-class VocabShard:
-    """This process's slice ``[offset, offset + width)`` of a vocabulary of
-    ``n_classes`` entries, and the collectives that combine per-row statistics.
+@dataclass(frozen=True)
+class _ShardedCall:
+    """What the vocabulary-parallel ``autograd.Function`` needs besides the tensors."""
 
-    The per-row code in :mod:`crossentropy.losses.classification` and
-    :mod:`crossentropy.linear` calls ``all_max`` once and ``all_sum`` once per
-    block of rows; ``all_sum_input_grad`` adds up the partial gradients of a
-    replicated input.
-    """
-
-    offset: int
-    width: int
-    n_classes: int
-    weight_sum: Any  # the sum of the whole class-weight vector, or n_classes
-    all_max: Callable[[Any], Any]
-    all_sum: Callable[..., tuple]
-    all_sum_input_grad: Callable[[Any], Any]
+    ignore_index: int
+    reduction: str
+    axis: int | None
+    options: CrossEntropyOptions
+    shard: VocabShard
 
 
 # -- the agreement step -------------------------------------------------------------
@@ -438,9 +433,9 @@ def vocab_parallel_cross_entropy(
     fn = "vocab_parallel_cross_entropy"
     layout = _layout(fn, group, shard_sizes, validate, facts, lambda: logits_shard.device)
     shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
-    function = _vocab_parallel_function()
-    options = (ignore_index, reduction, eps, z_loss, softcap, axis, shard)
-    return function.apply(logits_shard, target, weight, options)
+    options = CrossEntropyOptions.checked(eps, z_loss, softcap)
+    call = _ShardedCall(ignore_index, reduction, axis, options, shard)
+    return _vocab_parallel_function().apply(logits_shard, target, weight, call)
 
 
 @functools.cache
@@ -454,33 +449,29 @@ def _vocab_parallel_function() -> Any:
         collectives happen there); the backward only scales it."""
 
         @staticmethod
-        def forward(ctx, logits_shard, target, weight, options):
-            ignore_index, reduction, eps, z_loss, softcap, axis, shard = options
-            b = _prepare(
-                "vocab_parallel_cross_entropy",
+        def forward(ctx, logits_shard, target, weight, call):
+            b = prepare_class_call(
                 logits_shard,
                 target,
                 weight,
-                ignore_index,
-                reduction,
-                axis,
-                False,
-                shard,
+                reduction=call.reduction,
+                ignore_index=call.ignore_index,
+                axis=call.axis,
+                shard=call.shard,
             )
-            z_loss, softcap = check_z_loss_softcap(z_loss, softcap)
             need = bool(ctx.needs_input_grad[0])
-            loss, denom, d_input, _ = _cross_entropy_rows(b, eps, z_loss, softcap, need, shard)
+            loss, denom, d_input, _ = cross_entropy_rows(b, call.options, need, call.shard)
             if need:
                 ctx.d_input = d_input
-                ctx.seed = seed(b.xp, loss, b.reduction, denom)
+                ctx.scale = grad_scale(b.xp, loss, b.reduction, denom)
                 ctx.batch = dataclasses.replace(b, x=None, target=None)
             return restore(b.xp, reduce(b.xp, loss, b.reduction, denom), b.dtype)
 
         @staticmethod
         @once_differentiable
         def backward(ctx, grad_output):
-            s = ctx.seed * grad_output.to(ctx.d_input.dtype)
-            return _back(ctx.batch, ctx.d_input * s[..., None]), None, None, None
+            s = ctx.scale * grad_output.to(ctx.d_input.dtype)
+            return to_caller_layout(ctx.batch, ctx.d_input * s[..., None]), None, None, None
 
     return VocabParallelCrossEntropy
 
@@ -565,8 +556,6 @@ def vocab_parallel_linear_cross_entropy(
     """
     import torch
 
-    from .linear import _linear_cross_entropy, default_chunk_size
-
     common = (ignore_index, reduction, label_smoothing, label_smoothing_mode, z_loss, softcap)
 
     def facts(describe: bool) -> dict:
@@ -617,18 +606,14 @@ def vocab_parallel_linear_cross_entropy(
         dtype = torch.promote_types(input.dtype, weight_shard.dtype)
         half = dtype in (torch.float16, torch.bfloat16)
         rows = default_chunk_size(layout.n_classes, 8 if dtype == torch.float64 else 4, half)
-    return _linear_cross_entropy(
-        input,
-        weight_shard,
-        target,
-        linear_bias=linear_bias,
-        weight=weight,
+    options = LinearOptions.checked(
         reduction=reduction,
         ignore_index=ignore_index,
         label_smoothing=eps,
         z_loss=z_loss,
         softcap=softcap,
         chunk_size=(rows, block),
-        filter_eps=None,
-        shard=shard,
+    )
+    return sharded_linear_cross_entropy(
+        input, weight_shard, target, linear_bias, weight, options, shard
     )

@@ -1,11 +1,11 @@
 """Analytic gradients without an autograd framework: ``value_and_grad`` and ``grad``.
 
-Each differentiable function registers a *rule* beside its forward code with
-:func:`defines_grad`.  A rule takes the function's own arguments plus a
-keyword-only ``wrt`` (the names of the arguments to differentiate, empty for
-the value alone) and returns ``(value, {name: gradient})`` computed in one
-pass; the public function is ``rule(...)[0]``.  Nothing here differentiates
-numerically.
+Each differentiable function registers a *rule* beside its forward code
+(:func:`crossentropy._core.rules.defines_grad`).  A rule takes the function's
+own arguments plus a keyword-only ``wrt`` (the names of the arguments to
+differentiate, empty for the value alone) and returns ``(value, {name:
+gradient})`` computed in one pass; the public function is ``rule(...)[0]``.
+Nothing here differentiates numerically.
 
 PyTorch users do not need this module: the functions are written with
 differentiable array operations, so ``loss.backward()`` works on tensors.
@@ -18,22 +18,9 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["defines_grad", "grad", "value_and_grad"]
+from ._core.rules import differentiable_functions, rule_of
 
-_RULES: dict[Callable, tuple[Callable, tuple[str, ...]]] = {}
-
-
-def defines_grad(forward: Callable, *differentiable: str) -> Callable[[Callable], Callable]:
-    """Register the decorated rule as the gradient of ``forward``.
-
-    ``differentiable`` names the arguments the rule can differentiate.
-    """
-
-    def register(rule: Callable) -> Callable:
-        _RULES[forward] = (rule, differentiable)
-        return rule
-
-    return register
+__all__ = ["grad", "value_and_grad"]
 
 
 def _argnames(fn: Callable, argnums: int | str | Sequence[int | str]) -> tuple[str, ...]:
@@ -116,13 +103,13 @@ def value_and_grad(
     >>> g.round(4)                                  # softmax - one-hot
     array([[-0.341 ,  0.2424,  0.0986]])
     """
-    if fn not in _RULES:
-        known = sorted(f.__module__.split(".")[-1] + "." + f.__name__ for f in _RULES)
+    registered = rule_of(fn)
+    if registered is None:
         raise ValueError(
             f"{getattr(fn, '__name__', fn)!r} has no gradient rule; differentiable "
-            f"functions: {', '.join(known)}"
+            f"functions: {', '.join(differentiable_functions())}"
         )
-    rule, differentiable = _RULES[fn]
+    rule, differentiable = registered.rule, registered.differentiable
     names = _argnames(fn, argnums)
     for name in names:
         if name not in differentiable:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._namespace import namespace, numeric_guard, restore, to_bool, upcast
-from ._validate import check_floating
-from .grad import defines_grad
+from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
+from ._core.rules import defines_grad
+from ._core.validate import check_floating
 
 __all__ = ["cross_entropy", "entropy", "information", "js_divergence", "kl_divergence"]
 
@@ -123,15 +123,16 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     Notes
     -----
     ``p`` is used as given, not renormalised (SciPy's ``entropy`` divides by
-    the sum first): the seed's third lottery vector sums to 1.002 and its
-    0.0313 bits is the formula applied to those exact numbers.
+    the sum first): ``[0.001, 0.001, 0.001, 0.999]`` sums to 1.002, and its
+    0.0313 bits below is the formula applied to those exact numbers.
     The expected self-information; maximal (:math:`\log C`) for the uniform
     distribution, 0 for a one-hot vector.  PyTorch:
     ``torch.distributions.Categorical(probs=p).entropy()``.
 
     Examples
     --------
-    The seed's lottery, in bits:
+    Four outcomes, in bits: equally likely (2 bits), one more likely than the
+    others, and one almost certain:
 
     >>> import crossentropy as ce
     >>> float(ce.entropy([0.25, 0.25, 0.25, 0.25], base=2))
@@ -197,8 +198,9 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
 
     Examples
     --------
-    The seed's :math:`H(P_1, Q_1)` before and after training, and the
-    cat/dog/horse sample:
+    A one-hot truth against a model's prediction before and after training
+    (:math:`-\log 0.4` and :math:`-\log 0.98`), and a picture of a horse
+    predicted cat/dog/horse with probabilities 0.1/0.1/0.8 (:math:`-\log 0.8`):
 
     >>> from crossentropy import info
     >>> round(float(info.cross_entropy([1, 0, 0, 0, 0.], [0.4, 0.3, 0.05, 0.05, 0.2])), 3)

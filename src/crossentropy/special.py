@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._namespace import device, namespace, numeric_guard, restore, upcast
-from ._validate import check_floating
-from ._validate import looks_like_probabilities as _looks_like_probabilities
-from .grad import defines_grad
-from .kernels._special import logsumexp_rows, softmax_rows
+from ._core import mathops
+from ._core.namespace import namespace, numeric_guard, restore, upcast
+from ._core.prepared import prepare_scores
+from ._core.rules import defines_grad
+from ._core.validate import check_floating
+from ._core.validate import looks_like_probabilities as probabilities_probe
+from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
     "log_sigmoid",
@@ -23,70 +25,6 @@ __all__ = [
     "sigmoid",
     "softmax",
 ]
-
-
-# -- kernels on validated, upcast arrays (shared with the losses) -----------------
-
-
-def _shifted(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
-    """``(x - m, m)`` with ``m`` the max along ``axis`` (kept), or 0 where it is ±inf.
-
-    Replacing an infinite max by 0 keeps ``-inf - (-inf)`` and ``inf - inf``
-    (NaN) out of rows that are all ``-inf`` or contain ``+inf``.
-    """
-    m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    return x - m, m
-
-
-def _logsumexp(xp: Any, x: Any, axis: Any, keepdims: bool = True) -> Any:
-    if any(x.shape[a] == 0 for a in _axes(axis, x.ndim)):
-        shape = tuple(1 if i in _axes(axis, x.ndim) else s for i, s in enumerate(x.shape))
-        out = xp.full(shape, -float("inf"), dtype=x.dtype, device=device(x))
-    else:
-        z, m = _shifted(xp, x, axis)
-        out = xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True)) + m
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def _log_softmax(xp: Any, x: Any, axis: int) -> Any:
-    if x.shape[axis] == 0:
-        return x
-    # (x - m) - log sum exp(x - m): subtracting the full logsumexp from x would
-    # cancel catastrophically for large |x| (-1e30 - (-1e30 + log 3) == 0)
-    z, _ = _shifted(xp, x, axis)
-    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
-
-
-def _softmax(xp: Any, x: Any, axis: int) -> Any:
-    z, _ = _shifted(xp, x, axis)
-    e = xp.exp(z)
-    return e / xp.sum(e, axis=axis, keepdims=True)
-
-
-def _sigmoid(xp: Any, x: Any) -> Any:
-    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _log_sigmoid(xp: Any, x: Any) -> Any:
-    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
-
-
-def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    axes = axis if isinstance(axis, tuple) else (axis,)
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(f"axis={axis} is out of range for an array with {ndim} dimension(s)")
-    return tuple(a % ndim for a in axes)
-
-
-def _prepare(x: Any, name: str = "x") -> tuple[Any, Any]:
-    xp, (x,) = namespace(x)
-    check_floating(xp, x, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a scalar")
-    return xp, x
 
 
 # -- public functions ---------------------------------------------------------------
@@ -146,13 +84,13 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
 def _logsumexp_rule(
     x: Any, axis: Any = -1, keepdims: bool = False, *, wrt: tuple[str, ...] = ()
 ) -> tuple[Any, dict]:
-    xp, x = _prepare(x)
-    _axes(axis, x.ndim)
+    xp, x = prepare_scores(x)
+    mathops.normalize_axes(axis, x.ndim)
     fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
     if fast is not None:
         return fast
     xc = upcast(xp, x)
-    lse = _logsumexp(xp, xc, axis, True)
+    lse = mathops.logsumexp(xp, xc, axis, True)
     value = lse if keepdims else xp.squeeze(lse, axis=axis)
     grads = {"x": restore(xp, xp.exp(xc - lse), x.dtype)} if "x" in wrt else {}
     return restore(xp, value, x.dtype), grads
@@ -190,12 +128,12 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
     array([    0., -1000.])
     """
-    xp, x = _prepare(x)
-    _axes(axis, x.ndim)
+    xp, x = prepare_scores(x)
+    mathops.normalize_axes(axis, x.ndim)
     fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
     if fast is not None:
         return fast
-    return restore(xp, _log_softmax(xp, upcast(xp, x), axis), x.dtype)
+    return restore(xp, mathops.log_softmax(xp, upcast(xp, x), axis), x.dtype)
 
 
 @numeric_guard
@@ -230,12 +168,12 @@ def softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
     array([1., 0.])
     """
-    xp, x = _prepare(x)
-    _axes(axis, x.ndim)
+    xp, x = prepare_scores(x)
+    mathops.normalize_axes(axis, x.ndim)
     fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies
     if fast is not None:
         return fast
-    return restore(xp, _softmax(xp, upcast(xp, x), axis), x.dtype)
+    return restore(xp, mathops.softmax(xp, upcast(xp, x), axis), x.dtype)
 
 
 @numeric_guard
@@ -265,7 +203,7 @@ def sigmoid(x: Any) -> Any:
     """
     xp, (x,) = namespace(x)
     check_floating(xp, x, "x")
-    return restore(xp, _sigmoid(xp, upcast(xp, x)), x.dtype)
+    return restore(xp, mathops.sigmoid(xp, upcast(xp, x)), x.dtype)
 
 
 @numeric_guard
@@ -295,7 +233,7 @@ def log_sigmoid(x: Any) -> Any:
     """
     xp, (x,) = namespace(x)
     check_floating(xp, x, "x")
-    return restore(xp, _log_sigmoid(xp, upcast(xp, x)), x.dtype)
+    return restore(xp, mathops.log_sigmoid(xp, upcast(xp, x)), x.dtype)
 
 
 def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
@@ -328,6 +266,6 @@ def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
     >>> ce.looks_like_probabilities([[2.0, 1.0, 0.1]])
     False
     """
-    xp, x = _prepare(x)
-    (ax,) = _axes(axis, x.ndim)
-    return bool(_looks_like_probabilities(xp, x, ax))
+    xp, x = prepare_scores(x)
+    (ax,) = mathops.normalize_axes(axis, x.ndim)
+    return bool(probabilities_probe(xp, x, ax))

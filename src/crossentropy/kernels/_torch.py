@@ -8,70 +8,80 @@ backward only scales the saved gradient by the incoming one
 penalties) instead recomputes the gradient on the portable path, as a
 function of the input that autograd can differentiate again.  The kernel reads
 the tensors in place: ``data_ptr`` and strides, no copies.  A batch prepared
-on NumPy views of the tensors (``host_views``) is differentiated with respect
+on NumPy views of the tensors (``host_arrays``) is differentiated with respect
 to the caller's ``input`` itself, in its own layout; a batch of tensors with
-respect to its class-last view.  Imported only once a tensor has been seen, so
-PyTorch is already loaded.
+respect to its class-last view.  The Function class is built on first use, so
+importing this module does not import PyTorch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import array_api_compat
 import numpy as np
-import torch
 
-from .._reduction import reduce
-from ._cross_entropy import package, run, tensors
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import ClassCall
+from .._core.reduction import reduce
+from .._core.softmax_ce import cross_entropy_rows
+from ._launch import package, run, tensors
 
 __all__ = ["autograd_cross_entropy"]
 
 
-class _CrossEntropy(torch.autograd.Function):
-    """Fused cross-entropy of ``x`` (the input, or the class-last view of a
-    batch of tensors): the kernel's value, its gradient saved."""
+@functools.cache
+def _function() -> Any:
+    """The ``torch.autograd.Function`` (built on first use: PyTorch is imported lazily)."""
+    import torch
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, call: tuple) -> torch.Tensor:
-        b, eps, z_loss, softcap, value, g_full = call
-        ctx.save_for_backward(x)  # no copy: guards against in-place changes
-        ctx.call = (b, eps, z_loss, softcap)
-        ctx.grad = g_full
-        ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
-        ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
-        ctx.per_row = b.reduction == "none"
-        return value
+    class _CrossEntropy(torch.autograd.Function):
+        """Fused cross-entropy of ``x`` (the input, or the class-last view of a
+        batch of tensors): the kernel's value, its gradient saved."""
 
-    @staticmethod
-    def backward(ctx: Any, grad_value: torch.Tensor) -> tuple[torch.Tensor, None]:
-        if torch.is_grad_enabled():  # create_graph=True: a gradient with its own graph
-            (x,) = ctx.saved_tensors
-            ctx.grad = None
-            return _differentiable_grad(ctx, x, grad_value), None
-        # hand the saved gradient over (autograd then adopts it instead of copying);
-        # a second backward (retain_graph=True) recomputes it
-        g, ctx.grad = ctx.grad, None
-        if g is None:
-            (x,) = ctx.saved_tensors  # raises if x was modified in place since the forward
-            g = tensors(run(*ctx.call, True))[1]
-        axis = ctx.axis
-        if ctx.class_last and axis != g.ndim - 1:
-            g, axis = torch.movedim(g, axis, -1), g.ndim - 1
-        if ctx.per_row:
-            return g.mul_(grad_value.unsqueeze(axis)), None
-        if bool(grad_value == 1):
-            return g, None
-        return g.mul_(grad_value), None
+        @staticmethod
+        def forward(ctx: Any, x: Any, call: tuple) -> Any:
+            b, options, value, g_full = call
+            ctx.save_for_backward(x)  # no copy: guards against in-place changes
+            ctx.call = (b, options)
+            ctx.grad = g_full
+            ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
+            ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
+            ctx.per_row = b.reduction == "none"
+            return value
+
+        @staticmethod
+        def backward(ctx: Any, grad_value: Any) -> tuple[Any, None]:
+            if torch.is_grad_enabled():  # create_graph=True: a gradient with its own graph
+                (x,) = ctx.saved_tensors
+                ctx.grad = None
+                return _differentiable_grad(ctx, x, grad_value), None
+            # hand the saved gradient over (autograd then adopts it instead of copying);
+            # a second backward (retain_graph=True) recomputes it
+            g, ctx.grad = ctx.grad, None
+            if g is None:
+                (x,) = ctx.saved_tensors  # raises if x was modified in place since the forward
+                g = tensors(run(*ctx.call, True))[1]
+            axis = ctx.axis
+            if ctx.class_last and axis != g.ndim - 1:
+                g, axis = torch.movedim(g, axis, -1), g.ndim - 1
+            if ctx.per_row:
+                return g.mul_(grad_value.unsqueeze(axis)), None
+            if bool(grad_value == 1):
+                return g, None
+            return g.mul_(grad_value), None
+
+    return _CrossEntropy
 
 
-def _differentiable_grad(ctx: Any, x: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+def _differentiable_grad(ctx: Any, x: Any, grad_value: Any) -> Any:
     """``grad_value`` times the gradient with respect to ``x``, computed by
     autograd through the portable path with ``create_graph=True``."""
-    from ..losses.classification import _cross_entropy_rows
+    import torch
 
-    b, eps, z_loss, softcap = ctx.call
+    b, options = ctx.call
 
     def tensor(a: Any) -> Any:  # NumPy views of the caller's tensors, as tensors again
         return a if a is None or isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
@@ -85,29 +95,27 @@ def _differentiable_grad(ctx: Any, x: torch.Tensor, grad_value: torch.Tensor) ->
         weight=tensor(b.weight),
         class_weight=tensor(b.class_weight),
     )
-    loss, denom, _, _ = _cross_entropy_rows(tb, eps, z_loss, softcap, False)
+    loss, denom, _, _ = cross_entropy_rows(tb, options, False)
     value = reduce(tb.xp, loss, tb.reduction, denom)
     (g,) = torch.autograd.grad(value, x, grad_value.to(value.dtype), create_graph=True)
     return g
 
 
 def autograd_cross_entropy(
-    b: Any,
-    eps: float,
-    z_loss: float,
-    softcap: float | None,
+    b: ClassCall,
+    options: CrossEntropyOptions,
     wrt: tuple[str, ...],
-    x: torch.Tensor | None = None,
+    x: Any = None,
 ) -> tuple[Any, dict] | None:
-    """``_cross_entropy(b, ...)`` for a batch whose input needs a gradient: the
+    """``evaluate_cross_entropy(b, options, wrt)`` for a call whose input needs a gradient: the
     value is an autograd node; the gradients in ``wrt`` (computed in the same
     pass) are plain tensors.  ``x`` is the input tensor of a batch prepared on
     NumPy views (default: the batch's own class-last view).  ``None`` if the
     kernel does not apply."""
-    result = run(b, eps, z_loss, softcap, True, target_grad="target" in wrt)
+    result = run(b, options, True, target_grad="target" in wrt)
     if result is None:
         return None
     value, g_full, dt_full = tensors(result)
     x = b.x if x is None else x
-    value = _CrossEntropy.apply(x, (b, eps, z_loss, softcap, value, g_full))
+    value = _function().apply(x, (b, options, value, g_full))
     return package(b, wrt, value, g_full, dt_full)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import numeric_guard
-from .._validate import check_in_unit_interval
-from ..grad import defines_grad
-from ..special import _log_sigmoid, _sigmoid
-from ._elementwise import broadcast_to_input, finish, prepare_pair
+from .._core.mathops import log_sigmoid, sigmoid
+from .._core.namespace import numeric_guard
+from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
+from .._core.rules import defines_grad
+from .._core.validate import check_in_unit_interval
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
@@ -60,7 +60,8 @@ def binary_cross_entropy(
 
     Examples
     --------
-    The seed's cat/dog example, :math:`-(y \log p + (1-y)\log(1-p))`:
+    A picture that is a cat (:math:`y = 1`) predicted a cat with probability 0.8,
+    :math:`-(y \log p + (1-y)\log(1-p)) = -\log 0.8`:
 
     >>> import crossentropy as ce
     >>> round(float(ce.binary_cross_entropy([0.8], [1.0])), 4)      # -log 0.8
@@ -81,7 +82,7 @@ def _bce_rule(
     *,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
-    p = prepare_pair("binary_cross_entropy", input, target, reduction, weight)
+    p = prepare_pair_call("binary_cross_entropy", input, target, reduction, weight)
     xp, x, t = p.xp, p.x, p.t
     check_in_unit_interval(xp, x, "input")
     check_in_unit_interval(xp, t, "target")
@@ -102,7 +103,7 @@ def _bce_rule(
     def d_target() -> Any:
         return ww * (log_q - log_p)
 
-    return finish(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})
 
 
 def binary_cross_entropy_with_logits(
@@ -174,7 +175,7 @@ def _bce_logits_rule(
     *,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
-    p = prepare_pair(
+    p = prepare_pair_call(
         "binary_cross_entropy_with_logits", input, target, reduction, weight, pos_weight
     )
     xp, x, t = p.xp, p.x, p.t
@@ -183,7 +184,7 @@ def _bce_logits_rule(
         w = broadcast_to_input(xp, w, x.shape, "weight")
     if pw is not None:
         pw = broadcast_to_input(xp, pw, x.shape, "pos_weight")
-    log_sig = _log_sigmoid(xp, x)
+    log_sig = log_sigmoid(xp, x)
     coef = 1 if pw is None else 1 + (pw - 1) * t
     loss = (1 - t) * x - coef * log_sig
     if w is not None:
@@ -191,9 +192,9 @@ def _bce_logits_rule(
     ww = 1 if w is None else w
 
     def d_input() -> Any:
-        return ww * ((1 - t) - coef * _sigmoid(xp, -x))
+        return ww * ((1 - t) - coef * sigmoid(xp, -x))
 
     def d_target() -> Any:
         return ww * (-x - (0 if pw is None else (pw - 1) * log_sig))
 
-    return finish(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})

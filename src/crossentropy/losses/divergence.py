@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import numeric_guard
-from ..grad import defines_grad
-from ._elementwise import finish, prepare_pair
+from .._core.namespace import numeric_guard
+from .._core.prepared import finish_pair, prepare_pair_call
+from .._core.rules import defines_grad
 
 __all__ = ["kl_div"]
 
@@ -75,7 +75,7 @@ def _kl_div_rule(
     *,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
-    p = prepare_pair(
+    p = prepare_pair_call(
         "kl_div", input, target, reduction, allowed=("none", "mean", "batchmean", "sum")
     )
     xp, x, t = p.xp, p.x, p.t
@@ -98,4 +98,4 @@ def _kl_div_rule(
         # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0
         return et * (t - x + 1) if log_target else xp.where(positive, log_t + 1 - x, 0 * x)
 
-    return finish(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)

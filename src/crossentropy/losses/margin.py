@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import numeric_guard, restore, to_bool
-from .._reduction import reduce, seed
-from ..grad import defines_grad
-from ._elementwise import finish, prepare_pair
-from .classification import _back, _one_hot, _pick, _prepare
+from .._core.mathops import one_hot, pick
+from .._core.namespace import numeric_guard, restore, to_bool
+from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
+from .._core.reduction import grad_scale, reduce
+from .._core.rules import defines_grad
 
 __all__ = ["hinge_loss", "multi_margin_loss"]
 
@@ -82,32 +82,33 @@ def _multi_margin_rule(
 ) -> tuple[Any, dict]:
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
-    b = _prepare("multi_margin_loss", input, target, weight, None, reduction, None, False)
+    b = prepare_class_call(input, target, weight, reduction=reduction)
     xp, x, C = b.xp, b.x, b.n_classes
     if x.ndim > 2:
         raise ValueError(
             f"multi_margin_loss expects input of shape (N, C) or (C,), got {tuple(input.shape)}"
         )
-    other = 1 - _one_hot(xp, b.index, C, x.dtype)  # 0 at the target class
-    z = margin - _pick(xp, x, b.index)[..., None] + x
+    other = 1 - one_hot(xp, b.index, C, x.dtype)  # 0 at the target class
+    z = margin - pick(xp, x, b.index)[..., None] + x
     active = xp.where(z > 0, other, xp.zeros_like(other))
     h = active * (z if p == 1 else z * z)
     loss = b.w_t * xp.sum(h, axis=-1) / C
     value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
     grads = {}
     if "input" in wrt:
-        s = seed(xp, loss, b.reduction)
+        s = grad_scale(xp, loss, b.reduction)
         dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
         g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
-        grads["input"] = _back(b, (s * b.w_t / C)[..., None] * g)
+        grads["input"] = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
     return value, grads
 
 
 def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
     r"""Binary hinge loss :math:`\max(0, \text{margin} - y\,h)` with labels :math:`y \in \{-1, +1\}`.
 
-    The loss of the seeds' list "MSE, cross-entropy, hinge" (the SVM loss);
-    PyTorch has no function of this name.
+    The classic margin loss of support vector machines, the third common
+    classification loss beside MSE and cross-entropy; PyTorch has no function
+    of this name.
 
     Parameters
     ----------
@@ -117,7 +118,7 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
         Labels, each -1 or +1 (integer or floating dtype).
     margin : float, default 1.0
     reduction : {'mean', 'sum', 'none'}, default 'mean'
-        ``'sum'`` gives the seeds' :math:`\sum_i \max(0, 1 - y_i h_\theta(x_i))`.
+        ``'sum'`` gives the SVM objective's :math:`\sum_i \max(0, 1 - y_i h_\theta(x_i))`.
 
     Returns
     -------
@@ -156,7 +157,7 @@ def _hinge_rule(
     *,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
-    pr = prepare_pair("hinge_loss", input, target, reduction, float_target=False)
+    pr = prepare_pair_call("hinge_loss", input, target, reduction, float_target=False)
     xp, x, y = pr.xp, pr.x, pr.t
     bad = (y != 1) & (y != -1)
     if to_bool(xp.any(bad)):
@@ -167,4 +168,4 @@ def _hinge_rule(
     z = margin - y * x
     active = z > 0
     loss = xp.where(active, z, xp.zeros_like(z))
-    return finish(pr, loss, wrt, {"input": lambda: xp.where(active, -y, xp.zeros_like(y))})
+    return finish_pair(pr, loss, wrt, {"input": lambda: xp.where(active, -y, xp.zeros_like(y))})

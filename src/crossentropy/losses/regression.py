@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import numeric_guard
-from ..grad import defines_grad
-from ._elementwise import finish, prepare_pair
+from .._core.namespace import numeric_guard
+from .._core.prepared import finish_pair, prepare_pair_call
+from .._core.rules import defines_grad
 
 __all__ = ["mse_loss"]
 
@@ -14,8 +14,8 @@ __all__ = ["mse_loss"]
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
     r"""Mean squared error between ``input`` and ``target``.
 
-    The seeds' baseline: on probabilities after a sigmoid or softmax it
-    trains classifiers more slowly than cross-entropy (its gradient vanishes
+    The usual baseline against cross-entropy: on probabilities after a
+    sigmoid or softmax it trains classifiers more slowly than cross-entropy (its gradient vanishes
     where the sigmoid saturates); ``crossentropy demo`` measures that.
 
     Parameters
@@ -45,10 +45,9 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
 
     Examples
     --------
-    The seed's "why not MSE?" tables: the same predictions, once more and once
-    less confident, against one-hot labels (summed over classes, averaged over
-    the three samples).  The slide's 0.54 for the first table is its first
-    sample alone:
+    Two sets of predictions for three samples against one-hot labels: the
+    squared errors summed over the classes of each sample, and the second
+    set's mean over the samples:
 
     >>> import numpy as np
     >>> import crossentropy as ce
@@ -68,6 +67,6 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
 def _mse_rule(
     input: Any, target: Any, reduction: str = "mean", *, wrt: tuple[str, ...] = ()
 ) -> tuple[Any, dict]:
-    p = prepare_pair("mse_loss", input, target, reduction)
+    p = prepare_pair_call("mse_loss", input, target, reduction)
     diff = p.x - p.t
-    return finish(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})
+    return finish_pair(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})

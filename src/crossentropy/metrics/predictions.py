@@ -16,8 +16,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-# The metrics sit above the losses and use only the public API.
-import crossentropy as ce
+# The metrics sit above the public functions: they use those and the public error types.
+from .._core.errors import DTypeError, TargetIndexError
+from ..special import log_softmax, logsumexp
 
 __all__ = ["FROM", "Predictions", "to_host"]
 
@@ -61,7 +62,7 @@ def _rows_of(input: Any, axis: int) -> tuple[Any, Any, tuple[int, ...]]:
         real = info.default_dtypes(device=array_api_compat.device(input))["real floating"]
         input = xp.astype(input, real)
     elif not xp.isdtype(input.dtype, "real floating"):
-        raise ce.DTypeError(f"input must hold real numbers, got dtype {input.dtype}")
+        raise DTypeError(f"input must hold real numbers, got dtype {input.dtype}")
     if input.ndim == 0:
         raise ValueError("input must have a class axis, got a scalar")
     if not -input.ndim <= axis < input.ndim:
@@ -76,12 +77,12 @@ def _rows_of(input: Any, axis: int) -> tuple[Any, Any, tuple[int, ...]]:
 def _check_labels(xp: Any, t: Any, keep: np.ndarray, C: int) -> np.ndarray:
     """``t`` (flat class indices in ``xp``) checked against ``[0, C)``; returned as int64."""
     if not xp.isdtype(t.dtype, "integral"):
-        raise ce.DTypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+        raise DTypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     bad = to_host((t < 0) | (t >= C)) & keep
     labels = to_host(t)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ce.TargetIndexError(
+        raise TargetIndexError(
             f"target: {int(bad.sum())} label(s) out of range for C = {C} classes (valid: "
             f"0..{C - 1}); first: {labels[i]} at row {i}"
         )
@@ -106,7 +107,7 @@ def _invalid_rows(xp: Any, x: Any, from_: str, tol: float) -> dict[str, Any]:
         }
     positive = xp.any(x > _POSITIVE_LOG_PROB, axis=-1) & ok
     usable = ok & ~positive
-    lse = ce.logsumexp(xp.where(usable[:, None], x, xp.zeros_like(x)), axis=-1)
+    lse = logsumexp(xp.where(usable[:, None], x, xp.zeros_like(x)), axis=-1)
     off = (xp.abs(lse) > tol) & usable
     return {"NaN": nan, "positive log-probabilities": positive,
             "log-probabilities not summing to 1": off}  # fmt: skip
@@ -261,7 +262,7 @@ class Predictions:
         xp = self.xp
         with np.errstate(all="ignore"):
             if self.from_ == "logits":
-                return ce.log_softmax(self._x, axis=-1)
+                return log_softmax(self._x, axis=-1)
             return xp.log(self._x) if self.from_ == "probs" else self._x
 
     @cached_property

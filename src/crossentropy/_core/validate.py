@@ -10,12 +10,10 @@ import math
 import warnings
 from typing import Any
 
-from ._namespace import is_floating, is_integer, to_bool
+from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from .namespace import is_floating, is_integer, to_bool
 
 __all__ = [
-    "DTypeError",
-    "ProbabilitiesAsLogitsWarning",
-    "TargetIndexError",
     "check_batch",
     "check_floating",
     "check_in_unit_interval",
@@ -30,30 +28,6 @@ __all__ = [
     "looks_like_probabilities",
     "warn_if_probabilities",
 ]
-
-
-class DTypeError(TypeError, ValueError):
-    """An array has the wrong kind of dtype (integer where floats are expected,
-    or the reverse).  Subclasses both ``TypeError`` and ``ValueError``."""
-
-    __module__ = "crossentropy"
-
-
-class TargetIndexError(IndexError, ValueError):
-    """A class-index target lies outside ``[0, C)`` and is not ``ignore_index``.
-    Subclasses both ``IndexError`` (as PyTorch) and ``ValueError``."""
-
-    __module__ = "crossentropy"
-
-
-class ProbabilitiesAsLogitsWarning(UserWarning):
-    """Rows passed as logits already look like probabilities.
-
-    ``cross_entropy`` applies ``log_softmax`` itself; feeding it the output of
-    ``softmax`` squashes every logit into [0, 1] and the loss stops learning.
-    """
-
-    __module__ = "crossentropy"
 
 
 def check_floating(xp: Any, x: Any, name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-try:  # built by setup.py; optional
-    from . import _ce
+try:  # built by setup.py; optional (a compiled module, not part of the import graph)
+    extension: Any = importlib.import_module(__package__ + "._ce")
 except ImportError:  # pragma: no cover - depends on the build
-    _ce = None
+    extension = None
 
 __all__ = [
     "Strided",
@@ -29,6 +30,7 @@ __all__ = [
     "enabled",
     "exp_sum",
     "get_num_threads",
+    "info",
     "numpy_namespace",
     "rows_geometry",
     "set_num_threads",
@@ -41,14 +43,14 @@ _THREADS: list[int] = []
 
 def available() -> bool:
     """True if the compiled kernels were built and import."""
-    return _ce is not None
+    return extension is not None
 
 
 def enabled() -> bool:
     """True if calls may take the fast path: built, not disabled by
     ``CROSSENTROPY_DISABLE_KERNELS=1`` nor inside :func:`disabled`."""
     return (
-        _ce is not None
+        extension is not None
         and not _DISABLED.get()
         and os.environ.get("CROSSENTROPY_DISABLE_KERNELS", "") in ("", "0")
     )
@@ -62,6 +64,14 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _DISABLED.reset(token)
+
+
+def info() -> dict:
+    """What was built: ``{'available': bool, 'isa': str, 'cpus': int, 'threads': int}``."""
+    out = {"available": available(), "threads": get_num_threads()}
+    if extension is not None:
+        out.update(extension.info())
+    return out
 
 
 def get_num_threads() -> int:
@@ -202,5 +212,5 @@ def exp_sum(block: Any, sums: Any) -> bool:
     if not (sums.flags.c_contiguous and sums.flags.writeable and sums.flags.aligned):
         return False
     ld = s0 // size if rows > 1 else cols
-    _ce.exp_sum(code, rows, cols, block.ctypes.data, ld, sums.ctypes.data, get_num_threads())
+    extension.exp_sum(code, rows, cols, block.ctypes.data, ld, sums.ctypes.data, get_num_threads())
     return True

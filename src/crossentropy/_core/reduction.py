@@ -1,7 +1,7 @@
 """The one place where ``reduction='none' | 'mean' | 'sum'`` happens.
 
 A loss computes its unreduced per-element values, then calls :func:`reduce`
-for the forward value and :func:`seed` for the backward: the factor by which
+for the forward value and :func:`grad_scale` for the backward: the factor by which
 each element's local gradient is multiplied so that the result is the gradient
 of the reduced loss (of the sum for ``'none'``).
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._namespace import device as _device
+from .namespace import device
 
-__all__ = ["REDUCTIONS", "check_reduction", "reduce", "seed"]
+__all__ = ["REDUCTIONS", "check_reduction", "grad_scale", "reduce"]
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -36,9 +36,9 @@ def _denominator(xp: Any, loss: Any, denominator: Any) -> Any:
         size = 1
         for s in loss.shape:
             size *= s
-        return xp.asarray(float(size), dtype=loss.dtype, device=_device(loss))
+        return xp.asarray(float(size), dtype=loss.dtype, device=device(loss))
     if isinstance(denominator, (int, float)):
-        return xp.asarray(float(denominator), dtype=loss.dtype, device=_device(loss))
+        return xp.asarray(float(denominator), dtype=loss.dtype, device=device(loss))
     return xp.astype(denominator, loss.dtype)
 
 
@@ -59,10 +59,10 @@ def reduce(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
     return xp.where(zero, xp.full_like(total, float("nan")), total / safe)
 
 
-def seed(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
+def grad_scale(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
     """d(reduced loss)/d(loss element): 1 for ``'sum'`` and ``'none'``,
     ``1/denominator`` for ``'mean'`` (0 when the denominator is 0)."""
-    one = xp.asarray(1.0, dtype=loss.dtype, device=_device(loss))
+    one = xp.asarray(1.0, dtype=loss.dtype, device=device(loss))
     if reduction != "mean":
         return one
     denom = _denominator(xp, loss, denominator)

@@ -14,8 +14,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import _native
-from ._native import rows_geometry, strided
+from . import native
+from .native import rows_geometry, strided
 
 __all__ = ["logsumexp_rows", "softmax_rows"]
 
@@ -36,8 +36,8 @@ def _empty(like: Any, shape: tuple) -> Any:
 
 
 def _applies(x: Any, axis: Any) -> Any:
-    """``x`` as a :class:`~._native.Strided` if the kernel applies, else None."""
-    if not _native.enabled() or not isinstance(axis, int) or x.ndim == 0:
+    """``x`` as a :class:`~.native.Strided` if the kernel applies, else None."""
+    if not native.enabled() or not isinstance(axis, int) or x.ndim == 0:
         return None
     if axis % x.ndim != x.ndim - 1:
         return None
@@ -72,9 +72,9 @@ def _call(s: Any, kind: str) -> tuple[Any, Any] | None:
         if go is None or go[:2] != (outer, inner):
             return None
         os_ = (go[2], go[3], 1)
-    _native._ce.softmax(
+    native.extension.softmax(
         s.code, outer, inner, s.shape[-1], s.ptr, s0, s1, 1, 0 if o is None else o.ptr, *os_,
-        strided(lse).ptr, _MODES[kind], _native.get_num_threads(),
+        strided(lse).ptr, _MODES[kind], native.get_num_threads(),
     )  # fmt: skip
     return lse, out
 

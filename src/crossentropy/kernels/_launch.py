@@ -1,16 +1,11 @@
-"""The fast path of ``cross_entropy``: one fused pass for the value and the gradient.
+"""The fused cross-entropy kernel's launch: layout plan, buffers, reduction, results.
 
-:func:`cross_entropy_batch` takes the prepared batch of
-``crossentropy.losses.classification`` (class axis last, a view) and returns
-what the reference ``_cross_entropy`` returns, or ``None`` when the kernels do
-not apply (another array library, a GPU tensor, float16 compute, a layout they
-cannot read in place, kernels disabled), so that the caller falls through to the
-reference path.
-
-PyTorch CPU tensors in float32/float64 are checked and prepared as NumPy views
-of their memory (:func:`host_views`, then :func:`cross_entropy_host`): every
-PyTorch operation costs a dispatch and, on a busy machine, a wake-up of its
-thread pool, which on small tensors takes longer than the whole kernel.
+:func:`run` hands a prepared :class:`~crossentropy._core.prepared.ClassCall`
+to the C kernel (strided, in place: no copies of the logits) and returns the
+value and the gradients, or ``None`` when the layout does not fit the kernel.
+:func:`host_arrays` gives NumPy views of PyTorch CPU tensors, so that a call on
+tensors is validated and run as on NumPy arrays.  The entry point that decides
+whether the kernel applies is :mod:`crossentropy.kernels.cross_entropy`.
 """
 
 from __future__ import annotations
@@ -21,12 +16,14 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from .._namespace import restore
-from .._reduction import reduce, seed
-from . import _native
-from ._native import Strided, rows_geometry, strided
+from .._core.namespace import restore
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import ClassCall
+from .._core.reduction import grad_scale, reduce
+from . import native
+from .native import Strided, rows_geometry, strided
 
-__all__ = ["cross_entropy_batch", "cross_entropy_host", "host_buffer", "host_views"]
+__all__ = ["host_arrays", "host_buffer", "package", "run", "tensors"]
 
 #: classes up to this many are processed across rows (columns kernel)
 SMALL_C = 32
@@ -75,7 +72,7 @@ def _fold(lead: tuple, a: Strided, rows_first: bool, od: tuple | None) -> tuple 
     return geo
 
 
-def _class_indices(b: Any, lead: tuple, rows_first: bool, od: tuple) -> tuple:
+def _class_indices(b: ClassCall, lead: tuple, rows_first: bool, od: tuple) -> tuple:
     """``(pointer, (s0, s1), y32, keep)``: the caller's class-index target as
     the kernel reads it (row ``o * D + d`` at ``o * s0 + d * s1``, for the
     logits' ``od = (O, D)``), in place when it is int64 or int32 and C-ordered
@@ -109,7 +106,7 @@ def _c_ordered(a: Strided) -> bool:
     return True
 
 
-def _ignore(b: Any) -> tuple[int, int]:
+def _ignore(b: ClassCall) -> tuple[int, int]:
     """``(ignore, has_ignore)``: the kernel's ``ignore_index`` arguments."""
     i = b.ignore_index
     if i is None or not _INT64_MIN <= int(i) <= _INT64_MAX:
@@ -133,7 +130,7 @@ class _Plan(NamedTuple):
     keep: tuple  # arrays the pointers point into, alive until the call returns
 
 
-def _plan(b: Any, x: Strided, g_strides: tuple | None) -> _Plan | None:
+def _plan(b: ClassCall, x: Strided, g_strides: tuple | None) -> _Plan | None:
     """The kernel's layout arguments for ``x`` (and the gradient's class-last
     element strides ``g_strides``), or ``None`` if the layout is not supported."""
     C = b.n_classes
@@ -174,35 +171,33 @@ def _plan(b: Any, x: Strided, g_strides: tuple | None) -> _Plan | None:
 
 
 def _launch(
-    b: Any,
+    b: ClassCall,
     x: Strided,
     plan: _Plan,
     gp: int,
     dtp: int,
     reused: bool,
-    eps: float,
-    z_loss: float,
-    softcap: float | None,
+    options: CrossEntropyOptions,
     scale: float,
     loss: Any,
     per_row: bool,
 ) -> None:
     p, lp = plan, strided(loss).ptr
-    _native._ce.cross_entropy(
+    native.extension.cross_entropy(
         x.code, *p.od, b.n_classes, x.ptr, *p.xs, gp, *p.gs, p.tp, *p.ts,
         p.yp, *p.ys, p.y32, *_ignore(b), p.wp, lp if per_row else 0, 0 if per_row else lp,
-        eps, z_loss, softcap or 0.0, scale, ROW_MODE,
-        int(p.columns), _native.get_num_threads(), dtp, int(reused),
+        options.label_smoothing, options.z_loss, options.softcap or 0.0, scale, ROW_MODE,
+        int(p.columns), native.get_num_threads(), dtp, int(reused),
     )  # fmt: skip
 
 
-def _grad_shape(b: Any, x: Strided) -> tuple:
+def _grad_shape(b: ClassCall, x: Strided) -> tuple:
     shape = list(x.shape[:-1])
     shape.insert(b.axis, b.n_classes)
     return tuple(shape)
 
 
-def _class_last_strides(b: Any, shape: tuple) -> tuple:
+def _class_last_strides(b: ClassCall, shape: tuple) -> tuple:
     """Element strides of the class-last view of a C-contiguous ``shape``."""
     strides, step = [0] * len(shape), 1
     for i in range(len(shape) - 1, -1, -1):
@@ -212,11 +207,11 @@ def _class_last_strides(b: Any, shape: tuple) -> tuple:
     return tuple(strides)
 
 
-def _denominator(b: Any, x: Strided, p: _Plan) -> float:
+def _denominator(b: ClassCall, x: Strided, p: _Plan) -> float:
     """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
     if b.probs:
         return float(p.od[0] * p.od[1])
-    return _native._ce.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
+    return native.extension.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
 
 
 def _on_host(a: Any) -> Any:
@@ -224,7 +219,7 @@ def _on_host(a: Any) -> Any:
     return a if isinstance(a, (np.ndarray, np.generic)) else a.numpy()
 
 
-def _reduce(b: Any, loss: Any, denom: float, host: Any, dtype: Any) -> Any:
+def _reduce(b: ClassCall, loss: Any, denom: float, host: Any, dtype: Any) -> Any:
     """``reduce`` in NumPy on the per-row losses or on the columns kernel's
     block sums (small tensor reductions in PyTorch wake its thread pool for
     nothing), in the compute ``dtype``, as ``b.xp``'s array."""
@@ -239,10 +234,8 @@ def _reduce(b: Any, loss: Any, denom: float, host: Any, dtype: Any) -> Any:
 
 
 def run(
-    b: Any,
-    eps: float,
-    z_loss: float,
-    softcap: float | None,
+    b: ClassCall,
+    options: CrossEntropyOptions,
     need_grad: bool,
     out: Any = None,
     target_grad: bool = False,
@@ -286,50 +279,16 @@ def run(
         rows = plan.od[0] * plan.od[1]
         nb = _COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
-    host = _native.numpy_namespace()
-    scale = float(seed(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
+    host = native.numpy_namespace()
+    scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
     gp = 0 if g is None else g.ptr
-    _launch(b, x, plan, gp, dtp, out is not None, eps, z_loss, softcap, scale, loss, per_row)
+    _launch(b, x, plan, gp, dtp, out is not None, options, scale, loss, per_row)
     dtype = (np.float32, np.float64)[x.code]
     return _reduce(b, loss, denom, host, dtype), g_full, dt_full
 
 
-def _torch_graph(b: Any) -> bool | None:
-    """For a tensor batch: True if autograd must see the call, None if only the
-    reference path can build that graph (weights or targets that need gradients)."""
-    import torch
-
-    if not torch.is_grad_enabled():
-        return False
-    if (b.weight is not None and b.weight.requires_grad) or (b.probs and b.target.requires_grad):
-        return None
-    return bool(b.x.requires_grad)
-
-
-def cross_entropy_batch(
-    b: Any, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
-) -> tuple[Any, dict] | None:
-    """``_cross_entropy(b, ...)`` through the kernels, or ``None`` to fall through."""
-    if not _native.enabled():
-        return None
-    if array_api_compat.is_torch_array(b.x):
-        graph = _torch_graph(b)
-        if graph is None:
-            return None
-        if graph:
-            from ._torch import autograd_cross_entropy
-
-            return autograd_cross_entropy(b, eps, z_loss, softcap, wrt)
-    elif not isinstance(b.x, np.ndarray):
-        return None
-    result = run(b, eps, z_loss, softcap, "input" in wrt, target_grad="target" in wrt)
-    if result is None:
-        return None
-    return package(b, wrt, *result)
-
-
-def package(b: Any, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[Any, dict]:
-    """What ``_cross_entropy`` returns: the value and the asked-for gradients,
+def package(b: ClassCall, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[Any, dict]:
+    """What ``evaluate_cross_entropy`` returns: the value and the asked-for gradients,
     in the caller's dtype (a host batch's is its compute dtype: nothing to cast)."""
 
     def cast(a: Any) -> Any:
@@ -348,7 +307,7 @@ def package(b: Any, wrt: tuple[str, ...], value: Any, g: Any, dt: Any) -> tuple[
 
 @functools.cache
 def _host_kinds() -> tuple:
-    """PyTorch's tensor types and dtypes that :func:`host_views` takes, and the
+    """PyTorch's tensor types and dtypes that :func:`host_arrays` takes, and the
     NumPy dtypes of the same values (targets and weights may be NumPy arrays)."""
     import torch
 
@@ -382,7 +341,7 @@ def _host_view(a: Any, dtypes: tuple, np_dtypes: tuple, grad: bool) -> Any:
         return None
 
 
-def host_views(input: Any, target: Any, weight: Any, ignore_index: Any) -> tuple | None:
+def host_arrays(input: Any, target: Any, weight: Any, ignore_index: Any) -> tuple | None:
     """``(input, target, weight)`` as NumPy views of the same memory, or ``None``.
 
     Only for a non-empty float32/float64 PyTorch CPU ``input`` whose call the
@@ -392,7 +351,7 @@ def host_views(input: Any, target: Any, weight: Any, ignore_index: Any) -> tuple
     gradient.  Anything else (``None``) is prepared as tensors: its errors name
     PyTorch dtypes, or autograd must see more than ``input``.
     """
-    if not _native.enabled() or not array_api_compat.is_torch_array(input):
+    if not native.enabled() or not array_api_compat.is_torch_array(input):
         return None
     import torch
 
@@ -442,21 +401,3 @@ def _tensor(a: Any) -> Any:
 def tensors(result: tuple) -> tuple:
     """:func:`run`'s ``(value, gradient, target gradient)`` as PyTorch tensors."""
     return tuple(_tensor(a) for a in result)
-
-
-def cross_entropy_host(
-    b: Any, input: Any, eps: float, z_loss: float, softcap: float | None, wrt: tuple[str, ...]
-) -> tuple[Any, dict] | None:
-    """``_cross_entropy(b, ...)`` for a batch prepared on :func:`host_views`
-    of the PyTorch tensor ``input``: PyTorch results, the value an autograd
-    node when ``input`` needs a gradient; ``None`` if the kernel does not apply."""
-    import torch
-
-    if torch.is_grad_enabled() and input.requires_grad:
-        from ._torch import autograd_cross_entropy
-
-        return autograd_cross_entropy(b, eps, z_loss, softcap, wrt, x=input)
-    result = run(b, eps, z_loss, softcap, "input" in wrt, target_grad="target" in wrt)
-    if result is None:
-        return None
-    return package(b, wrt, *tensors(result))

@@ -1,0 +1,34 @@
+"""Cross-entropy of a linear layer's output without the ``(N, V)`` logits: ``linear_cross_entropy``.
+
+A language model's head computes ``logits = h @ W.T`` for ``N`` tokens and a
+vocabulary of ``V`` words and feeds them to ``cross_entropy``.  With
+``N = 8192`` and ``V = 128000`` the float32 logits alone take 4 GiB, and the
+naive backward holds two more arrays of that size.  Here the tokens are taken
+a chunk at a time (and the vocabulary a block at a time inside each chunk):
+per chunk, one GEMM gives the logits block, a streaming (online) logsumexp
+gives the row statistics, and the gradient of the block with respect to the
+logits is applied at once with two GEMMs (``dinput = G @ W`` and
+``dW += G.T @ input``).  Peak extra memory is one ``(chunk, V)`` buffer.
+
+With a reduced loss (``'mean'``, ``'sum'``) the gradients are computed during
+the forward, so the backward costs nothing; with ``reduction='none'`` the
+backward of the PyTorch ``autograd.Function`` recomputes the blocks, because
+each row's gradient must be scaled by its own upstream gradient.
+
+The modules: ``_api`` (the public function and its gradient rule),
+``_prepare`` (validation and chunk sizes), ``_engine`` (the chunk engine),
+``_arrayops`` (in-place array operations per library) and ``_autograd`` (the
+PyTorch ``autograd.Function``).  :func:`sharded_linear_cross_entropy` and
+:class:`LinearOptions` are the building blocks of
+:mod:`crossentropy.distributed`.
+"""
+
+from ._api import linear_cross_entropy, sharded_linear_cross_entropy
+from ._prepare import LinearOptions, default_chunk_size
+
+__all__ = [
+    "LinearOptions",
+    "default_chunk_size",
+    "linear_cross_entropy",
+    "sharded_linear_cross_entropy",
+]

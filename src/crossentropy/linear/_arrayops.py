@@ -1,0 +1,193 @@
+"""Array operations of the chunk engine, in place where the array library allows it.
+
+:class:`Functional` writes them for any Array API library (new arrays each
+time); :class:`NumpyOps` and :class:`TorchOps` override them with in-place
+versions (NumPy ``out=`` and BLAS accumulation, PyTorch ``*_`` methods), which is
+what keeps ``linear_cross_entropy`` at one logits buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .._core.namespace import is_torch
+from ..kernels import native
+from ..kernels.blas import gemm
+
+__all__ = ["Functional", "NumpyOps", "TorchOps", "ops_for"]
+
+
+class Functional:
+    """Array operations written for any Array API library (new arrays each time).
+
+    Subclasses override them with in-place versions where the library has
+    them (NumPy ``out=``, PyTorch ``*_``), which is what keeps the memory at
+    one logits buffer.
+    """
+
+    mutable = False
+    fold_scale = False  # the engine may apply the row scale after the GEMMs (see _engine)
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+
+    def buffer(self, size: int, dtype: Any, dev: Any) -> Any:
+        return None
+
+    def mm(self, a: Any, b: Any, out: Any) -> Any:
+        """``a @ b``, written into ``out`` (compute dtype) when there is one."""
+        y = self.xp.matmul(a, b)
+        return y if out is None or y.dtype == out.dtype else self.xp.astype(y, out.dtype)
+
+    def exp_(self, a: Any) -> Any:
+        return self.xp.exp(a)
+
+    def tanh_(self, a: Any) -> Any:
+        return self.xp.tanh(a)
+
+    def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
+        """``(exp(a), s + exp(a).sum(axis=0))``, ``a`` exponentiated in place where possible."""
+        a = self.exp_(a)
+        return a, s + self.xp.sum(a, axis=0)
+
+    def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
+        """``acc + a @ b`` (in place where possible)."""
+        y = self.xp.matmul(a, b)
+        return acc + (y if y.dtype == acc.dtype else self.xp.astype(y, acc.dtype))
+
+    def sub_at(self, g: Any, hit: Any, col: Any, vals: Any) -> Any:
+        """``g[col[n], n] -= vals[n]`` for the rows ``n`` where ``hit`` (``g`` is a
+        ``(block, rows)`` block): a one-hot of the block, as the standard has no
+        scatter."""
+        xp = self.xp
+        cols = xp.arange(g.shape[0], device=array_api_compat.device(g))
+        onehot = xp.astype(cols[:, None] == col[None, :], g.dtype)
+        return g - onehot * xp.where(hit, vals, xp.zeros_like(vals))[None, :]
+
+    def put_rows(self, dst: Any, rows: Any, vals: Any) -> Any:
+        raise NotImplementedError  # functional libraries collect the rows instead
+
+
+class NumpyOps(Functional):
+    mutable = True
+    fold_scale = True
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def _tmp(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
+        size = math.prod(shape)
+        buf = self._scratch.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._scratch[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+    def buffer(self, size: int, dtype: Any, dev: Any) -> Any:
+        return np.empty(size, dtype=dtype)
+
+    def mm(self, a: Any, b: Any, out: Any) -> Any:
+        if out is None or a.dtype != out.dtype:
+            return super().mm(a, b, out) if out is None else _assign(out, a @ b)
+        if gemm(a, b, out, 0.0):
+            return out
+        return np.matmul(a, b, out=out)
+
+    def exp_(self, a: Any) -> Any:
+        return np.exp(a, out=a)
+
+    def tanh_(self, a: Any) -> Any:
+        return np.tanh(a, out=a)
+
+    def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
+        # one fused pass in C (NumPy's exp and its sum along axis 0 are two)
+        total = np.array(s, dtype=a.dtype, copy=True)
+        if native.exp_sum(a, total):
+            return a, total
+        return super().exp_sum_(a, s)
+
+    def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
+        if gemm(a, b, acc, 1.0):  # BLAS accumulates into acc itself
+            return acc
+        # NumPy's matmul cannot accumulate: product into a reused scratch, then add
+        tmp = self._tmp("mm", acc.shape, np.result_type(a, b))
+        np.matmul(a, b, out=tmp)
+        acc += tmp
+        return acc
+
+    def sub_at(self, g: Any, hit: Any, col: Any, vals: Any) -> Any:
+        g[col, np.arange(g.shape[1])] -= np.where(hit, vals, 0)
+        return g
+
+    def put_rows(self, dst: Any, rows: Any, vals: Any) -> Any:
+        dst[rows] = vals
+        return dst
+
+
+# NumPy's matmul has no ``C += A @ B``; its BLAS does.  NumPy's wheels ship
+# OpenBLAS with its CBLAS symbols, which ctypes reaches in the library NumPy
+# has already loaded (so the same threads run both).  Anything unexpected
+# (another BLAS, another layout) falls back to matmul + add.
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+class TorchOps(Functional):
+    mutable = True
+
+    def buffer(self, size: int, dtype: Any, dev: Any) -> Any:
+        import torch
+
+        return torch.empty(size, dtype=dtype, device=dev)
+
+    def mm(self, a: Any, b: Any, out: Any) -> Any:
+        import torch
+
+        if out is None:
+            return super().mm(a, b, out)
+        if a.dtype != out.dtype:  # half-precision GEMM, float32 block
+            return out.copy_(a @ b)
+        return torch.matmul(a, b, out=out)
+
+    def exp_(self, a: Any) -> Any:
+        return a.exp_()
+
+    def tanh_(self, a: Any) -> Any:
+        return a.tanh_()
+
+    def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
+        if a.dtype == acc.dtype:
+            return acc.addmm_(a, b)
+        acc += a @ b
+        return acc
+
+    def sub_at(self, g: Any, hit: Any, col: Any, vals: Any) -> Any:
+        # every row once (0 where the target is elsewhere): no nonzero(), no device sync
+        import torch
+
+        rows = torch.arange(g.shape[1], device=g.device)
+        g[col, rows] -= torch.where(hit, vals, torch.zeros_like(vals))
+        return g
+
+    def put_rows(self, dst: Any, rows: Any, vals: Any) -> Any:
+        if isinstance(rows, slice):
+            dst[rows].copy_(vals)
+        else:
+            dst.index_copy_(0, rows, vals.to(dst.dtype))
+        return dst
+
+
+def _assign(out: Any, value: Any) -> Any:
+    out[...] = value
+    return out
+
+
+def ops_for(xp: Any, x: Any) -> Functional:
+    if array_api_compat.is_numpy_array(x):
+        return NumpyOps(xp)
+    if is_torch(x):
+        return TorchOps(xp)
+    return Functional(xp)
