@@ -4,7 +4,7 @@ NumPy by default; PyTorch, JAX and any Array API library work too.  Every
 loss has an analytic gradient through :func:`value_and_grad`.
 """
 
-from . import distributed, info, nn
+from . import distributed, info, metrics, nn
 from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from ._version import __version__
 from .grad import grad, value_and_grad
@@ -58,6 +58,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "looks_like_probabilities",
+    "metrics",
     "mse_loss",
     "multi_margin_loss",
     "multiclass_hinge_loss",
