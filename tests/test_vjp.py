@@ -225,3 +225,70 @@ class TestArguments:
         xr = x.clone().requires_grad_()
         (rg,) = torch.autograd.grad(F.log_softmax(xr, 1), xr, grad_outputs=torch.from_numpy(v))
         assert_close(g.numpy(), rg.numpy(), rtol=1e-12)
+
+
+def _samples(rng: np.random.Generator) -> dict:
+    """Arguments of every function with a rule, away from kinks, for each argument to check."""
+    x = rng.normal(size=(4, 3))
+    p = rng.dirichlet(np.ones(3), size=4)
+    y = rng.integers(0, 3, 4)
+    u = rng.uniform(0.1, 0.9, size=(4, 3))
+    sign = np.where(rng.random((4, 3)) < 0.5, -1.0, 1.0)
+    far = sign * rng.uniform(1.5, 3.0, size=(4, 3))  # hinge margins away from the kink
+    none = {"reduction": "none"}
+    return {
+        "cross_entropy": [((x, y), none, 0), ((x, p), none, 1)],
+        "nll_loss": [((np.log(p), y), none, 0)],
+        "binary_cross_entropy": [((u, p), none, 0), ((u, p), none, 1)],
+        "binary_cross_entropy_with_logits": [((x, p), none, 0), ((x, p), none, 1)],
+        "sigmoid_focal_loss": [((x, np.round(p)), none, 0)],
+        "focal_cross_entropy": [((x, y), none, 0)],
+        "poly1_cross_entropy": [((x, y), none, 0)],
+        "generalized_cross_entropy": [((x, y), none, 0)],
+        "kl_div": [((np.log(p), u), none, 0), ((np.log(p), u), none, 1)],
+        "generalized_kl_div": [((np.log(p), u), none, 0), ((np.log(p), u), none, 1)],
+        "mse_loss": [((x, u), none, 0), ((x, u), none, 1)],
+        "multi_margin_loss": [((x + 3 * np.eye(3)[y], y), none, 0)],
+        "multiclass_hinge_loss": [((x, y), none, 0)],
+        "hinge_loss": [((far, sign), none, 0)],
+        "squared_hinge_loss": [((far / 4, sign), none, 0)],
+        "linear_cross_entropy": [((x, rng.normal(size=(5, 3)), rng.integers(0, 5, 4)), none, 1)],
+        "logsumexp": [((x,), {"axis": 0}, 0), ((x,), {"b": u}, 0)],
+        "softmax": [((x,), {}, 0)],
+        "log_softmax": [((x,), {"axis": 0}, 0)],
+        "sigmoid": [((x,), {}, 0)],
+        "log_sigmoid": [((x,), {}, 0)],
+        "info.entropy": [((p,), {}, 0)],
+        "info.information": [((p,), {}, 0)],
+        "info.cross_entropy": [((p, p[::-1]), {}, 1)],
+        "info.kl_divergence": [((p, p[::-1]), {}, 0)],
+        "info.js_divergence": [((p, p[::-1]), {}, 1)],
+    }
+
+
+def test_every_rule_against_finite_differences(rng):
+    """vjp of every function with a gradient rule: sum(v * f) differentiated numerically."""
+    from crossentropy._core.rules import differentiable_functions
+
+    samples = _samples(rng)
+    names = {
+        n.split(".")[-1] if not n.startswith("info.") else n for n in differentiable_functions()
+    }
+    assert names <= set(samples), names - set(samples)
+    for name, calls in samples.items():
+        fn = getattr(info, name[5:]) if name.startswith("info.") else getattr(ce, name)
+        for args, kw, argnum in calls:
+            value, vjp_fn = ce.vjp(fn, *args, argnums=argnum, **kw)
+            v = rng.normal(size=np.shape(value))
+            g = vjp_fn(v)
+
+            def f(z, args=args, kw=kw, argnum=argnum, v=v, fn=fn):
+                call = list(args)
+                call[argnum] = z
+                return v * fn(*call, **kw)
+
+            fd = finite_difference(f, args[argnum])
+            try:
+                assert_close(g, fd, rtol=1e-5, atol=1e-7)
+            except AssertionError as e:
+                raise AssertionError(f"{name}, argument {argnum}, {kw}") from e

@@ -87,8 +87,11 @@ def value_and_grad(
     fn : callable
         A function of this library that has a gradient rule: every loss in
         :mod:`crossentropy` (``cross_entropy``, ``nll_loss``, ``binary_cross_entropy``,
-        ``binary_cross_entropy_with_logits``, ``kl_div``, ``mse_loss``,
-        ``multi_margin_loss``, ``hinge_loss``, ``linear_cross_entropy``),
+        ``binary_cross_entropy_with_logits``, ``sigmoid_focal_loss``,
+        ``focal_cross_entropy``, ``poly1_cross_entropy``,
+        ``generalized_cross_entropy``, ``kl_div``, ``generalized_kl_div``,
+        ``mse_loss``, ``multi_margin_loss``, ``multiclass_hinge_loss``,
+        ``hinge_loss``, ``squared_hinge_loss``, ``linear_cross_entropy``),
         ``logsumexp``, ``softmax``, ``log_softmax``, ``sigmoid``,
         ``log_sigmoid``, and every :mod:`crossentropy.info` function.
     argnums : int, str or sequence of them, default 0
@@ -217,6 +220,11 @@ def vjp(fn: Callable, *args: Any, argnums: int | str | Sequence[int | str] = 0, 
     """
     rule, names = _checked_rule(fn, argnums)
     value = rule(*args, wrt=(), **kwargs)[0]
+    if isinstance(value, tuple):
+        raise ValueError(
+            f"vjp needs a function with one array as its value; {fn.__name__} returned "
+            f"{len(value)} (logsumexp with return_sign=True, say)"
+        )
 
     def vjp_fn(cotangent: Any) -> Any:
         _, (_, ct) = namespace(value, cotangent, names=("value", "cotangent"), required=2)
