@@ -256,7 +256,7 @@ def finish_pair(
 
 
 def prepare_scores(x: Any, name: str = "x") -> tuple[Any, Any]:
-    """``(xp, x)`` for a floating array with at least one dimension."""
+    """``(xp, x)`` for a floating array of any shape (0-d included)."""
     xp, (x,) = namespace(x, names=(name,), required=1)
     check_floating(xp, x, name)
     return xp, x

@@ -30,9 +30,9 @@ __all__ = [
     "class_axis",
     "counted_mask",
     "index_target_rows",
-    "widen_unsigned",
     "looks_like_probabilities",
     "warn_if_probabilities",
+    "widen_unsigned",
 ]
 
 
