@@ -8,7 +8,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._core.namespace import is_torch, namespace, restore
+from .._core.namespace import is_torch, namespace, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import prepare_class_call, rebind
 from .._core.softmax_ce import evaluate_cross_entropy
@@ -20,6 +20,7 @@ from .native import enabled
 __all__ = ["cross_entropy_value_and_grad"]
 
 
+@numeric_guard
 def cross_entropy_value_and_grad(
     input: Any,
     target: Any,
