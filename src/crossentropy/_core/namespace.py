@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "compute_dtype",
     "device",
+    "index_dtype",
     "is_floating",
     "is_integer",
     "is_torch",
@@ -64,6 +65,15 @@ def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
 def device(x: Any) -> Any:
     """The device of ``x`` (``"cpu"`` for NumPy)."""
     return array_api_compat.device(x)
+
+
+def index_dtype(xp: Any) -> Any:
+    """The library's default integer dtype for indexing (the Array API's
+    ``default_dtypes()["indexing"]``): int64 for NumPy and PyTorch, int32 for
+    JAX unless ``jax_enable_x64`` is set, where asking for int64 would warn
+    and truncate."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return xp.int64 if info is None else info().default_dtypes()["indexing"]
 
 
 def is_torch(x: Any) -> bool:

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
-from .namespace import is_floating, is_integer, to_bool
+from .namespace import index_dtype, is_floating, is_integer, to_bool
 
 __all__ = [
     "check_batch",
@@ -118,7 +118,7 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     bad = valid & ((target < 0) | too_big)
     if to_bool(xp.any(bad)):
         first = target[bad][0]
-        count = int(xp.sum(xp.astype(bad, xp.int64)))
+        count = int(xp.sum(xp.astype(bad, index_dtype(xp))))
         raise TargetIndexError(
             f"Target {int(first)} is out of bounds: class indices must lie in "
             f"[0, {n_classes - 1}] for C={n_classes} classes"
