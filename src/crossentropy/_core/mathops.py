@@ -48,8 +48,12 @@ def shifted(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
     Replacing an infinite max by 0 keeps ``-inf - (-inf)`` and ``inf - inf``
     (NaN) out of rows that are all ``-inf`` or contain ``+inf``.
     """
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.max(x, axis=axis)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    # the guard on the reduced shape, then the kept axes restored: a compiler
+    # (XLA) then fuses the guard into its consumers instead of a pass of its own
+    axes = normalize_axes(axis, x.ndim)
+    m = xp.reshape(m, tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
     return x - m, m
 
 
