@@ -18,6 +18,7 @@ from typing import Any
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
 from ._core.validate import check_floating
+from .jax_rules import jax_rule
 
 __all__ = ["cross_entropy", "entropy", "information", "js_divergence", "kl_divergence"]
 
@@ -145,6 +146,7 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     return _entropy_rule(p, axis=axis, base=base)[0]
 
 
+@jax_rule
 @defines_grad(entropy, "p")
 @numeric_guard
 def _entropy_rule(
@@ -213,6 +215,7 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     return _cross_entropy_rule(p, q, axis=axis, base=base)[0]
 
 
+@jax_rule
 @defines_grad(cross_entropy, "p", "q")
 @numeric_guard
 def _cross_entropy_rule(
@@ -268,6 +271,7 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     return _kl_divergence_rule(p, q, axis=axis, base=base)[0]
 
 
+@jax_rule
 @defines_grad(kl_divergence, "p", "q")
 @numeric_guard
 def _kl_divergence_rule(

@@ -15,6 +15,7 @@ from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
+from .jax_rules import jax_rule
 from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
@@ -79,6 +80,7 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     return _logsumexp_rule(x, axis, keepdims)[0]
 
 
+@jax_rule
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(

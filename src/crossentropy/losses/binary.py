@@ -9,6 +9,7 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
 from .._core.validate import check_in_unit_interval
+from ..jax_rules import jax_rule
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
@@ -72,6 +73,7 @@ def binary_cross_entropy(
     return _bce_rule(input, target, weight, reduction)[0]
 
 
+@jax_rule
 @defines_grad(binary_cross_entropy, "input", "target")
 @numeric_guard
 def _bce_rule(
@@ -164,6 +166,7 @@ def binary_cross_entropy_with_logits(
     return _bce_logits_rule(input, target, weight, reduction, pos_weight)[0]
 
 
+@jax_rule
 @defines_grad(binary_cross_entropy_with_logits, "input", "target")
 @numeric_guard
 def _bce_logits_rule(

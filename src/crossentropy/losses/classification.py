@@ -24,6 +24,7 @@ from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
+from ..jax_rules import jax_rule
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
 
@@ -165,6 +166,7 @@ def cross_entropy(
     )[0]
 
 
+@jax_rule
 @defines_grad(cross_entropy, "input", "target")
 @numeric_guard
 def _cross_entropy_rule(
@@ -310,6 +312,7 @@ def nll_loss(
     return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis)[0]
 
 
+@jax_rule
 @defines_grad(nll_loss, "input")
 @numeric_guard
 def _nll_loss_rule(

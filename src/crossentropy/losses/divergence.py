@@ -7,6 +7,7 @@ from typing import Any
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
 
 __all__ = ["kl_div"]
 
@@ -65,6 +66,7 @@ def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = 
     return _kl_div_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
 @defines_grad(kl_div, "input", "target")
 @numeric_guard
 def _kl_div_rule(

@@ -9,6 +9,7 @@ from .._core.namespace import numeric_guard, restore, to_bool
 from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
 
 __all__ = ["hinge_loss", "multi_margin_loss"]
 
@@ -68,6 +69,7 @@ def multi_margin_loss(
     return _multi_margin_rule(input, target, p, margin, weight, reduction)[0]
 
 
+@jax_rule
 @defines_grad(multi_margin_loss, "input")
 @numeric_guard
 def _multi_margin_rule(
@@ -147,6 +149,7 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
     return _hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
 @defines_grad(hinge_loss, "input")
 @numeric_guard
 def _hinge_rule(

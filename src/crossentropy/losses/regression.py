@@ -7,6 +7,7 @@ from typing import Any
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
 
 __all__ = ["mse_loss"]
 
@@ -62,6 +63,7 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
     return _mse_rule(input, target, reduction)[0]
 
 
+@jax_rule
 @defines_grad(mse_loss, "input", "target")
 @numeric_guard
 def _mse_rule(
