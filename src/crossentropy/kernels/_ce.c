@@ -1479,3 +1479,68 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
 }
 
 #endif /* CE_TYPED */
+
+#ifndef CE_TYPED /* ======================================= entry without Python */
+
+/* For a caller that holds no Python objects (the XLA FFI handler, _ce_xla.cc,
+   which runs on XLA's threads without the GIL): fill the constant tables once
+   (PyInit__ce does it for this module), then run the cross_entropy() entry above
+   with plain C arguments.  Returns nonzero if a thread could not allocate its
+   buffer. */
+void ce_capi_init(void) {
+    for (int i = 0; i < 1024; i++) {
+        ones_f32[i] = 1.0f;
+        ones_f64[i] = 1.0;
+    }
+}
+
+int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void *x,
+                          const int64_t *xs, void *g, const int64_t *gs, const void *t,
+                          const int64_t *ts, const void *y, const int64_t *ys, int y32,
+                          int64_t ignore, int has_ignore, const void *weight, void *loss,
+                          double eps, double z_loss, double softcap, double scale, int columns,
+                          int nthreads, void *dt) {
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    a.O = O;
+    a.D = D;
+    a.C = C;
+    a.x = x;
+    a.g = g;
+    a.dt = dt;
+    a.t = t;
+    a.y = y;
+    a.weight = weight;
+    a.loss = loss;
+    for (int k = 0; k < 3; k++) {
+        a.xs[k] = xs[k];
+        a.gs[k] = gs[k];
+        a.ts[k] = ts[k];
+    }
+    a.ys[0] = ys[0];
+    a.ys[1] = ys[1];
+    a.y32 = y32;
+    a.ignore = ignore;
+    a.has_ignore = has_ignore;
+    a.eps = eps;
+    a.zl = z_loss;
+    a.cap = softcap;
+    a.scale = scale;
+    a.online = dtype ? (1 << 17) : (1 << 18);
+    a.W = (double)C;
+    if (weight) {
+        double W = 0;
+        for (int64_t c = 0; c < C; c++)
+            W += dtype ? ((const double *)weight)[c] : (double)((const float *)weight)[c];
+        a.W = W;
+    }
+    const Py_ssize_t R = a.O * a.D;
+    const int nt = ce_threads_for(R * a.C, nthreads);
+    if (columns) {
+        const Py_ssize_t nb = dtype ? 16 : 32;
+        return ce_parallel(&a, (R + nb - 1) / nb, nt, dtype ? ce_cols_f64 : ce_cols_f32);
+    }
+    return ce_parallel(&a, R, nt, dtype ? ce_rows_f64 : ce_rows_f32);
+}
+
+#endif /* entry without Python */
