@@ -179,7 +179,7 @@ def torch_grad(fn: str, argnum: int, *args: Any, **kwargs: Any) -> tuple[np.ndar
 
 def finite_difference(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central finite-difference gradient of the scalar ``f(x).sum()`` w.r.t. float64 ``x``."""
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # reshape(-1) below must be a view
     g = np.zeros_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
     for i in range(flat.size):

@@ -4,7 +4,8 @@ Each function runs with JAX's default (``jax_enable_x64`` off: float32 and
 int32, no warning about a truncated int64) and with 64-bit types, and is
 compared with the library's float64 NumPy result (itself checked against
 PyTorch and finite differences in ``test_grad.py`` and the per-family tests)
-and, where optax has the same loss, with optax.  ``jax.grad`` must use the
+and, where optax has the same loss, with optax (``CALLS`` from ``test_grad.py``
+and the losses and options it does not hold).  ``jax.grad`` must use the
 registered rule: ``make_jaxpr`` shows the ``custom_jvp_call`` and the gradient
 has no pass of JAX's own differentiation of the max shift.
 """
@@ -25,6 +26,67 @@ optax = pytest.importorskip("optax")
 DRAWS = 3  # examples stacked for vmap
 
 
+def _logits(r, shape=(4, 3)):
+    return r.normal(0, 1.5, size=shape)
+
+
+def _labels(r):
+    return r.integers(0, 3, 4)
+
+
+def _masked(r):
+    """Logits, labels and a ``where=`` mask that keeps each row's label (else the loss is inf)."""
+    y = _labels(r)
+    return (_logits(r), y), {"where": (r.uniform(size=(4, 3)) > 0.4) | (np.arange(3) == y[:, None])}
+
+
+# the losses CALLS (test_grad.py) does not hold, and options that change the path
+MORE = {
+    "cross_entropy-where": (ce.cross_entropy, 0, lambda r: _masked(r)),
+    "cross_entropy-none-K-dim": (
+        ce.cross_entropy,
+        (0, 1),
+        lambda r: (
+            (_logits(r, (2, 3, 4)), r.dirichlet([1, 1, 1], (2, 4)).transpose(0, 2, 1)),
+            {"reduction": "none", "z_loss": 0.01},
+        ),
+    ),  # fmt: skip
+    "focal_cross_entropy": (ce.focal_cross_entropy, 0, lambda r: ((_logits(r), _labels(r)), {})),
+    "poly1_cross_entropy": (ce.poly1_cross_entropy, 0, lambda r: ((_logits(r), _labels(r)), {})),
+    "generalized_cross_entropy": (
+        ce.generalized_cross_entropy,
+        0,
+        lambda r: ((_logits(r), _labels(r)), {"q": 0.5}),
+    ),
+    "sigmoid_focal_loss": (
+        ce.sigmoid_focal_loss,
+        0,
+        lambda r: ((_logits(r), (r.uniform(size=(4, 3)) > 0.5) * 1.0), {}),
+    ),
+    "generalized_kl_div": (
+        ce.generalized_kl_div,
+        (0, 1),
+        lambda r: ((_logits(r), r.uniform(0.1, 2.0, (4, 3))), {"reduction": "batchmean"}),
+    ),
+    "squared_hinge_loss": (
+        ce.squared_hinge_loss,
+        0,
+        lambda r: ((_logits(r), r.choice([-1.0, 1.0], (4, 3))), {}),
+    ),
+    "multiclass_hinge_loss": (
+        ce.multiclass_hinge_loss,
+        0,
+        lambda r: ((_logits(r), _labels(r)), {"p": 2, "weight": np.array([0.5, 1.0, 2.0])}),
+    ),
+    "logsumexp-b": (
+        ce.logsumexp,
+        0,
+        lambda r: ((_logits(r),), {"axis": 1, "b": r.uniform(0.5, 2.0, (4, 3))}),
+    ),
+}
+CASES = {**CALLS, **MORE}
+
+
 @pytest.fixture(params=[False, True], ids=["x64-off", "x64-on"])
 def x64(request: pytest.FixtureRequest):
     """JAX's default (32-bit) and 64-bit types, inside the test only."""
@@ -39,14 +101,18 @@ def _tolerance(x64: bool) -> dict:
 def _jax(a, x64):
     """A NumPy array as JAX's (float32 and int32 without x64, as JAX itself converts)."""
     out = jnp.asarray(a)
-    expected = {"f": jnp.float64 if x64 else jnp.float32, "i": jnp.int64 if x64 else jnp.int32}
+    expected = {
+        "f": jnp.float64 if x64 else jnp.float32,
+        "i": jnp.int64 if x64 else jnp.int32,
+        "b": jnp.bool_,
+    }
     assert out.dtype == expected[np.asarray(a).dtype.kind]
     return out
 
 
 def _call(name, rng, x64):
     """``(fn, nums, numpy args, jax args, kwargs for jax)`` of one entry of CALLS."""
-    fn, argnums, make = CALLS[name]
+    fn, argnums, make = CASES[name]
     args, kwargs = make(rng)
     nums = (argnums,) if isinstance(argnums, int) else argnums
     jkw = {k: _jax(v, x64) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
@@ -65,7 +131,7 @@ def _numpy_grads(fn, nums, args, kwargs):
 # -- every loss, every transformation ------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_jit_value(name, rng, x64):
     fn, _, args, kwargs, jargs, jkw = _call(name, rng, x64)
     value = jax.jit(lambda *a: fn(*a, **jkw))(*jargs)
@@ -73,7 +139,7 @@ def test_jit_value(name, rng, x64):
     assert_close(np.asarray(value), fn(*args, **kwargs), **_tolerance(x64))
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_grad_under_jit(name, rng, x64):
     fn, nums, args, kwargs, jargs, jkw = _call(name, rng, x64)
     grads = jax.jit(jax.grad(_summed(fn, jkw), argnums=nums))(*jargs)
@@ -82,7 +148,7 @@ def test_grad_under_jit(name, rng, x64):
         assert_close(np.asarray(g), expected, **_tolerance(x64))
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_eager_grad_matches_finite_differences(name, rng):
     with jax_x64(True):
         fn, nums, args, kwargs, jargs, jkw = _call(name, rng, True)
@@ -104,7 +170,7 @@ def _stacked(name, rng, x64):
     return fn, nums, numpy_args, kwargs, batched, jkw
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_vmap(name, rng, x64):
     fn, _, numpy_args, kwargs, batched, jkw = _stacked(name, rng, x64)
     values = jax.jit(jax.vmap(lambda *a: fn(*a, **jkw)))(*batched)
@@ -112,7 +178,7 @@ def test_vmap(name, rng, x64):
     assert_close(np.asarray(values), expected, **_tolerance(x64))
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_vmap_grad(name, rng, x64):
     fn, nums, numpy_args, kwargs, batched, jkw = _stacked(name, rng, x64)
     grads = jax.jit(jax.vmap(jax.grad(_summed(fn, jkw), argnums=nums)))(*batched)
@@ -121,7 +187,7 @@ def test_vmap_grad(name, rng, x64):
         assert_close(np.asarray(g), expected, **_tolerance(x64))
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(CASES))
 def test_jaxpr_shows_the_rule(name, rng):
     fn, nums, _, _, jargs, jkw = _call(name, rng, False)
     jaxpr = str(jax.make_jaxpr(lambda *a: fn(*a, **jkw))(*jargs))
@@ -305,3 +371,14 @@ def test_logsumexp_against_jax(axis, rng, x64):
     theirs = jax.value_and_grad(lambda a: jax.nn.logsumexp(a, axis=axis).sum())(x)
     for a, b in zip(ours, theirs):
         assert_close(np.asarray(a), np.asarray(b), **_tolerance(x64))
+
+
+def test_logsumexp_with_sign_falls_back_to_jax(rng, x64):
+    """``return_sign=True`` returns two arrays: JAX differentiates the forward."""
+    from jax.scipy.special import logsumexp
+
+    x = jnp.asarray(rng.normal(size=(4, 6)))
+    b = jnp.asarray(rng.uniform(-1.0, 2.0, (4, 6)))
+    ours = jax.jit(jax.grad(lambda a: ce.logsumexp(a, axis=1, b=b, return_sign=True)[0].sum()))
+    theirs = jax.grad(lambda a: logsumexp(a, axis=1, b=b, return_sign=True)[0].sum())
+    assert_close(np.asarray(ours(x)), np.asarray(theirs(x)), **_tolerance(x64))

@@ -27,13 +27,14 @@ linearizes the JVP and transposes it), while forward mode keeps working:
 which differentiate the rule's own gradient computation once more.  A
 ``custom_vjp`` function cannot be differentiated in forward mode at all.
 
-Two cases fall back to JAX differentiating the forward's operations (exact,
+Three cases fall back to JAX differentiating the forward's operations (exact,
 at the speed of JAX's own autodiff): an argument the rule does not
-differentiate (class ``weight``, ``pos_weight``, hinge labels), and per-row
-values (``reduction='none'``, the :mod:`~crossentropy.info` functions) with
-respect to an argument that every row shares (a distribution broadcast
-against a batch), whose per-row Jacobian the rule (a gradient of the sum)
-cannot give.
+differentiate (class ``weight``, ``pos_weight``, hinge labels); a value that
+is not one real array (``logsumexp(..., return_sign=True)``, complex input);
+and per-row values (``reduction='none'``, the :mod:`~crossentropy.info`
+functions) with respect to an argument that every row shares (a distribution
+broadcast against a batch), whose per-row Jacobian the rule (a gradient of the
+sum) cannot give.
 
 JAX is imported only when a JAX array arrives: ``import crossentropy`` does not
 import it.  Integers keep JAX's width: class indices are read in the library's
@@ -126,11 +127,21 @@ class _Call:
         perturbed = {n: t for n, t in zip(self.names, tangents) if not isinstance(t, SymbolicZero)}
         if all(n in self.differentiable for n in perturbed):
             out, grads = self.evaluate(primals, tuple(perturbed))
+            if not _real_array(out):  # (value, sign) of logsumexp(return_sign=True), complex
+                return _forward_jvp(
+                    lambda *a: self.evaluate(a, ())[0], self.names, primals, perturbed
+                )
             layout = _Layout(self.bound.arguments, self.names, primals, self.differentiable)
             tangent = layout.tangent(out, grads, perturbed)
             if tangent is not None:
                 return out, tangent
         return _forward_jvp(lambda *a: self.evaluate(a, ())[0], self.names, primals, perturbed)
+
+
+def _real_array(value: Any) -> bool:
+    import jax.numpy as jnp
+
+    return hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating)
 
 
 def _forward_jvp(value: Callable, names: list, primals: tuple, perturbed: dict) -> tuple:

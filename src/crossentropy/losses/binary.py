@@ -280,6 +280,7 @@ def sigmoid_focal_loss(
     return _sigmoid_focal_rule(inputs, targets, alpha, gamma, reduction)[0]
 
 
+@jax_rule
 @defines_grad(sigmoid_focal_loss, "inputs")
 @numeric_guard
 def _sigmoid_focal_rule(

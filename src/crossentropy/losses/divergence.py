@@ -175,6 +175,7 @@ def generalized_kl_div(
     return _generalized_kl_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
 @defines_grad(generalized_kl_div, "input", "target")
 @numeric_guard
 def _generalized_kl_rule(

@@ -226,6 +226,7 @@ def squared_hinge_loss(
     return _squared_hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
 @defines_grad(squared_hinge_loss, "input")
 @numeric_guard
 def _squared_hinge_rule(
@@ -310,6 +311,7 @@ def multiclass_hinge_loss(
     return _multiclass_hinge_rule(input, target, p, margin, weight, reduction, axis=axis)[0]
 
 
+@jax_rule
 @defines_grad(multiclass_hinge_loss, "input")
 @numeric_guard
 def _multiclass_hinge_rule(
