@@ -89,6 +89,18 @@ def test_probabilities_and_their_gradient(x64, rng):
         _same(*_both(f, x, p), x64)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_runs_on_the_float32_copy(dtype, rng):
+    x = jnp.asarray(rng.normal(0, 3, (N, C)), dtype=getattr(jnp, dtype))
+    y = jnp.asarray(rng.integers(0, C, N))
+    fused, portable = _both(jax.value_and_grad(lambda x: ce.cross_entropy(x, y)), x)
+    for a, b in zip(fused, portable):  # the same float32 numbers, rounded once
+        assert a.dtype == b.dtype == x.dtype
+        assert_close(
+            np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-2, atol=1e-6
+        )
+
+
 @pytest.mark.parametrize("shape_axis", [((4, C, 8), None), ((4, 8, C), -1)], ids=["K-dim", "axis"])
 def test_other_class_axes(shape_axis, rng):
     shape, axis = shape_axis

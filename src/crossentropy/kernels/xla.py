@@ -7,10 +7,11 @@
 per-row losses and the gradient computed in one pass by the C kernel
 (``_ce.c``, compiled with the handler ``_ce_xla.cc`` into the optional
 extension ``_ce_xla``), or ``None`` when it does not apply: the extension was
-not built (JAX absent at build time), kernels disabled, float16 compute, fewer
-than :data:`MIN_CLASSES` classes or :data:`MIN_SIZE` logits (where XLA's own
-fused loops are as fast), or a K-dim input whose class count is too large for
-the columns kernel.
+not built (JAX absent at build time), kernels disabled, fewer than
+:data:`MIN_CLASSES` classes or :data:`MIN_SIZE` logits (where XLA's own fused
+loops are as fast), or a K-dim input whose class count is too large for the
+columns kernel.  Half-precision logits run on their float32 copy, as on the
+portable path.
 
 What XLA sees is ``jax.lax.platform_dependent``: the custom call on CPU, the
 portable formula (the same arrays through ``_core.softmax_ce``) on GPU and TPU.
