@@ -66,7 +66,11 @@ def _xla_extension() -> list[Extension]:
     return [
         Extension(
             "crossentropy.kernels._ce_xla",
-            sources=["src/crossentropy/kernels/_ce.c", "src/crossentropy/kernels/_ce_xla.cc"],
+            sources=[
+                "src/crossentropy/kernels/_ce_xla_kernel.c",  # includes _ce.c
+                "src/crossentropy/kernels/_ce_xla.cc",
+            ],
+            depends=["src/crossentropy/kernels/_ce.c"],
             include_dirs=[jax.ffi.include_dir()],
             # also a system directory (gcc, clang): its headers' warnings are not ours
             extra_compile_args=["-isystem", jax.ffi.include_dir()],

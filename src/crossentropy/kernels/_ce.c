@@ -1485,8 +1485,10 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
 /* For a caller that holds no Python objects (the XLA FFI handler, _ce_xla.cc,
    which runs on XLA's threads without the GIL): fill the constant tables once
    (PyInit__ce does it for this module), then run the cross_entropy() entry above
-   with plain C arguments.  Returns nonzero if a thread could not allocate its
-   buffer. */
+   with plain C arguments.  `stream`: a gradient of CE_STREAM_MIN bytes or more is
+   written with non-temporal stores (a fresh buffer on huge pages, whose zeroed
+   2 MiB pages are no longer in cache).  Returns nonzero if a thread could not
+   allocate its buffer. */
 void ce_capi_init(void) {
     for (int i = 0; i < 1024; i++) {
         ones_f32[i] = 1.0f;
@@ -1499,7 +1501,7 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
                           const int64_t *ts, const void *y, const int64_t *ys, int y32,
                           int64_t ignore, int has_ignore, const void *weight, void *loss,
                           double eps, double z_loss, double softcap, double scale, int columns,
-                          int nthreads, void *dt) {
+                          int nthreads, void *dt, int stream) {
     ce_task a;
     memset(&a, 0, sizeof a);
     a.O = O;
@@ -1536,6 +1538,11 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
     }
     const Py_ssize_t R = a.O * a.D;
     const int nt = ce_threads_for(R * a.C, nthreads);
+#ifdef CE_HAVE_STREAM
+    a.stream = stream && a.g && (const char *)a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
+#else
+    (void)stream;
+#endif
     if (columns) {
         const Py_ssize_t nb = dtype ? 16 : 32;
         return ce_parallel(&a, (R + nb - 1) / nb, nt, dtype ? ce_cols_f64 : ce_cols_f32);

@@ -3,8 +3,8 @@
  * crossentropy.kernels._ce_xla), for jax.jit.
  *
  * Built only when jaxlib's headers are present (jax.ffi.include_dir()); the
- * kernel itself is _ce.c, compiled into this module too and called through its
- * Python-free entry ce_capi_cross_entropy.  crossentropy/kernels/xla.py
+ * kernel itself is _ce.c, compiled into this module too (_ce_xla_kernel.c) and
+ * called through its Python-free entry ce_capi_cross_entropy.  crossentropy/kernels/xla.py
  * registers the handler with jax.ffi.register_ffi_target and calls it with
  * jax.ffi.ffi_call.
  *
@@ -45,7 +45,7 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
                           const int64_t *ts, const void *y, const int64_t *ys, int y32,
                           int64_t ignore, int has_ignore, const void *weight, void *loss,
                           double eps, double z_loss, double softcap, double scale, int columns,
-                          int nthreads, void *dt);
+                          int nthreads, void *dt, int stream);
 }
 
 namespace {
@@ -133,6 +133,7 @@ ffi::Error CrossEntropyImpl(ffi::AnyBuffer x, ffi::AnyBuffer target, ffi::AnyBuf
     const char *wp = (const char *)weight.untyped_data(), *sp = (const char *)scale.untyped_data();
     char *lp = (char *)loss->untyped_data(), *gp = (char *)grad->untyped_data();
     char *dp = (char *)tgrad->untyped_data();
+    /* fresh buffers on huge pages, written with non-temporal stores (stream = 1) */
     if (want_g) prefer_huge_pages(gp, grad->size_bytes());
     if (want_dt) prefer_huge_pages(dp, tgrad->size_bytes());
     std::vector<int64_t> clean;
@@ -160,7 +161,7 @@ ffi::Error CrossEntropyImpl(ffi::AnyBuffer x, ffi::AnyBuffer target, ffi::AnyBuf
             probabilities ? tp + b * n * width : nullptr, probabilities ? xs : none, y, ys,
             bad.empty() ? y32 : 0, ignore, ignore_on, has_weight ? wp + b * k.C * width : nullptr,
             lp + b * R * width, label_smoothing, z_loss, softcap, s, columns, (int)threads,
-            want_dt ? dp + b * n * width : nullptr);
+            want_dt ? dp + b * n * width : nullptr, 1);
         if (failed) return ffi::Error::Internal("crossentropy: out of memory in the kernel");
         if (!bad.empty()) {
             if (dtype)
