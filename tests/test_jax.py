@@ -189,8 +189,9 @@ def test_vmap_grad(name, rng, x64):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_jaxpr_shows_the_rule(name, rng):
-    fn, nums, _, _, jargs, jkw = _call(name, rng, False)
-    jaxpr = str(jax.make_jaxpr(lambda *a: fn(*a, **jkw))(*jargs))
+    with jax_x64(False):
+        fn, nums, _, _, jargs, jkw = _call(name, rng, False)
+        jaxpr = str(jax.make_jaxpr(lambda *a: fn(*a, **jkw))(*jargs))
     assert f"name={fn.__name__}" in jaxpr and f"jvp={fn.__name__}_rule" in jaxpr
     assert "custom_jvp_call" in jaxpr
 
@@ -211,7 +212,7 @@ def test_gradient_is_the_rule_not_jax_differentiating_the_max(rng):
     pass comparing every logit with it, which JAX's differentiation of the
     same formula without the rule has."""
     x = jnp.asarray(rng.normal(size=(8, 5)), dtype=jnp.float32)
-    y = jnp.asarray(rng.integers(0, 5, 8))
+    y = jnp.asarray(rng.integers(0, 5, 8), dtype=jnp.int32)
     jaxpr = jax.make_jaxpr(jax.grad(lambda x: ce.cross_entropy(x, y)))(x).jaxpr
     assert len([e for e in jaxpr.eqns if e.primitive.name == "reduce_max"]) == 1
     assert not _tie_passes(jaxpr, 5)
@@ -222,6 +223,13 @@ def test_gradient_is_the_rule_not_jax_differentiating_the_max(rng):
         return jnp.mean(lse - jnp.take_along_axis(x, y[:, None], 1)[:, 0])
 
     assert _tie_passes(jax.make_jaxpr(jax.grad(naive))(x).jaxpr, 5)
+
+
+def test_x64_is_off_outside_the_tests_that_switch_it_on():
+    """``jax_enable_x64`` is process-global: a test module that switched it on
+    for good (instead of a context) would leave every later test of JAX's
+    default running in 64 bits."""
+    assert not jax.config.jax_enable_x64
 
 
 def test_no_int64_warning_with_jax_defaults():
