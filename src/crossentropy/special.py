@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import mathops
+from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, upcast
 from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
@@ -30,7 +31,13 @@ __all__ = [
 # -- public functions ---------------------------------------------------------------
 
 
-def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
+def logsumexp(
+    x: Any,
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+    *,
+    dim: int | tuple[int, ...] | None = None,
+) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     Parameters
@@ -41,6 +48,8 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
         Axis or axes to reduce.
     keepdims : bool, default False
         Keep the reduced axes with size 1.
+    dim : int or tuple of int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -54,6 +63,8 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
         If ``x`` is not floating.
     ValueError
         If ``axis`` is out of range.
+    TypeError
+        If both ``axis`` and ``dim`` are given.
 
     See Also
     --------
@@ -76,14 +87,15 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     >>> round(float(ce.logsumexp([1e4, 1e4])), 6)          # naive exp overflows
     10000.693147
     """
-    return _logsumexp_rule(x, axis, keepdims)[0]
+    return _logsumexp_rule(x, axis, keepdims, dim=dim)[0]
 
 
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(
-    x: Any, axis: Any = -1, keepdims: bool = False, *, wrt: tuple[str, ...] = ()
+    x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, wrt: tuple[str, ...] = ()
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     xp, x = prepare_scores(x)
     mathops.normalize_axes(axis, x.ndim)
     fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
@@ -97,7 +109,7 @@ def _logsumexp_rule(
 
 
 @numeric_guard
-def log_softmax(x: Any, axis: int = -1) -> Any:
+def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
 
     Parameters
@@ -106,6 +118,8 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
         Logits of any shape with at least one dimension.
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -118,7 +132,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
     Never takes the log of a rounded-to-zero probability, so it stays exact
     where ``log(softmax(x))`` gives ``-inf``.  PyTorch:
-    ``torch.nn.functional.log_softmax(x, dim=axis)``.
+    ``torch.nn.functional.log_softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -128,6 +142,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
     array([    0., -1000.])
     """
+    axis = axis_or_dim(axis, dim, -1)
     xp, x = prepare_scores(x)
     mathops.normalize_axes(axis, x.ndim)
     fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
@@ -137,7 +152,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
 
 @numeric_guard
-def softmax(x: Any, axis: int = -1) -> Any:
+def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Normalised exponentials along ``axis``: a probability vector per row.
 
     Parameters
@@ -146,6 +161,8 @@ def softmax(x: Any, axis: int = -1) -> Any:
         Logits of any shape with at least one dimension.
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -158,7 +175,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
               \quad m = \max_j x_j
 
     Invariant to adding a constant to every logit.  PyTorch:
-    ``torch.softmax(x, dim=axis)``.
+    ``torch.softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -167,7 +184,11 @@ def softmax(x: Any, axis: int = -1) -> Any:
     array([0.659 , 0.2424, 0.0986])
     >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
     array([1., 0.])
+    >>> ce.softmax([[0.0, 0.0], [0.0, 0.0]], dim=0)   # PyTorch's dim=: each column sums to 1
+    array([[0.5, 0.5],
+           [0.5, 0.5]])
     """
+    axis = axis_or_dim(axis, dim, -1)
     xp, x = prepare_scores(x)
     mathops.normalize_axes(axis, x.ndim)
     fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies

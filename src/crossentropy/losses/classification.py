@@ -16,6 +16,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._core.aliases import axis_or_dim
 from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
@@ -44,6 +45,7 @@ def cross_entropy(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -79,6 +81,8 @@ def cross_entropy(
     softcap : float, optional, keyword-only
         Replace the logits by ``softcap * tanh(x / softcap)`` first (Gemma 2's
         logit soft-capping); the gradient includes the ``tanh`` factor.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -97,6 +101,8 @@ def cross_entropy(
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
         ``label_smoothing``.
+    TypeError
+        Both ``axis`` and ``dim`` given.
 
     Warns
     -----
@@ -162,6 +168,7 @@ def cross_entropy(
         axis=axis,
         z_loss=z_loss,
         softcap=softcap,
+        dim=dim,
     )[0]
 
 
@@ -178,8 +185,10 @@ def _cross_entropy_rule(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
@@ -255,6 +264,7 @@ def nll_loss(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Negative log-likelihood loss on log-probabilities.
 
@@ -276,6 +286,8 @@ def nll_loss(
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
         The class axis (default 1, or 0 for unbatched input).
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -307,7 +319,7 @@ def nll_loss(
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
     """
-    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis)[0]
+    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis, dim=dim)[0]
 
 
 @defines_grad(nll_loss, "input")
@@ -320,8 +332,10 @@ def _nll_loss_rule(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )
