@@ -7,9 +7,9 @@ what was expected, so that a user can fix the call without reading our code.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
+from .caller import warn_at_caller
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .namespace import is_floating, is_integer, to_bool
 
@@ -182,12 +182,11 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
 
 def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
-    """Warn if :func:`looks_like_probabilities` says so."""
+    """Warn if :func:`looks_like_probabilities` says so, at the caller's line."""
     if looks_like_probabilities(xp, input, axis):
-        warnings.warn(
+        warn_at_caller(
             f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
             f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "
             f"itself). Pass the scores from before softmax, or use nll_loss on log-probabilities.",
             ProbabilitiesAsLogitsWarning,
-            stacklevel=3,
         )
