@@ -16,6 +16,7 @@ from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
+from .kernels.custom_ops import compiled_softmax
 from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
@@ -87,6 +88,9 @@ def logsumexp(
     >>> round(float(ce.logsumexp([1e4, 1e4])), 6)          # naive exp overflows
     10000.693147
     """
+    compiled = compiled_softmax("logsumexp", x, axis_or_dim(axis, dim, -1), keepdims)
+    if compiled is not None:  # inside torch.compile
+        return compiled
     return _logsumexp_rule(x, axis, keepdims, dim=dim)[0]
 
 
@@ -108,7 +112,6 @@ def _logsumexp_rule(
     return restore(xp, value, x.dtype), grads
 
 
-@numeric_guard
 def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
 
@@ -143,15 +146,12 @@ def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> A
     array([    0., -1000.])
     """
     axis = axis_or_dim(axis, dim, -1)
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
-    if fast is not None:
-        return fast
-    return restore(xp, mathops.log_softmax(xp, upcast(xp, x), axis), x.dtype)
+    compiled = compiled_softmax("log_softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
+    return _normalized("log_softmax", x, axis)
 
 
-@numeric_guard
 def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Normalised exponentials along ``axis``: a probability vector per row.
 
@@ -189,12 +189,22 @@ def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
            [0.5, 0.5]])
     """
     axis = axis_or_dim(axis, dim, -1)
+    compiled = compiled_softmax("softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
+    return _normalized("softmax", x, axis)
+
+
+@numeric_guard
+def _normalized(kind: str, x: Any, axis: int) -> Any:
+    """``softmax`` or ``log_softmax`` (``kind``) of ``x`` along ``axis``: the fused
+    CPU kernel if it applies, else the portable code."""
     xp, x = prepare_scores(x)
     mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies
+    fast = softmax_rows(kind, x, axis)
     if fast is not None:
         return fast
-    return restore(xp, mathops.softmax(xp, upcast(xp, x), axis), x.dtype)
+    return restore(xp, getattr(mathops, kind)(xp, upcast(xp, x), axis), x.dtype)
 
 
 @numeric_guard

@@ -27,6 +27,7 @@ from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["cross_entropy", "nll_loss"]
 
@@ -158,6 +159,9 @@ def cross_entropy(
     >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
     10000.0
     """
+    routed = torch_call("cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _cross_entropy_rule(
         input,
         target,
@@ -172,6 +176,7 @@ def cross_entropy(
     )[0]
 
 
+@traced_as(cross_entropy, "classes")
 @defines_grad(cross_entropy, "input", "target")
 @numeric_guard
 def _cross_entropy_rule(
@@ -319,9 +324,13 @@ def nll_loss(
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
     """
+    routed = torch_call("nll_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis, dim=dim)[0]
 
 
+@traced_as(nll_loss, "classes")
 @defines_grad(nll_loss, "input")
 @numeric_guard
 def _nll_loss_rule(
