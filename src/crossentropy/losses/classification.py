@@ -28,6 +28,7 @@ from .._core.validate import warn_if_probabilities
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
 from ..kernels.custom_ops import torch_call, traced_as
+from ..kernels.quick import quick_cross_entropy
 
 __all__ = ["cross_entropy", "nll_loss"]
 
@@ -159,7 +160,13 @@ def cross_entropy(
     >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
     10000.0
     """
-    routed = torch_call("cross_entropy", locals())  # autocast, torch.compile
+    arguments = locals()
+    fast = quick_cross_entropy(
+        input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap, dim
+    )  # the common call, validated cheaply
+    if fast is not None:
+        return fast
+    routed = torch_call("cross_entropy", arguments)  # autocast, torch.compile
     if routed is not None:
         return routed
     return _cross_entropy_rule(
@@ -193,6 +200,11 @@ def _cross_entropy_rule(
     dim: int | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    if wrt:  # value_and_grad: the common call, validated cheaply
+        args = (input, target, weight, ignore_index, reduction, label_smoothing)
+        fast = quick_cross_entropy(*args, axis, z_loss, softcap, dim, wrt)
+        if fast is not None:
+            return fast
     axis = axis_or_dim(axis, dim)
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)

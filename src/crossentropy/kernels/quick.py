@@ -1,0 +1,275 @@
+"""The common call of ``cross_entropy``, at the cost of a few attribute reads.
+
+A training loop calls ``cross_entropy(logits, labels)`` thousands of times on
+small batches: ``(N, C)`` float32/float64 logits, C-contiguous, int64 (or int32)
+class indices, no class weights, PyTorch's default or simple options.  On such
+batches the general path (:func:`~crossentropy._core.prepared.prepare_class_call`,
+the layout plan of :mod:`._launch`) costs more than the kernel; :func:`quick_cross_entropy`
+proves the call valid with cheap checks and calls the kernel directly:
+
+* every argument is checked by type and value in Python (no array operation),
+  except the class indices, whose range one unsigned maximum establishes (a
+  negative index is a huge unsigned one);
+* the probabilities-as-logits probe first sums the first row: unless it sums to
+  1 (within ten times the probe's tolerance) the probe cannot fire;
+* anything else -- another layout, a weight, an index out of range or equal to
+  ``ignore_index``, a NaN option, a GPU tensor, a traced tensor -- returns
+  ``None`` and the general path runs, raising its errors.
+
+So the fast path gives exactly what the general path gives, or defers to it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import struct
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import prepare_class_call
+from .._core.validate import warn_if_probabilities
+from . import _launch, native
+from ._launch import host_arrays
+from ._torch import attach_gradient
+
+__all__ = ["quick_cross_entropy"]
+
+_FLOATS = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}  # the kernel's dtype codes
+_INDEX_VIEWS = {np.dtype(np.int64): (np.uint64, 0), np.dtype(np.int32): (np.uint32, 1)}
+_REDUCTIONS = ("mean", "sum", "none")
+_NUMBERS = (int, float)
+_PROBE_TOL = (1e-3, 1e-6)  # looks_like_probabilities' tolerance (float32, float64)
+_PAR_MIN = 1 << 16  # the kernel runs one thread below this many elements
+_scratch = threading.local()
+_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _options_ok(label_smoothing: Any, z_loss: Any, softcap: Any) -> bool:
+    """True if ``CrossEntropyOptions.checked`` would accept these plain numbers."""
+    if type(label_smoothing) not in _NUMBERS or not 0 <= label_smoothing <= 1:
+        return False
+    if type(z_loss) not in _NUMBERS or not z_loss >= 0:
+        return False
+    return softcap is None or (type(softcap) in _NUMBERS and 0 < softcap < math.inf)
+
+
+def quick_cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    axis: Any,
+    z_loss: Any,
+    softcap: Any,
+    dim: Any,
+    wrt: tuple = (),
+) -> Any:
+    """``cross_entropy(...)`` (``not wrt``) or its rule's ``(value, {"input": g})``
+    (``wrt == ("input",)``) for the common call, or ``None``: the general path
+    must take it."""
+    if weight is not None or type(ignore_index) is not int or reduction not in _REDUCTIONS:
+        return None
+    if dim is not None:
+        if axis is not None:
+            return None
+        axis = dim
+    if (axis is not None and axis != 1 and axis != -1) or wrt not in ((), ("input",)):
+        return None
+    kind, torch = type(input), None
+    if kind is not np.ndarray:
+        torch = sys.modules.get("torch")
+        if torch is None or kind is not torch.Tensor or torch.compiler.is_compiling():
+            return None  # (compiling: the custom operator)
+    if type(target) is not kind or not _options_ok(label_smoothing, z_loss, softcap):
+        return None
+    if not native.enabled():
+        return None
+    opts = (label_smoothing, z_loss, softcap)
+    if torch is None:
+        return _numpy_call(input, target, ignore_index, reduction, opts, wrt)
+    return _tensor_call(torch, input, target, ignore_index, reduction, opts, wrt)
+
+
+def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, wrt: tuple) -> Any:
+    code = _FLOATS.get(x.dtype)
+    if code is None or x.ndim != 2 or y.ndim != 1 or not x.flags.c_contiguous:
+        return None
+    n, c = x.shape
+    if n == 0 or y.shape[0] != n or not y.flags.c_contiguous or not x.flags.aligned:
+        return None
+    view = _INDEX_VIEWS.get(y.dtype)
+    if view is None or np.maximum.reduce(y.view(view[0])) >= c:
+        return None  # an index to check, or to ignore: the general path
+    if not wrt and c > 1 and _may_be_probabilities(_row_sum(x[0]), code):
+        _warn(x)
+    g = np.empty_like(x) if wrt else None
+    xptr = x.__array_interface__["data"][0]
+    gptr = 0 if g is None else g.__array_interface__["data"][0]
+    yptr = y.__array_interface__["data"][0]
+    loss = np.empty(n, dtype=x.dtype) if reduction == "none" else None
+    lptr = 0 if loss is None else loss.__array_interface__["data"][0]
+    total = _kernel(code, n, c, xptr, yptr, view[1], ignore_index, reduction, opts, gptr, lptr)
+    if loss is not None:
+        value = loss
+    elif reduction == "sum":  # what the general path gives: a NumPy scalar, a 0-d array
+        value = x.dtype.type(total)
+    else:
+        value = np.asarray(total, dtype=x.dtype)
+    return (value, {"input": g}) if wrt else value
+
+
+def _tensor_call(
+    torch: Any, x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, wrt: tuple
+) -> Any:
+    dtype = x.dtype
+    code = 0 if dtype is torch.float32 else 1 if dtype is torch.float64 else None
+    if code is None or not x.is_cpu or x.dim() != 2 or not x.is_contiguous() or x.is_neg():
+        return None
+    n, c = x.shape
+    if n == 0 or y.dim() != 1 or y.shape[0] != n or not y.is_cpu or not y.is_contiguous():
+        return None
+    if y.dtype is not torch.int64 and y.dtype is not torch.int32:
+        return None
+    try:
+        xptr, yptr = x.data_ptr(), y.data_ptr()
+    except RuntimeError:  # no storage (a tensor of a torch.func transform, say)
+        return None
+    y32 = int(y.dtype is torch.int32)
+    if not _indices_below(y, yptr, n, y32, c):
+        return None  # an index to check, or to ignore: the general path
+    graph = x.requires_grad and torch.is_grad_enabled()
+    if not wrt and c > 1 and _may_be_probabilities(_row_sum(xptr, c, code), code):
+        _warn(x)
+    g = torch.empty_like(x) if graph or wrt else None
+    loss = torch.empty(n, dtype=dtype) if reduction == "none" else None
+    gptr = 0 if g is None else g.data_ptr()
+    lptr = 0 if loss is None else loss.data_ptr()
+    total = _kernel(code, n, c, xptr, yptr, y32, ignore_index, reduction, opts, gptr, lptr)
+    if loss is not None:
+        value = loss
+    else:  # cheaper than torch.scalar_tensor
+        value = torch.from_numpy(np.array(total, dtype=(np.float32, np.float64)[code]))
+    if graph:
+        prepare = functools.partial(_prepared, x, y, ignore_index, reduction, opts)
+        value = attach_gradient(x, value, g, reduction == "none", prepare)
+    return (value, {"input": g}) if wrt else value
+
+
+def _struct(kind: str, count: int) -> struct.Struct:
+    """A ``struct.Struct`` reading ``count`` values of the format character ``kind``."""
+    s = _STRUCTS.get((kind, count))
+    if s is None:
+        s = _STRUCTS[kind, count] = struct.Struct(f"={count}{kind}")
+    return s
+
+
+def _indices_below(y: Any, ptr: int, n: int, y32: int, c: int) -> bool:
+    """True if the ``n`` class indices of the CPU tensor ``y`` (at ``ptr``, int64, or
+    int32 if ``y32``) lie in ``[0, c)``: read as unsigned, a negative one is huge.
+    A few are read from memory at once (cheaper than a NumPy view and a reduction)."""
+    if n <= 256:
+        size = 4 if y32 else 8
+        return max(_struct("IQ"[1 - y32], n).unpack(ctypes.string_at(ptr, n * size))) < c
+    return np.maximum.reduce(y.numpy().view((np.uint64, np.uint32)[y32])) < c
+
+
+def _row_sum(row: Any, c: int = 0, code: int = 0) -> float:
+    """The sum of a first row of logits: a NumPy row, or ``c`` values (float32 if
+    ``code`` is 0, else float64) at the address ``row``."""
+    if not isinstance(row, np.ndarray):
+        if c <= 64:
+            return sum(_struct("fd"[code], c).unpack(ctypes.string_at(row, c * (4, 8)[code])))
+        row = np.frombuffer(ctypes.string_at(row, c * (4, 8)[code]), (np.float32, np.float64)[code])
+    if row.shape[0] <= 64:
+        return sum(row.tolist())
+    with np.errstate(all="ignore"):
+        return float(np.add.reduce(row, dtype=np.float64))
+
+
+def _may_be_probabilities(first_row_sum: float, code: int) -> bool:
+    """False if the first row's sum rules the probabilities-as-logits probe out
+    (it needs every inspected row to sum to 1); True if the probe must run."""
+    return not abs(first_row_sum - 1) > 10 * _PROBE_TOL[code]
+
+
+def _warn(x: Any) -> None:
+    """The probabilities-as-logits probe and its warning, on a NumPy view of ``x``."""
+    host = x if isinstance(x, np.ndarray) else x.detach().numpy()
+    warn_if_probabilities(native.numpy_namespace(), host, -1, "cross_entropy")
+
+
+def _buffer(name: str, size: int, dtype: Any) -> tuple[np.ndarray, int]:
+    """This thread's scratch array ``name`` (its first ``size`` entries) and its address."""
+    held = getattr(_scratch, name, None)
+    if held is None or held[0].shape[0] < size:
+        a = np.zeros(max(size, 64), dtype=dtype)
+        held = (a, a.__array_interface__["data"][0])
+        setattr(_scratch, name, held)
+    return held[0][:size], held[1]
+
+
+def _kernel(
+    code: int,
+    n: int,
+    c: int,
+    xptr: int,
+    yptr: int,
+    y32: int,
+    ignore_index: int,
+    reduction: str,
+    opts: tuple,
+    gptr: int,
+    lptr: int,
+) -> float:
+    """Run the kernel on ``(n, c)`` C-contiguous logits whose ``n`` indices lie in
+    ``[0, c)``; return the reduced loss (0.0 for ``'none'``: the per-row losses
+    are at ``lptr``), the gradient of the reduced loss at ``gptr`` if nonzero."""
+    columns = c <= _launch.SMALL_C
+    od, xs, ys = ((1, n), (0, c, 1), (n, 1)) if columns else ((n, 1), (c, 0, 1), (1, 1))
+    has_ignore = 1 if 0 <= ignore_index < c else 0
+    denom = float(n)
+    if reduction == "mean" and has_ignore:
+        denom = native.extension.target_weight_sum(code, *od, yptr, *ys, y32, ignore_index, 1, 0)
+    scale = 1.0 if reduction != "mean" else (1.0 / denom if denom else 0.0)
+    partial, sums = None, 0
+    if lptr == 0:
+        if columns:  # the columns kernel adds up each block of rows: one sum per block
+            rows = _launch.COLUMN_ROWS[code]
+            partial, sums = _buffer("sums", (n + rows - 1) // rows, np.float64)
+        else:  # the per-row losses, added up here
+            partial, lptr = _buffer(("rows32", "rows64")[code], n, (np.float32, np.float64)[code])
+    threads = 1 if n * c < _PAR_MIN else native.get_num_threads()
+    ls, z, cap = opts
+    native.extension.cross_entropy(
+        code, *od, c, xptr, *xs, gptr, *xs, 0, 0, 0, 0, yptr, *ys, y32,
+        ignore_index if has_ignore else 0, has_ignore, 0, lptr, sums,
+        float(ls), float(z), float(cap or 0.0), scale, _launch.ROW_MODE, int(columns), threads, 0, 0,
+    )  # fmt: skip
+    if partial is None:
+        return 0.0
+    if partial.shape[0] <= 64:  # a Python sum is cheaper than a NumPy call on few values
+        total = sum(partial.tolist())
+    else:
+        total = float(np.add.reduce(partial, dtype=np.float64))
+    if reduction == "sum":
+        return total
+    return total / denom if denom else math.nan
+
+
+def _prepared(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple) -> tuple:
+    """``(ClassCall, options)`` of a quick call, for autograd to compute the gradient
+    again (a second backward, or ``create_graph=True``)."""
+    call = prepare_class_call(
+        *host_arrays(x.detach(), y, None, ignore_index),
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
+    return call, CrossEntropyOptions.checked(*opts)
