@@ -25,6 +25,7 @@ from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
+from .._core.where import apply_where
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
 from ..kernels.custom_ops import torch_call, traced_as
@@ -47,6 +48,7 @@ def cross_entropy(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    where: Any = None,
     dim: int | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
@@ -83,6 +85,13 @@ def cross_entropy(
     softcap : float, optional, keyword-only
         Replace the logits by ``softcap * tanh(x / softcap)`` first (Gemma 2's
         logit soft-capping); the gradient includes the ``tanh`` factor.
+    where : array_like of bool, optional, keyword-only
+        Which logits take part: ``input``'s shape (one flag per logit) or
+        ``input``'s shape without the class axis (one flag per row).  An
+        excluded logit is left out of the softmax (probability 0, gradient 0),
+        an excluded probability-target entry is dropped, and a row with no
+        included class gives no loss and is not counted by ``'mean'``
+        (optax's ``where=``).  Not combined with ``label_smoothing``.
     dim : int, optional, keyword-only
         PyTorch's name for ``axis`` (give one of them).
 
@@ -161,11 +170,13 @@ def cross_entropy(
     10000.0
     """
     arguments = locals()
-    fast = quick_cross_entropy(
-        input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap, dim
-    )  # the common call, validated cheaply
-    if fast is not None:
-        return fast
+    if where is None:  # the common call, validated cheaply
+        fast = quick_cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss,
+            softcap, dim,
+        )  # fmt: skip
+        if fast is not None:
+            return fast
     routed = torch_call("cross_entropy", arguments)  # autocast, torch.compile
     if routed is not None:
         return routed
@@ -179,6 +190,7 @@ def cross_entropy(
         axis=axis,
         z_loss=z_loss,
         softcap=softcap,
+        where=where,
         dim=dim,
     )[0]
 
@@ -197,15 +209,25 @@ def _cross_entropy_rule(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    where: Any = None,
     dim: int | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
+    if where is not None:
+        masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
+        return masked.finish(
+            _cross_entropy_rule(
+                masked.input, masked.target, weight, masked.ignore_index, masked.reduction(reduction),
+                label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap, wrt=wrt,
+            ),
+            reduction,
+        )  # fmt: skip
     if wrt:  # value_and_grad: the common call, validated cheaply
         args = (input, target, weight, ignore_index, reduction, label_smoothing)
-        fast = quick_cross_entropy(*args, axis, z_loss, softcap, dim, wrt)
+        fast = quick_cross_entropy(*args, axis, z_loss, softcap, None, wrt)
         if fast is not None:
             return fast
-    axis = axis_or_dim(axis, dim)
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
