@@ -10,8 +10,9 @@ proves the call valid with cheap checks and calls the kernel directly:
 * every argument is checked by type and value in Python (no array operation),
   except the class indices, whose range one unsigned maximum establishes (a
   negative index is a huge unsigned one);
-* the probabilities-as-logits probe first sums the first row: unless it sums to
-  1 (within ten times the probe's tolerance) the probe cannot fire;
+* the probabilities-as-logits probe first reads the first row: unless its first
+  16 values lie in [0, 1] and it sums to 1 (within ten times the probe's
+  tolerance) the probe cannot fire;
 * anything else -- another layout, a weight, an index out of range or equal to
   ``ignore_index``, a NaN option, a GPU tensor, a traced tensor -- returns
   ``None`` and the general path runs, raising its errors.
@@ -45,6 +46,7 @@ _INDEX_VIEWS = {np.dtype(np.int64): (np.uint64, 0), np.dtype(np.int32): (np.uint
 _REDUCTIONS = ("mean", "sum", "none")
 _NUMBERS = (int, float)
 _PROBE_TOL = (1e-3, 1e-6)  # looks_like_probabilities' tolerance (float32, float64)
+_HEAD = 16  # values of the first row read before its sum
 _PAR_MIN = 1 << 16  # the kernel runs one thread below this many elements
 _scratch = threading.local()
 _STRUCTS: dict[tuple[str, int], struct.Struct] = {}
@@ -108,7 +110,7 @@ def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, 
     view = _INDEX_VIEWS.get(y.dtype)
     if view is None or np.maximum.reduce(y.view(view[0])) >= c:
         return None  # an index to check, or to ignore: the general path
-    if not wrt and c > 1 and _may_be_probabilities(_row_sum(x[0]), code):
+    if not wrt and c > 1 and _probe_may_fire(x[0], c, code):
         _warn(x)
     g = np.empty_like(x) if wrt else None
     xptr = x.__array_interface__["data"][0]
@@ -146,7 +148,7 @@ def _tensor_call(
     if not _indices_below(y, yptr, n, y32, c):
         return None  # an index to check, or to ignore: the general path
     graph = x.requires_grad and torch.is_grad_enabled()
-    if not wrt and c > 1 and _may_be_probabilities(_row_sum(xptr, c, code), code):
+    if not wrt and c > 1 and _probe_may_fire(xptr, c, code):
         _warn(x)
     g = torch.empty_like(x) if graph or wrt else None
     loss = torch.empty(n, dtype=dtype) if reduction == "none" else None
@@ -178,23 +180,28 @@ def _indices_below(y: Any, ptr: int, n: int, y32: int, c: int) -> bool:
     return np.maximum.reduce(y.numpy().view((np.uint64, np.uint32)[y32])) < c
 
 
-def _row_sum(row: Any, c: int = 0, code: int = 0) -> float:
-    """The sum of a first row of logits: a NumPy row, or ``c`` values (float32 if
-    ``code`` is 0, else float64) at the address ``row``."""
-    if not isinstance(row, np.ndarray):
-        if c <= 64:
-            return sum(_struct("fd"[code], c).unpack(ctypes.string_at(row, c * (4, 8)[code])))
-        row = np.frombuffer(ctypes.string_at(row, c * (4, 8)[code]), (np.float32, np.float64)[code])
-    if row.shape[0] <= 64:
-        return sum(row.tolist())
-    with np.errstate(all="ignore"):
-        return float(np.add.reduce(row, dtype=np.float64))
-
-
-def _may_be_probabilities(first_row_sum: float, code: int) -> bool:
-    """False if the first row's sum rules the probabilities-as-logits probe out
-    (it needs every inspected row to sum to 1); True if the probe must run."""
-    return not abs(first_row_sum - 1) > 10 * _PROBE_TOL[code]
+def _probe_may_fire(row: Any, c: int, code: int) -> bool:
+    """False if the first row of logits rules the probabilities-as-logits probe out
+    (it needs every inspected entry in [0, 1] and every row summing to 1); True
+    if the probe must run.  ``row`` is a NumPy row, or the address of ``c``
+    float32 (``code`` 0) or float64 values.  Its first 16 values are read first:
+    logits almost always have one outside [0, 1]."""
+    head = min(c, _HEAD)
+    if isinstance(row, np.ndarray):
+        first = row[:head].tolist()
+    else:
+        first = _struct("fd"[code], head).unpack(ctypes.string_at(row, head * (4, 8)[code]))
+    if not all(0 <= v <= 1 for v in first):  # (NaN too)
+        return False
+    if c <= _HEAD:
+        total = sum(first)
+    else:
+        if not isinstance(row, np.ndarray):
+            size = c * (4, 8)[code]
+            row = np.frombuffer(ctypes.string_at(row, size), (np.float32, np.float64)[code])
+        with np.errstate(all="ignore"):
+            total = float(np.add.reduce(row, dtype=np.float64))
+    return not abs(total - 1) > 10 * _PROBE_TOL[code]
 
 
 def _warn(x: Any) -> None:
