@@ -270,13 +270,21 @@ class LogSoftmax(torch.nn.LogSoftmax):
         return special.log_softmax(input, dim=self.dim)
 
 
-class LinearCrossEntropyLoss(torch.nn.LinearCrossEntropyLoss):
+class LinearCrossEntropyLoss(getattr(torch.nn, "LinearCrossEntropyLoss", torch.nn.Module)):
     """:func:`crossentropy.linear_cross_entropy` as a ``torch.nn.LinearCrossEntropyLoss``
     (PyTorch 2.13): the output layer ``self.linear`` and the loss, never forming
     the logits.  PyTorch's ``options`` (its chunking) are not used: the chunks
     are chosen as in :func:`crossentropy.linear_cross_entropy`.  With
     ``out_features`` (PyTorch's K-dimensional classes) the forward is PyTorch's.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not hasattr(torch.nn, "LinearCrossEntropyLoss"):
+            raise NotImplementedError(
+                f"LinearCrossEntropyLoss needs PyTorch 2.13 or newer (this is {torch.__version__}); "
+                "crossentropy.linear_cross_entropy works with any version"
+            )
+        super().__init__(*args, **kwargs)
 
     def forward(self, input: Any, target: Any) -> Any:
         if self.out_features:
