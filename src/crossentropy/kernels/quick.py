@@ -268,7 +268,7 @@ def _kernel(
     native.extension.cross_entropy(
         code, *od, c, xptr, *xs, gptr, *xs, 0, 0, 0, 0, yptr, *ys, y32,
         ignore_index if has_ignore else 0, has_ignore, 0, lptr, sums,
-        float(ls), float(z), float(cap or 0.0), scale, _launch.ROW_MODE, int(columns), threads, 0, 0,
+        ls, z, cap or 0.0, scale, _launch.ROW_MODE, int(columns), threads, 0, 0,  # ints as doubles
     )  # fmt: skip
     if partial is None:
         return 0.0
