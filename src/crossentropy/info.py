@@ -1,8 +1,8 @@
 r"""Information theory on probability vectors: entropy, cross-entropy, KL and JS divergence.
 
-Every function works along ``axis`` (default -1) of arrays holding probability
-vectors, returns one value per vector, and measures in nats unless ``base`` is
-given (``base=2`` for bits).  Zero-probability terms follow the convention
+Every function works along ``axis`` (default -1; ``dim=``, PyTorch's name, is
+accepted too) of arrays holding probability vectors, returns one value per
+vector, and measures in nats unless ``base`` is given (``base=2`` for bits).  Zero-probability terms follow the convention
 :math:`0 \log 0 = 0`.
 
 Note that :func:`crossentropy.info.cross_entropy` here is :math:`H(p, q)`
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
 from ._core.validate import check_floating
@@ -100,7 +101,9 @@ def information(p: Any, *, base: float | None = None) -> Any:
     return restore(xp, -xp.log(x) * scale, p.dtype)
 
 
-def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def entropy(
+    p: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of probability vectors.
 
     Parameters
@@ -110,6 +113,8 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
         2 for bits; nats by default.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -143,15 +148,21 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     >>> round(float(ce.entropy([0.001, 0.001, 0.001, 0.999], base=2)), 4)
     0.0313
     """
-    return _entropy_rule(p, axis=axis, base=base)[0]
+    return _entropy_rule(p, axis=axis, base=base, dim=dim)[0]
 
 
-@jax_rule
+@jax_rule(last_axis=True)
 @defines_grad(entropy, "p")
 @numeric_guard
 def _entropy_rule(
-    p: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     scale = _scale(base)
     xp, (x,), dtype = _prepare(("p",), (p,), axis)
     log_p, pos = _log(xp, x)
@@ -165,7 +176,9 @@ def _entropy_rule(
     return restore(xp, value, dtype), grads
 
 
-def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def cross_entropy(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Cross-entropy :math:`H(p, q) = -\sum_i p_i \log q_i` between two distributions.
 
     Parameters
@@ -176,6 +189,8 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         Model probability vectors, broadcastable with ``p``.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -212,15 +227,22 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> round(float(info.cross_entropy([0, 0, 1.], [0.1, 0.1, 0.8])), 4)
     0.2231
     """
-    return _cross_entropy_rule(p, q, axis=axis, base=base)[0]
+    return _cross_entropy_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
-@jax_rule
+@jax_rule(last_axis=True)
 @defines_grad(cross_entropy, "p", "q")
 @numeric_guard
 def _cross_entropy_rule(
-    p: Any, q: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    q: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     scale = _scale(base)
     xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
     log_q, _ = _log(xp, y)
@@ -235,7 +257,9 @@ def _cross_entropy_rule(
     return restore(xp, value, dtype), grads
 
 
-def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def kl_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Kullback-Leibler divergence :math:`D_{KL}(p\|q) = \sum_i p_i \log(p_i / q_i)`.
 
     Parameters
@@ -244,6 +268,8 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         Probability vectors along ``axis``, broadcastable together.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -268,15 +294,22 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.kl_divergence([0.2, 0.8], [0.2, 0.8]))
     0.0
     """
-    return _kl_divergence_rule(p, q, axis=axis, base=base)[0]
+    return _kl_divergence_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
-@jax_rule
+@jax_rule(last_axis=True)
 @defines_grad(kl_divergence, "p", "q")
 @numeric_guard
 def _kl_divergence_rule(
-    p: Any, q: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    q: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     scale = _scale(base)
     xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
     value, grads = _kl(xp, x, y, axis, wrt)
@@ -298,7 +331,9 @@ def _kl(xp: Any, x: Any, y: Any, axis: int, wrt: tuple[str, ...] = ()) -> tuple[
 
 
 @numeric_guard
-def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def js_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Jensen-Shannon divergence, the symmetric and bounded cousin of KL.
 
     Parameters
@@ -307,6 +342,8 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         Probability vectors along ``axis``, broadcastable together.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -327,6 +364,7 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.js_divergence([1.0, 0.0], [0.0, 1.0], base=2))   # disjoint supports
     1.0
     """
+    axis = axis_or_dim(axis, dim, -1)
     scale = _scale(base)
     xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
     m = (x + y) / 2

@@ -52,6 +52,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._core.aliases import axis_or_dim
 from ._core.mathops import normalize_axes
 from ._core.rules import forward_of
 from ._core.validate import class_axis
@@ -59,16 +60,21 @@ from ._core.validate import class_axis
 __all__ = ["jax_rule"]
 
 _TRAILING = object()  # no ``axis`` argument: the values are over the trailing axes
+_CLASS_AXIS = object()  # PyTorch's: 1, or 0 for one row
 
 
-def jax_rule(rule: Callable) -> Callable:
+def jax_rule(rule: Callable | None = None, *, last_axis: bool = False) -> Any:
     """Decorator, above ``@defines_grad``: a value-only call of the rule
     (``wrt=()``, what the public function makes) with a JAX array among its
     arguments goes through a ``jax.custom_jvp`` whose JVP is the rule.
 
     Calls that ask for gradients (``crossentropy.value_and_grad``) and calls
-    without JAX arrays run the rule itself.
+    without JAX arrays run the rule itself.  ``axis=None`` (and ``dim=None``)
+    means PyTorch's class axis (1, or 0 for one row), or the last axis with
+    ``last_axis=True`` (``logsumexp``, the ``info`` functions).
     """
+    if rule is None:
+        return functools.partial(jax_rule, last_axis=last_axis)
     forward, registered = forward_of(rule)
     signature = inspect.signature(rule)  # the function's parameters, and ``wrt``
 
@@ -81,7 +87,8 @@ def jax_rule(rule: Callable) -> Callable:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             bound.arguments.pop("wrt", None)
-            return _Call(forward.__name__, rule, registered.differentiable, bound).value(), {}
+            call = _Call(forward.__name__, rule, registered.differentiable, bound, last_axis)
+            return call.value(), {}
         return rule(*args, wrt=wrt, **kwargs)
 
     return dispatch
@@ -92,10 +99,16 @@ class _Call:
     (the other arguments, options and NumPy arrays alike, are constants of it)."""
 
     def __init__(
-        self, name: str, rule: Callable, differentiable: tuple, bound: inspect.BoundArguments
+        self,
+        name: str,
+        rule: Callable,
+        differentiable: tuple,
+        bound: inspect.BoundArguments,
+        last_axis: bool,
     ) -> None:
         self.name, self.rule, self.differentiable, self.bound = name, rule, differentiable, bound
         self.names = [n for n, v in bound.arguments.items() if array_api_compat.is_jax_array(v)]
+        self.last_axis = last_axis
 
     def value(self) -> Any:
         """The function's value, as JAX's transformations see it."""
@@ -131,7 +144,9 @@ class _Call:
                 return _forward_jvp(
                     lambda *a: self.evaluate(a, ())[0], self.names, primals, perturbed
                 )
-            layout = _Layout(self.bound.arguments, self.names, primals, self.differentiable)
+            layout = _Layout(
+                self.bound.arguments, self.names, primals, self.differentiable, self.last_axis
+            )
             tangent = layout.tangent(out, grads, perturbed)
             if tangent is not None:
                 return out, tangent
@@ -162,8 +177,14 @@ def _forward_jvp(value: Callable, names: list, primals: tuple, perturbed: dict) 
 class _Layout:
     """Which elements of each argument make up each value of a call."""
 
-    def __init__(self, arguments: dict, names: list, primals: tuple, differentiable: tuple):
-        self.axis = arguments.get("axis", _TRAILING)
+    def __init__(
+        self, arguments: dict, names: list, primals: tuple, differentiable: tuple, last_axis: bool
+    ) -> None:
+        self.axis = _TRAILING  # no axis argument: the values are over the trailing axes
+        if "axis" in arguments or "dim" in arguments:
+            self.axis = axis_or_dim(arguments.get("axis"), arguments.get("dim"))
+            if self.axis is None:
+                self.axis = -1 if last_axis else _CLASS_AXIS
         self.shapes = {n: tuple(p.shape) for n, p in zip(names, primals)}
         moving = [s for n, s in self.shapes.items() if n in differentiable]
         try:  # the shape of the values before any reduction
@@ -184,7 +205,7 @@ class _Layout:
             return axes if all(value_shape[i] == 1 for i in axes) else None
         if self.axis is _TRAILING:
             axes = tuple(range(len(value_shape), len(shape)))
-        elif self.axis is None:
+        elif self.axis is _CLASS_AXIS:
             axes = (class_axis(len(shape), None),)
         else:
             axes = normalize_axes(self.axis, len(shape))

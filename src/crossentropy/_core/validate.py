@@ -7,9 +7,10 @@ what was expected, so that a user can fix the call without reading our code.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
+from .caller import warn_at_caller
+from .device import assert_on_device, on_accelerator
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .namespace import index_dtype, is_floating, is_integer, to_bool
 
@@ -116,6 +117,14 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     valid = counted_mask(xp, target, ignore_index)
     too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
     bad = valid & ((target < 0) | too_big)
+    if on_accelerator(target):  # checked on the device: no host synchronisation
+        assert_on_device(
+            ~xp.any(bad),
+            f"Target out of bounds: class indices must lie in [0, {n_classes - 1}] for "
+            f"C={n_classes} classes"
+            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""),
+        )
+        return valid
     if to_bool(xp.any(bad)):
         first = target[bad][0]
         count = int(xp.sum(xp.astype(bad, index_dtype(xp))))
@@ -167,10 +176,13 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
     Only up to 16 rows are inspected, so the check costs nothing on large
     inputs.  A single class (C == 1) or an empty input is never flagged;
-    ``None`` when the values cannot be read (inside ``jax.jit``).
+    ``None`` when the values cannot be read (inside ``jax.jit``) or not
+    without synchronising the host (an accelerator tensor).
     """
     if input.ndim == 0 or input.shape[axis] < 2 or math.prod(input.shape) == 0:
         return False
+    if on_accelerator(input):  # reading the values would synchronise the host
+        return None
     rows = xp.moveaxis(input, axis, -1) if axis % input.ndim != input.ndim - 1 else input
     # a few leading rows, sliced before any reshape so that nothing large is copied
     head = tuple(slice(0, min(n, _PROBE_ROWS if i == 0 else 2)) for i, n in enumerate(rows.shape[:-1]))
@@ -182,12 +194,11 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
 
 def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
-    """Warn if :func:`looks_like_probabilities` says so."""
+    """Warn if :func:`looks_like_probabilities` says so, at the caller's line."""
     if looks_like_probabilities(xp, input, axis):
-        warnings.warn(
+        warn_at_caller(
             f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
             f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "
             f"itself). Pass the scores from before softmax, or use nll_loss on log-probabilities.",
             ProbabilitiesAsLogitsWarning,
-            stacklevel=3,
         )

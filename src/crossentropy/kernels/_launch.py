@@ -34,7 +34,7 @@ ROW_MODE = 0
 _COLUMN_BUFFER_LIMIT = 16 << 20
 #: rows per block of the columns kernel (float32, float64): a reduced loss
 #: comes back as one sum per block
-_COLUMN_ROWS = (32, 16)
+COLUMN_ROWS = (32, 16)
 #: class-index dtypes the kernel reads in place (codes of ``strided``)
 _INDEX_CODES = {2: 0, 4: 1}  # int64, int32 -> the kernel's y32 flag
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -277,7 +277,7 @@ def run(
         loss = _empty(xp, b.x, tuple(x.shape[:-1]))
     else:  # the columns kernel sums each block's losses (no per-row array)
         rows = plan.od[0] * plan.od[1]
-        nb = _COLUMN_ROWS[x.code]
+        nb = COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
     host = native.numpy_namespace()
     scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0

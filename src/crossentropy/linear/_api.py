@@ -13,6 +13,7 @@ from typing import Any
 from .._core.namespace import is_torch, namespace, numeric_guard
 from .._core.rules import defines_grad
 from .._core.shard import VocabShard
+from ..kernels.custom_ops import torch_call, traced_as
 from ._autograd import needs_autograd, torch_function
 from ._engine import evaluate, reduced_value
 from ._prepare import LinearOptions, prepare_linear_call
@@ -162,6 +163,9 @@ def linear_cross_entropy(
     >>> dh.round(4)
     array([[-0.2689,  0.2689]])
     """
+    routed = torch_call("linear_cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     options = LinearOptions.checked(
         reduction=reduction,
         ignore_index=ignore_index,
@@ -207,6 +211,7 @@ def _through_autograd(arrays: tuple, options: LinearOptions, shard: VocabShard |
     )
 
 
+@traced_as(linear_cross_entropy, "linear")
 @defines_grad(linear_cross_entropy, *_DIFFERENTIABLE)
 @numeric_guard
 def _linear_cross_entropy_rule(

@@ -11,6 +11,7 @@ from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call,
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
 from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["hinge_loss", "multi_margin_loss", "multiclass_hinge_loss", "squared_hinge_loss"]
 
@@ -67,10 +68,14 @@ def multi_margin_loss(
     >>> float(ce.multi_margin_loss([[0.1, 0.2, 0.4, 0.8]], [3]))   # (0.3+0.4+0.6)/4
     0.325
     """
+    routed = torch_call("multi_margin_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _multi_margin_rule(input, target, p, margin, weight, reduction)[0]
 
 
 @jax_rule
+@traced_as(multi_margin_loss, "classes")
 @defines_grad(multi_margin_loss, "input")
 @numeric_guard
 def _multi_margin_rule(
@@ -147,10 +152,14 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
     >>> ce.hinge_loss([2.0, 0.5, -1.0], [1, 1, 1], reduction="none")
     array([0. , 0.5, 2. ])
     """
+    routed = torch_call("hinge_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _hinge_rule(input, target, margin, reduction)[0]
 
 
 @jax_rule
+@traced_as(hinge_loss, "elements")
 @defines_grad(hinge_loss, "input")
 @numeric_guard
 def _hinge_rule(
