@@ -279,6 +279,37 @@ def test_per_row_values_contract_along_the_class_axis(rng):
         assert_close(np.asarray(jac_last), np.swapaxes(j, 3, 4))
 
 
+def _cube_calls(r):
+    """Per-value functions of a (2, 3, 3) array, where removing axis 1 or 2 gives
+    the same shape: only the right axis gives the right Jacobian."""
+    x = r.normal(size=(2, 3, 3))
+    p = r.dirichlet([1, 1, 1], (2, 3))
+    y = r.integers(0, 3, (2, 3))
+    return {
+        "logsumexp": (ce.logsumexp, x, {}),
+        "logsumexp-dim": (ce.logsumexp, x, {"dim": 1}),
+        "info.entropy": (ce.info.entropy, p, {}),
+        "cross_entropy": (ce.cross_entropy, x, {"target": y, "reduction": "none"}),
+        "cross_entropy-dim": (ce.cross_entropy, x, {"target": y, "reduction": "none", "dim": -1}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_cube_calls(np.random.default_rng(0))))
+def test_per_value_jacobian_sums_over_the_right_axis(name, rng):
+    """Each value's row of the Jacobian (``jacrev``) is the rule's gradient on
+    its own slice: the class axis by default for losses, the last axis for
+    ``logsumexp`` and ``info``, and ``axis``/``dim`` when given."""
+    fn, a, kw = _cube_calls(rng)[name]
+    with jax_x64(True):
+        jkw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        jac = np.asarray(jax.jacrev(lambda v: fn(v, **jkw))(jnp.asarray(a)))
+    flat = fn(a, **kw).reshape(-1)
+    expected = np.stack(
+        [finite_difference(lambda v, i=i: fn(v, **kw).reshape(-1)[i], a) for i in range(flat.size)]
+    ).reshape(jac.shape)
+    assert_close(jac, expected, rtol=1e-6, atol=1e-8)
+
+
 def test_arguments_without_a_rule_are_differentiated_by_jax(rng):
     """Class weights have no analytic rule: JAX differentiates the forward, and
     a per-row value against a distribution shared by the rows too."""
