@@ -9,7 +9,9 @@ result, converted back with ``xp.to_numpy``, against an oracle computed in float
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +95,28 @@ def make_backend(name: str) -> Backend:
         import torch
 
         return Backend(name, torch)
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
     return Backend(name, jnp)
+
+
+@contextlib.contextmanager
+def jax_x64(enabled: bool = True) -> Iterator[None]:
+    """JAX's 64-bit types on (or off) inside the block only.
+
+    ``jax_enable_x64`` is process-global; its context manager sets it for this
+    thread until the block ends, so that tests of JAX's default (x64 off) and
+    of float64 inputs run in one process in any order.
+    """
+    import jax
+
+    context = getattr(jax, "enable_x64", None)
+    if context is None:  # JAX before 0.6
+        from jax.experimental import disable_x64, enable_x64
+
+        context = lambda on: enable_x64() if on else disable_x64()  # noqa: E731
+    with context(enabled):
+        yield
 
 
 def assert_close(

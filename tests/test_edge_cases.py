@@ -16,7 +16,7 @@ import scipy.special
 
 import crossentropy as ce
 from crossentropy import info, kernels
-from tests.support import assert_close, finite_difference, torch_oracle
+from tests.support import assert_close, finite_difference, jax_x64, torch_oracle
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -239,13 +239,21 @@ class TestOutOfRangeUnderJit:
     @pytest.mark.parametrize("fn", [ce.cross_entropy, ce.nll_loss, ce.multi_margin_loss])
     def test_nan_rows(self, fn):
         jax = pytest.importorskip("jax")
-        jax.config.update("jax_enable_x64", True)
-        x = jax.numpy.asarray(np.log([[0.2, 0.3, 0.5]] * 4))
-        t = jax.numpy.asarray([2, 5, -3, -100])
-        out = np.asarray(jax.jit(lambda a, b: fn(a, b, reduction="none"))(x, t))
-        assert np.all(np.isnan(out[1:3]))
-        assert_close(out[0], np.asarray(fn(np.asarray(x)[:1], np.array([2]), reduction="none"))[0])
-        g = np.asarray(jax.jit(ce.grad(fn))(x, t))
-        assert np.any(np.isnan(g[1])) and np.any(np.isnan(g[2])) and np.all(np.isfinite(g[0]))
-        with pytest.raises(ce.TargetIndexError, match="Target 5 is out of bounds"):
-            fn(x, t)  # outside jit the check runs
+        with jax_x64():
+            x = jax.numpy.asarray(np.log([[0.2, 0.3, 0.5]] * 4))
+            t = jax.numpy.asarray([2, 5, -3, -100])
+            out = np.asarray(jax.jit(lambda a, b: fn(a, b, reduction="none"))(x, t))
+            assert np.all(np.isnan(out[1:3])) and not np.isnan(out[0])
+            alone = fn(np.asarray(x)[:1], np.array([2]), reduction="none")
+            assert_close(out[0], np.asarray(alone)[0])
+            # 'sum': NaN gradient rows for the bad indices only
+            g = np.asarray(jax.jit(jax.grad(lambda a: fn(a, t, reduction="sum")))(x))
+            bad = [1, 2, 3] if fn is ce.multi_margin_loss else [1, 2]  # no ignore_index there
+            good = [r for r in range(4) if r not in bad]
+            assert np.isnan(g[bad]).any(axis=-1).all() and np.isfinite(g[good]).all()
+            # 'mean': NaN, and NaN in the bad rows' gradients (in every row's where the
+            # mean divides by the weights' sum): a step with a bad label cannot go unnoticed
+            value, g = jax.jit(jax.value_and_grad(fn))(x, t)
+            assert np.isnan(float(value)) and np.isnan(np.asarray(g)[bad]).any(axis=-1).all()
+            with pytest.raises(ce.TargetIndexError, match="Target 5 is out of bounds"):
+                fn(x, t)  # outside jit the check runs

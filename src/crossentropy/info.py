@@ -1,8 +1,8 @@
 r"""Information theory on probability vectors: entropy, cross-entropy, KL and JS divergence.
 
-Every function works along ``axis`` (default -1) of arrays holding probability
-vectors, returns one value per vector, and measures in nats unless ``base`` is
-given (``base=2`` for bits).  Zero-probability terms follow the convention
+Every function works along ``axis`` (default -1; ``dim=``, PyTorch's name, is
+accepted too) of arrays holding probability vectors, returns one value per
+vector, and measures in nats unless ``base`` is given (``base=2`` for bits).  Zero-probability terms follow the convention
 :math:`0 \log 0 = 0`.
 
 Note that :func:`crossentropy.info.cross_entropy` here is :math:`H(p, q)`
@@ -16,9 +16,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
 from ._core.validate import check_axis, check_floating
+from .jax_rules import jax_rule
 
 __all__ = ["cross_entropy", "entropy", "information", "js_divergence", "kl_divergence"]
 
@@ -159,7 +161,9 @@ def _information_rule(
     return v.finish(-v.xp.log(x), grads, cotangent)
 
 
-def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def entropy(
+    p: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of probability vectors.
 
     Parameters
@@ -169,6 +173,8 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
         2 for bits; nats by default.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -202,19 +208,22 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     >>> round(float(ce.entropy([0.001, 0.001, 0.001, 0.999], base=2)), 4)
     0.0313
     """
-    return _entropy_rule(p, axis=axis, base=base)[0]
+    return _entropy_rule(p, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(entropy, "p")
 @numeric_guard
 def _entropy_rule(
     p: Any,
     *,
-    axis: int = -1,
+    axis: int | None = None,
     base: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     v = _prepare(("p",), (p,), axis, base)
     xp, (x,) = v.xp, v.arrays
     log_p, pos = _log(xp, x)
@@ -225,7 +234,9 @@ def _entropy_rule(
     return v.finish(value, grads, cotangent)
 
 
-def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def cross_entropy(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Cross-entropy :math:`H(p, q) = -\sum_i p_i \log q_i` between two distributions.
 
     Parameters
@@ -237,6 +248,8 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         broadcastable with ``p`` along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -273,20 +286,23 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> round(float(info.cross_entropy([0, 0, 1.], [0.1, 0.1, 0.8])), 4)
     0.2231
     """
-    return _cross_entropy_rule(p, q, axis=axis, base=base)[0]
+    return _cross_entropy_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(cross_entropy, "p", "q")
 @numeric_guard
 def _cross_entropy_rule(
     p: Any,
     q: Any,
     *,
-    axis: int = -1,
+    axis: int | None = None,
     base: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     v = _prepare(("p", "q"), (p, q), axis, base)
     xp, (x, y) = v.xp, v.arrays
     log_q, _ = _log(xp, y)
@@ -300,7 +316,9 @@ def _cross_entropy_rule(
     return v.finish(value, grads, cotangent)
 
 
-def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def kl_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Kullback-Leibler divergence :math:`D_{KL}(p\|q) = \sum_i p_i \log(p_i / q_i)`.
 
     Parameters
@@ -310,6 +328,8 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -334,20 +354,23 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.kl_divergence([0.2, 0.8], [0.2, 0.8]))
     0.0
     """
-    return _kl_divergence_rule(p, q, axis=axis, base=base)[0]
+    return _kl_divergence_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(kl_divergence, "p", "q")
 @numeric_guard
 def _kl_divergence_rule(
     p: Any,
     q: Any,
     *,
-    axis: int = -1,
+    axis: int | None = None,
     base: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     v = _prepare(("p", "q"), (p, q), axis, base)
     value, grads = _kl(v.xp, *v.arrays, axis, wrt)
     return v.finish(value, grads, cotangent)
@@ -366,7 +389,9 @@ def _kl(xp: Any, x: Any, y: Any, axis: int, wrt: tuple[str, ...] = ()) -> tuple[
     return value, grads
 
 
-def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def js_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Jensen-Shannon divergence, the symmetric and bounded cousin of KL.
 
     Parameters
@@ -376,6 +401,8 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
         broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -396,7 +423,7 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.js_divergence([1.0, 0.0], [0.0, 1.0], base=2))   # disjoint supports
     1.0
     """
-    return _js_divergence_rule(p, q, axis=axis, base=base)[0]
+    return _js_divergence_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
 @defines_grad(js_divergence, "p", "q")
@@ -405,11 +432,13 @@ def _js_divergence_rule(
     p: Any,
     q: Any,
     *,
-    axis: int = -1,
+    axis: int | None = None,
     base: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     v = _prepare(("p", "q"), (p, q), axis, base)
     xp, (x, y) = v.xp, v.arrays
     m = (x + y) / 2

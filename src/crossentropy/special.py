@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import mathops
+from ._core.aliases import axis_or_dim
 from ._core.namespace import is_floating, namespace, numeric_guard, restore, upcast
 from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
@@ -17,6 +18,8 @@ from ._core.signed_lse import as_inexact as weighted_inputs
 from ._core.signed_lse import signed_logsumexp
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
+from .jax_rules import jax_rule
+from .kernels.custom_ops import compiled_softmax
 from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
@@ -34,11 +37,12 @@ __all__ = [
 
 def logsumexp(
     x: Any,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = None,
     keepdims: bool = False,
     *,
     b: Any = None,
     return_sign: bool = False,
+    dim: int | tuple[int, ...] | None = None,
 ) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
@@ -57,6 +61,8 @@ def logsumexp(
         subtract, and a zero weight removes its entry (even an infinite one).
     return_sign : bool, default False, keyword-only
         Return ``(log|S|, sign(S))``; otherwise a negative sum gives NaN.
+    dim : int or tuple of int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -69,6 +75,8 @@ def logsumexp(
     ------
     ValueError
         If ``axis`` is out of range or ``b`` does not broadcast to ``x``.
+    TypeError
+        If both ``axis`` and ``dim`` are given.
 
     See Also
     --------
@@ -101,7 +109,11 @@ def logsumexp(
     >>> round(float(r), 4), float(s)                       # log(e^2 - e), negative
     (1.5413, -1.0)
     """
-    return _logsumexp_rule(x, axis, keepdims, b=b, return_sign=return_sign)[0]
+    if b is None and not return_sign:
+        compiled = compiled_softmax("logsumexp", x, axis_or_dim(axis, dim, -1), keepdims)
+        if compiled is not None:  # inside torch.compile
+            return compiled
+    return _logsumexp_rule(x, axis, keepdims, b=b, return_sign=return_sign, dim=dim)[0]
 
 
 def _scores(x: Any, axis: Any) -> tuple[Any, Any, Any, bool]:
@@ -122,18 +134,21 @@ def _expand(xp: Any, ct: Any, axis: Any, ndim: int) -> Any:
     return ct
 
 
+@jax_rule(last_axis=True)
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(
     x: Any,
-    axis: Any = -1,
+    axis: Any = None,
     keepdims: bool = False,
     *,
     b: Any = None,
     return_sign: bool = False,
+    dim: Any = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
     xp, (x, b) = namespace(x, b, names=("x", "b"), required=1)
     if not is_floating(xp, x):
         try:
@@ -207,8 +222,7 @@ def _signed_logsumexp(
     return ((out, sign) if return_sign else out), grads
 
 
-@numeric_guard
-def log_softmax(x: Any, axis: int = -1) -> Any:
+def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
 
     Parameters
@@ -217,6 +231,8 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
         Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -229,7 +245,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
     Never takes the log of a rounded-to-zero probability, so it stays exact
     where ``log(softmax(x))`` gives ``-inf``.  PyTorch:
-    ``torch.nn.functional.log_softmax(x, dim=axis)``.
+    ``torch.nn.functional.log_softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -239,6 +255,10 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
     array([    0., -1000.])
     """
+    axis = axis_or_dim(axis, dim, -1)
+    compiled = compiled_softmax("log_softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
     return _log_softmax_rule(x, axis)[0]
 
 
@@ -263,13 +283,17 @@ def _softmax_family(kind: str, x: Any, axis: Any, wrt: tuple, cotangent: Any) ->
 @defines_grad(log_softmax, "x")
 @numeric_guard
 def _log_softmax_rule(
-    x: Any, axis: int = -1, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+    x: Any,
+    axis: int | None = None,
+    *,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    return _softmax_family("log_softmax", x, axis, wrt, cotangent)
+    return _softmax_family("log_softmax", x, axis_or_dim(axis, dim, -1), wrt, cotangent)
 
 
-@numeric_guard
-def softmax(x: Any, axis: int = -1) -> Any:
+def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Normalised exponentials along ``axis``: a probability vector per row.
 
     Parameters
@@ -278,6 +302,8 @@ def softmax(x: Any, axis: int = -1) -> Any:
         Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -290,7 +316,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
               \quad m = \max_j x_j
 
     Invariant to adding a constant to every logit.  PyTorch:
-    ``torch.softmax(x, dim=axis)``.
+    ``torch.softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -299,16 +325,28 @@ def softmax(x: Any, axis: int = -1) -> Any:
     array([0.659 , 0.2424, 0.0986])
     >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
     array([1., 0.])
+    >>> ce.softmax([[0.0, 0.0], [0.0, 0.0]], dim=0)   # PyTorch's dim=: each column sums to 1
+    array([[0.5, 0.5],
+           [0.5, 0.5]])
     """
+    axis = axis_or_dim(axis, dim, -1)
+    compiled = compiled_softmax("softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
     return _softmax_rule(x, axis)[0]
 
 
 @defines_grad(softmax, "x")
 @numeric_guard
 def _softmax_rule(
-    x: Any, axis: int = -1, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+    x: Any,
+    axis: int | None = None,
+    *,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    return _softmax_family("softmax", x, axis, wrt, cotangent)
+    return _softmax_family("softmax", x, axis_or_dim(axis, dim, -1), wrt, cotangent)
 
 
 @numeric_guard

@@ -76,7 +76,6 @@ def evaluate_log_prob_loss(
     used = tau != 0
     zero = xp.zeros_like(logp)
     loss = xp.sum(xp.where(used, tau * term.value(xp, logp), zero), axis=-1)
-    loss, nan = b.poison(loss) if not b.probs else (loss, None)
     value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)
     grads = {}
     if "input" in wrt:
@@ -85,7 +84,5 @@ def evaluate_log_prob_loss(
         s = grad_scale(xp, loss, b.reduction, denom)
         if cotangent is not None:
             s = s * xp.expand_dims(xp.astype(cotangent, loss.dtype), axis=-1)
-        if nan is not None:
-            s = s * nan[..., None]
         grads["input"] = to_caller_layout(b, s * g)
     return value, grads

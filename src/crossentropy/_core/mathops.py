@@ -56,8 +56,11 @@ def shifted(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
     if any(x.shape[a] == 0 for a in axes):
         shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
         return x, xp.zeros(shape, dtype=x.dtype, device=device(x))
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.max(x, axis=axis)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    # the guard on the reduced shape, then the kept axes restored: a compiler
+    # (XLA) then fuses the guard into its consumers instead of a pass of its own
+    m = xp.reshape(m, tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
     return x - m, m
 
 

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "compute_dtype",
     "device",
+    "index_dtype",
     "is_floating",
     "is_integer",
     "is_numpy",
@@ -82,7 +83,7 @@ def namespace(*arrays: Any, names: Sequence[str] = (), required: int = 0) -> tup
     for i, a in enumerate(converted):
         if a is not None and is_numpy(a):
             a = xp.asarray(a, device=dev)
-        elif a is not None and i != first and _same_library(a, xp) and device(a) != dev:
+        elif a is not None and i != first and _same_library(a, xp) and _elsewhere(a, dev):
             raise ValueError(
                 f"{_label(names, i)} is on device {device(a)} but "
                 f"{_label(names, first)} is on {dev}: move it there first, e.g. "
@@ -91,6 +92,13 @@ def namespace(*arrays: Any, names: Sequence[str] = (), required: int = 0) -> tup
         out.append(a)
     array_api_compat.array_namespace(*[a for a in out if a is not None])
     return xp, out
+
+
+def _elsewhere(a: Any, dev: Any) -> bool:
+    """True if ``a`` is on a device other than ``dev``; a traced JAX array (inside
+    ``jit``) has no device of its own, so it is on no other device."""
+    other = device(a)
+    return other is not None and dev is not None and other != dev
 
 
 def _same_library(a: Any, xp: Any) -> bool:
@@ -108,6 +116,15 @@ def is_numpy(x: Any) -> bool:
 def device(x: Any) -> Any:
     """The device of ``x`` (``"cpu"`` for NumPy)."""
     return array_api_compat.device(x)
+
+
+def index_dtype(xp: Any) -> Any:
+    """The library's default integer dtype for indexing (the Array API's
+    ``default_dtypes()["indexing"]``): int64 for NumPy and PyTorch, int32 for
+    JAX unless ``jax_enable_x64`` is set, where asking for int64 would warn
+    and truncate."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return xp.int64 if info is None else info().default_dtypes()["indexing"]
 
 
 def is_torch(x: Any) -> bool:

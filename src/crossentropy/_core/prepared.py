@@ -19,19 +19,19 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .namespace import is_floating, namespace, restore, upcast
+from .namespace import index_dtype, is_floating, namespace, restore, upcast
 from .reduction import REDUCTIONS, check_reduction, grad_scale, reduce
 from .shard import VocabShard
 from .validate import (
     check_batch,
     check_floating,
     check_ignore_index,
+    check_index_target,
     check_integer_target,
     check_same_shape,
     check_vector,
     class_axis,
     counted_mask,
-    index_target_rows,
     widen_unsigned,
 )
 
@@ -71,7 +71,7 @@ class ClassCall:
     probs: bool  # probability targets
     ignore_index: int | None = None
     class_weight: Any = None  # weight over every class (the whole vocabulary if sharded)
-    unread: Any = None  # (...) out-of-range rows not checked (inside jax.jit): NaN, or None
+    n_total: int = 0  # classes the indices refer to (the whole vocabulary if sharded)
 
     @functools.cached_property
     def valid(self) -> Any:
@@ -79,30 +79,39 @@ class ClassCall:
         return counted_mask(self.xp, self.target, self.ignore_index)
 
     @functools.cached_property
-    def index(self) -> Any:
-        """(...) int64 class indices, ignored (and unread out-of-range) entries replaced by 0."""
-        xp, t = self.xp, self.target
-        keep = self.valid if self.unread is None else self.valid & ~self.unread
-        return xp.where(keep, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+    def _indices(self) -> tuple[Any, Any]:
+        """``(index, unseen)``: the counted class indices in the library's index
+        dtype (0 elsewhere), and the mask of counted indices outside ``[0, C)``.
 
-    def poison(self, loss: Any) -> Any:
-        """``(loss, factor)``: ``loss`` with NaN in the unread out-of-range rows, and
-        the (...) factor (1 or NaN) that does the same to their gradients."""
-        xp = self.xp
-        if self.unread is None:
-            return loss, None
-        factor = xp.where(self.unread, xp.full_like(loss, float("nan")), xp.ones_like(loss))
-        return loss * factor, factor
+        The range check raises on such an index, except where it cannot read
+        the values (inside ``jax.jit``): there the row's weight becomes NaN, so
+        that its loss and gradient, and any reduction over it, are NaN (a wrong
+        class is never read, and a negative index never wraps around)."""
+        xp, t = self.xp, self.target
+        dtype = index_dtype(xp)
+        t = xp.astype(t, dtype)
+        inside = (t >= 0) & (t < (self.n_total or self.n_classes))
+        keep = self.valid & inside
+        return xp.where(keep, t, xp.zeros_like(t)), self.valid & ~inside
+
+    @property
+    def index(self) -> Any:
+        """(...) class indices (the library's index dtype), 0 where not counted."""
+        return self._indices[0]
 
     @functools.cached_property
     def w_t(self) -> Any:
-        """(...) weight of each counted target, 0 where ignored (index targets only)."""
+        """(...) weight of each counted target, 0 where ignored, NaN where out of
+        range (index targets only)."""
         xp = self.xp
+        index, unseen = self._indices
         if self.class_weight is None:
-            return xp.astype(self.valid, self.x.dtype)
-        t = self.index
-        w_t = xp.reshape(xp.take(self.class_weight, xp.reshape(t, (-1,)), axis=0), t.shape)
-        return xp.where(self.valid, w_t, xp.zeros_like(w_t))
+            w_t = xp.astype(self.valid, self.x.dtype)
+        else:
+            w_t = xp.take(self.class_weight, xp.reshape(index, (-1,)), axis=0)
+            w_t = xp.reshape(w_t, index.shape)
+            w_t = xp.where(self.valid, w_t, xp.zeros_like(w_t))
+        return xp.where(unseen, xp.full_like(w_t, float("nan")), w_t)
 
 
 def _class_last(xp: Any, a: Any, axis: int) -> Any:
@@ -150,13 +159,13 @@ def prepare_class_call(
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
     target, ignore_index = widen_unsigned(xp, target, ignore_index)
-    unread = index_target_rows(xp, target, n_total, ignore_index)[1]
+    check_index_target(xp, target, n_total, ignore_index)
     class_weight = weight
     if shard is not None and weight is not None:
         weight = weight[shard.offset : shard.offset + n_classes]
     return ClassCall(
         xp, x, ax, input.dtype, n_classes, weight, reduction, target, False,
-        ignore_index, class_weight, unread,
+        ignore_index, class_weight, n_total,
     )  # fmt: skip
 
 

@@ -53,8 +53,9 @@ def _probability_rows(
 
 
 def _index_rows(
-    b: ClassCall, z: Any, ez: Any, sez: Any, eps: float, n: int, need_grad: bool, shard: Any
-) -> tuple:
+    b: ClassCall, x: Any, z: Any, m: Any, ez: Any, sez: Any, eps: float, n: int,
+    need_grad: bool, shard: Any,
+) -> tuple:  # fmt: skip
     """The same tuple as :func:`_probability_rows` for rows with class-index
     targets (``d_target`` ``None``, ``counted`` the mask of counted rows)."""
     xp = b.xp
@@ -63,7 +64,10 @@ def _index_rows(
         target = target - shard.offset
         owned = (target >= 0) & (target < b.n_classes)
         target = xp.where(owned, target, xp.zeros_like(target))
-    zt = pick(xp, z, target)  # the shifted target logit
+    # the shifted target logit, picked from x: the shifted logits z = x - m are
+    # then read only by exp (and a row sum with smoothing), so that a compiler
+    # (XLA) fuses them into those passes instead of writing them out
+    zt = pick(xp, x, target) - m[..., 0]
     zs = None  # the (weighted) sum of the shifted logits, for smoothing
     if eps > 0:
         zs = xp.sum(z, axis=-1) if b.weight is None else xp.matmul(z, b.weight)
@@ -131,16 +135,13 @@ def cross_entropy_rows(
     if b.probs:
         rows = _probability_rows(b, z, ez, sez, eps, n, need_grad)
     else:
-        rows = _index_rows(b, z, ez, sez, eps, n, need_grad, shard)
+        rows = _index_rows(b, x, z, m, ez, sez, eps, n, need_grad, shard)
     loss, lse, denom, g, d_target, counted, p = rows
     # a +inf logit (a row whose shifted exponentials, over every shard, sum to
-    # +inf): NaN loss and gradients for the row, as log_softmax gives them; so
-    # for a class index out of range that could not be checked (inside jax.jit)
+    # +inf): NaN loss and gradients for the row, as log_softmax gives them
     posinf = lse == float("inf")
     if counted is not None:
         posinf = posinf & counted
-        if b.unread is not None:
-            posinf = posinf | b.unread
     nan = xp.where(posinf, xp.full_like(loss, float("nan")), xp.ones_like(loss))
     loss = loss * nan  # a product, so that autograd's gradient of the row is NaN too
     if need_grad:

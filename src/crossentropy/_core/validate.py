@@ -7,13 +7,14 @@ what was expected, so that a user can fix the call without reading our code.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 
+from .caller import warn_at_caller
+from .device import assert_on_device, on_accelerator
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
-from .namespace import is_floating, is_integer, to_bool
+from .namespace import index_dtype, is_floating, is_integer, to_bool
 
 __all__ = [
     "check_axis",
@@ -29,7 +30,6 @@ __all__ = [
     "check_z_loss_softcap",
     "class_axis",
     "counted_mask",
-    "index_target_rows",
     "looks_like_probabilities",
     "warn_if_probabilities",
     "widen_unsigned",
@@ -181,26 +181,22 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     ``ignore_index`` is removed before the range check, so ``-100`` never
     counts as out of range.  Returns the boolean mask ``target != ignore_index``.
     """
-    return index_target_rows(xp, target, n_classes, ignore_index)[0]
-
-
-def index_target_rows(
-    xp: Any, target: Any, n_classes: int, ignore_index: int | None
-) -> tuple[Any, Any]:
-    """:func:`check_index_target`'s mask, and the mask of out-of-range rows when
-    the values cannot be read (inside ``jax.jit``: the caller makes those rows
-    NaN, as an index it never reads), else ``None``."""
     check_integer_target(xp, target)
     info = xp.iinfo(target.dtype)
     valid = counted_mask(xp, target, ignore_index)
     too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
     bad = valid & ((target < 0) | too_big)
-    found = to_bool(xp.any(bad))
-    if found is None:
-        return valid, bad
-    if found:
+    if on_accelerator(target):  # checked on the device: no host synchronisation
+        assert_on_device(
+            ~xp.any(bad),
+            f"Target out of bounds: class indices must lie in [0, {n_classes - 1}] for "
+            f"C={n_classes} classes"
+            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""),
+        )
+        return valid
+    if to_bool(xp.any(bad)):  # None inside jax.jit: the call makes such rows NaN
         first = target[bad][0]
-        count = int(xp.sum(xp.astype(bad, xp.int64)))
+        count = int(xp.sum(xp.astype(bad, index_dtype(xp))))
         if n_classes == 0:
             raise TargetIndexError(
                 f"Target {int(first)} is out of bounds: input has C=0 classes: every target "
@@ -213,7 +209,7 @@ def index_target_rows(
             + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
             + f" ({count} bad value{'s' if count > 1 else ''})"
         )
-    return valid, None
+    return valid
 
 
 def check_in_unit_interval(xp: Any, x: Any, name: str) -> None:
@@ -255,10 +251,13 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
     Only up to 16 rows are inspected, so the check costs nothing on large
     inputs.  A single class (C == 1) or an empty input is never flagged;
-    ``None`` when the values cannot be read (inside ``jax.jit``).
+    ``None`` when the values cannot be read (inside ``jax.jit``) or not
+    without synchronising the host (an accelerator tensor).
     """
     if input.ndim == 0 or input.shape[axis] < 2 or math.prod(input.shape) == 0:
         return False
+    if on_accelerator(input):  # reading the values would synchronise the host
+        return None
     rows = xp.moveaxis(input, axis, -1) if axis % input.ndim != input.ndim - 1 else input
     # a few leading rows, sliced before any reshape so that nothing large is copied
     head = tuple(slice(0, min(n, _PROBE_ROWS if i == 0 else 2)) for i, n in enumerate(rows.shape[:-1]))
@@ -270,12 +269,11 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
 
 def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
-    """Warn if :func:`looks_like_probabilities` says so."""
+    """Warn if :func:`looks_like_probabilities` says so, at the caller's line."""
     if looks_like_probabilities(xp, input, axis):
-        warnings.warn(
+        warn_at_caller(
             f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
             f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "
             f"itself). Pass the scores from before softmax, or use nll_loss on log-probabilities.",
             ProbabilitiesAsLogitsWarning,
-            stacklevel=3,
         )

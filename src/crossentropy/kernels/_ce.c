@@ -149,6 +149,7 @@ static inline Py_ssize_t ce_offset(const Py_ssize_t *s, Py_ssize_t r, Py_ssize_t
 
 /* a class index outside [0, C) was read: the call fails once the threads are done */
 static void ce_flag_bad(const ce_task *a) {
+    if (!a->bad) return; /* a caller that checked every index itself (the XLA handler) */
 #if defined(__GNUC__)
     __atomic_store_n(a->bad, 1, __ATOMIC_RELAXED);
 #else
@@ -1564,3 +1565,75 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
 }
 
 #endif /* CE_TYPED */
+
+#ifndef CE_TYPED /* ======================================= entry without Python */
+
+/* For a caller that holds no Python objects (the XLA FFI handler, _ce_xla.cc,
+   which runs on XLA's threads without the GIL): fill the constant tables once
+   (PyInit__ce does it for this module), then run the cross_entropy() entry above
+   with plain C arguments.  `stream`: a gradient of CE_STREAM_MIN bytes or more is
+   written with non-temporal stores (a fresh buffer on huge pages, whose zeroed
+   2 MiB pages are no longer in cache).  Returns nonzero if a thread could not
+   allocate its buffer. */
+void ce_capi_init(void) {
+    for (int i = 0; i < 1024; i++) {
+        ones_f32[i] = 1.0f;
+        ones_f64[i] = 1.0;
+    }
+}
+
+int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void *x,
+                          const int64_t *xs, void *g, const int64_t *gs, const void *t,
+                          const int64_t *ts, const void *y, const int64_t *ys, int y32,
+                          int64_t ignore, int has_ignore, const void *weight, void *loss,
+                          double eps, double z_loss, double softcap, double scale, int columns,
+                          int nthreads, void *dt, int stream) {
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    a.O = O;
+    a.D = D;
+    a.C = C;
+    a.x = x;
+    a.g = g;
+    a.dt = dt;
+    a.t = t;
+    a.y = y;
+    a.weight = weight;
+    a.loss = loss;
+    for (int k = 0; k < 3; k++) {
+        a.xs[k] = xs[k];
+        a.gs[k] = gs[k];
+        a.ts[k] = ts[k];
+    }
+    a.ys[0] = ys[0];
+    a.ys[1] = ys[1];
+    a.y32 = y32;
+    a.ignore = ignore;
+    a.has_ignore = has_ignore;
+    a.eps = eps;
+    a.zl = z_loss;
+    a.cap = softcap;
+    a.scale = scale;
+    a.online = dtype ? (1 << 17) : (1 << 18);
+    a.W = (double)C;
+    if (weight) {
+        double W = 0;
+        for (int64_t c = 0; c < C; c++)
+            W += dtype ? ((const double *)weight)[c] : (double)((const float *)weight)[c];
+        a.W = W;
+    }
+    const Py_ssize_t R = a.O * a.D;
+    const int nt = ce_threads_for(R * a.C, nthreads);
+#ifdef CE_HAVE_STREAM
+    a.stream = stream && a.g && (const char *)a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
+#else
+    (void)stream;
+#endif
+    if (columns) {
+        const Py_ssize_t nb = dtype ? 16 : 32;
+        return ce_parallel(&a, (R + nb - 1) / nb, nt, dtype ? ce_cols_f64 : ce_cols_f32);
+    }
+    return ce_parallel(&a, R, nt, dtype ? ce_rows_f64 : ce_rows_f32);
+}
+
+#endif /* entry without Python */

@@ -25,7 +25,7 @@ from .._core.validate import check_index_target
 from . import native
 from .native import Strided, rows_geometry, strided
 
-__all__ = ["host_arrays", "host_buffer", "package", "run", "tensors"]
+__all__ = ["changed_target_error", "host_arrays", "host_buffer", "package", "run", "tensors"]
 
 #: classes up to this many are processed across rows (columns kernel)
 SMALL_C = 32
@@ -36,7 +36,7 @@ ROW_MODE = 0
 _COLUMN_BUFFER_LIMIT = 16 << 20
 #: rows per block of the columns kernel (float32, float64): a reduced loss
 #: comes back as one sum per block
-_COLUMN_ROWS = (32, 16)
+COLUMN_ROWS = (32, 16)
 #: class-index dtypes the kernel reads in place (codes of ``strided``)
 _INDEX_CODES = {2: 0, 4: 1}  # int64, int32 -> the kernel's y32 flag
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -230,8 +230,14 @@ def _raise_bad_target(b: ClassCall) -> None:
     """The kernel met a class index outside ``[0, C)`` that the checks before it
     did not see (the target changed meanwhile): the same error as the check."""
     check_index_target(b.xp, b.target, b.n_classes, b.ignore_index)
-    raise TargetIndexError(
-        f"a class index outside [0, {b.n_classes - 1}] (C={b.n_classes}) was read while "
+    raise changed_target_error(b.n_classes)
+
+
+def changed_target_error(n_classes: int) -> TargetIndexError:
+    """The error of a class index outside ``[0, C)`` that the kernel read after
+    the checks had passed: the target changed during the call."""
+    return TargetIndexError(
+        f"a class index outside [0, {n_classes - 1}] (C={n_classes}) was read while "
         f"computing: the target changed during the call (another thread writing it?)"
     )
 
@@ -327,7 +333,7 @@ def run(
         loss = _empty(xp, b.x, tuple(x.shape[:-1]))
     else:  # the columns kernel sums each block's losses (no per-row array)
         rows = plan.od[0] * plan.od[1]
-        nb = _COLUMN_ROWS[x.code]
+        nb = COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
     host = native.numpy_namespace()
     scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0

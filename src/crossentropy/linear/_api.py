@@ -14,6 +14,7 @@ from .._core.namespace import device, is_torch, namespace, numeric_guard
 from .._core.reduction import grad_scale
 from .._core.rules import defines_grad
 from .._core.shard import VocabShard
+from ..kernels.custom_ops import torch_call, traced_as
 from ._autograd import needs_autograd, torch_function
 from ._engine import evaluate, reduced_value
 from ._prepare import LinearCall, LinearOptions, prepare_linear_call
@@ -163,6 +164,9 @@ def linear_cross_entropy(
     >>> dh.round(4)
     array([[-0.2689,  0.2689]])
     """
+    routed = torch_call("linear_cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     options = LinearOptions.checked(
         reduction=reduction,
         ignore_index=ignore_index,
@@ -208,6 +212,7 @@ def _through_autograd(arrays: tuple, options: LinearOptions, shard: VocabShard |
     )
 
 
+@traced_as(linear_cross_entropy, "linear")
 @defines_grad(linear_cross_entropy, *_DIFFERENTIABLE)
 @numeric_guard
 def _linear_cross_entropy_rule(

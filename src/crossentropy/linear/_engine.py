@@ -17,7 +17,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._core.namespace import compute_dtype, restore, to_bool
+from .._core.namespace import compute_dtype, index_dtype, restore, to_bool
 from .._core.reduction import grad_scale, reduce
 from ..kernels import blas
 from ._arrayops import NumpyOps
@@ -438,7 +438,7 @@ def _expand(c: LinearCall, kept_rows: Any) -> Any:
     pad = xp.zeros((1,) + tuple(kept_rows.shape[1:]), dtype=kept_rows.dtype, device=dev)
     table = xp.concat([kept_rows, pad], axis=0)
     # each row's position among the counted ones, or the zero row at the end
-    position = xp.cumulative_sum(xp.astype(c.valid, xp.int64)) - 1
+    position = xp.cumulative_sum(xp.astype(c.valid, index_dtype(xp))) - 1
     position = xp.where(c.valid, position, xp.full_like(position, c.n_kept))
     return xp.take(table, position, axis=0)
 

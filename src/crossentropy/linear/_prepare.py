@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.namespace import compute_dtype, namespace
+from .._core.namespace import compute_dtype, index_dtype, namespace
 from .._core.options import CrossEntropyOptions
 from .._core.reduction import check_reduction
 from .._core.shard import VocabShard
@@ -192,12 +192,13 @@ def _counted_rows(
     xp: Any, target: Any, weight: Any, n_total: int, ignore_index: int | None
 ) -> tuple[Any, Any, Any, int, Any]:
     """``(t, valid, kept, n_kept, denom)`` of the flattened class-index ``target``:
-    int64 indices (0 where ignored), the counted rows' mask, their indices (``None``
+    indices in the library's index dtype (0 where ignored), the counted rows' mask, their indices (``None``
     when every row counts) and number, and the ``'mean'`` denominator."""
     flat, ignore_index = widen_unsigned(xp, xp.reshape(target, (-1,)), ignore_index)
     valid = check_index_target(xp, flat, n_total, ignore_index)
-    t = xp.where(valid, xp.astype(flat, xp.int64), xp.zeros_like(flat, dtype=xp.int64))
-    n_kept = int(xp.sum(xp.astype(valid, xp.int64)))
+    index = index_dtype(xp)
+    t = xp.where(valid, xp.astype(flat, index), xp.zeros_like(flat, dtype=index))
+    n_kept = int(xp.sum(xp.astype(valid, index)))
     kept = None if n_kept == flat.shape[0] else xp.nonzero(valid)[0]
     if weight is None:
         return t, valid, kept, n_kept, n_kept

@@ -9,6 +9,8 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
 from .._core.validate import check_in_unit_interval
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"]
 
@@ -70,9 +72,14 @@ def binary_cross_entropy(
     >>> float(ce.binary_cross_entropy([0.0], [1.0]))                # clamped, not inf
     100.0
     """
+    routed = torch_call("binary_cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _bce_rule(input, target, weight, reduction)[0]
 
 
+@jax_rule
+@traced_as(binary_cross_entropy, "elements")
 @defines_grad(binary_cross_entropy, "input", "target")
 @numeric_guard
 def _bce_rule(
@@ -165,9 +172,14 @@ def binary_cross_entropy_with_logits(
     >>> float(ce.binary_cross_entropy_with_logits([-1e4], [1.0]))           # exact, not 100
     10000.0
     """
+    routed = torch_call("binary_cross_entropy_with_logits", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _bce_logits_rule(input, target, weight, reduction, pos_weight)[0]
 
 
+@jax_rule
+@traced_as(binary_cross_entropy_with_logits, "elements")
 @defines_grad(binary_cross_entropy_with_logits, "input", "target")
 @numeric_guard
 def _bce_logits_rule(
@@ -279,6 +291,7 @@ def sigmoid_focal_loss(
     return _sigmoid_focal_rule(inputs, targets, alpha, gamma, reduction)[0]
 
 
+@jax_rule
 @defines_grad(sigmoid_focal_loss, "inputs")
 @numeric_guard
 def _sigmoid_focal_rule(

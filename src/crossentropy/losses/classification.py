@@ -16,6 +16,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._core.aliases import axis_or_dim
 from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
@@ -25,8 +26,11 @@ from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import check_ignore_index, warn_if_probabilities
 from .._core.where import apply_where
+from ..jax_rules import jax_rule
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
+from ..kernels.custom_ops import torch_call, traced_as
+from ..kernels.quick import quick_cross_entropy
 
 __all__ = ["cross_entropy", "nll_loss"]
 
@@ -46,6 +50,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     where: Any = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -91,6 +96,8 @@ def cross_entropy(
         an excluded probability-target entry is dropped, and a row with no
         included class gives no loss and is not counted by ``'mean'``
         (optax's ``where=``).  Not combined with ``label_smoothing``.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -111,6 +118,8 @@ def cross_entropy(
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
         ``label_smoothing``.
+    TypeError
+        Both ``axis`` and ``dim`` given.
 
     Warns
     -----
@@ -166,6 +175,17 @@ def cross_entropy(
     >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
     10000.0
     """
+    arguments = locals()
+    if where is None:  # the common call, validated cheaply
+        fast = quick_cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss,
+            softcap, dim,
+        )  # fmt: skip
+        if fast is not None:
+            return fast
+    routed = torch_call("cross_entropy", arguments)  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _cross_entropy_rule(
         input,
         target,
@@ -177,9 +197,12 @@ def cross_entropy(
         z_loss=z_loss,
         softcap=softcap,
         where=where,
+        dim=dim,
     )[0]
 
 
+@jax_rule
+@traced_as(cross_entropy, "classes")
 @defines_grad(cross_entropy, "input", "target")
 @numeric_guard
 def _cross_entropy_rule(
@@ -194,9 +217,11 @@ def _cross_entropy_rule(
     z_loss: float = 0.0,
     softcap: float | None = None,
     where: Any = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
     ignore_index = check_ignore_index(ignore_index)  # before the host views use it
     if where is not None:
         masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
@@ -208,6 +233,11 @@ def _cross_entropy_rule(
             ),
             reduction,
         )  # fmt: skip
+    if wrt and cotangent is None:  # value_and_grad: the common call, validated cheaply
+        args = (input, target, weight, ignore_index, reduction, label_smoothing)
+        fast = quick_cross_entropy(*args, axis, z_loss, softcap, None, wrt)
+        if fast is not None:
+            return fast
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
@@ -270,7 +300,7 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]
         return restore(xp, reduce(xp, loss, b.reduction, 0.0), b.dtype), grads
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
-    loss, nan = b.poison(xp.where(b.valid, loss, xp.zeros_like(loss)))
+    loss = xp.where(b.valid, loss, xp.zeros_like(loss))
     denom = xp.sum(b.w_t)
     value = reduce(xp, loss, b.reduction, denom)
     grads = {}
@@ -278,7 +308,7 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]
         s = grad_scale(xp, loss, b.reduction, denom)
         if cotangent is not None:
             s = s * xp.astype(cotangent, loss.dtype)
-        grads["input"] = _at_targets(b, -(s * b.w_t * (1 if nan is None else nan)))
+        grads["input"] = _at_targets(b, -(s * b.w_t))
     return restore(xp, value, b.dtype), grads
 
 
@@ -290,6 +320,7 @@ def nll_loss(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Negative log-likelihood loss on log-probabilities.
 
@@ -312,6 +343,8 @@ def nll_loss(
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
         The class axis (default 1, or 0 for unbatched input).
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -345,9 +378,14 @@ def nll_loss(
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
     """
-    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis)[0]
+    routed = torch_call("nll_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
+    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis, dim=dim)[0]
 
 
+@jax_rule
+@traced_as(nll_loss, "classes")
 @defines_grad(nll_loss, "input")
 @numeric_guard
 def _nll_loss_rule(
@@ -358,9 +396,11 @@ def _nll_loss_rule(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )

@@ -8,6 +8,8 @@ from typing import Any
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["generalized_kl_div", "kl_div"]
 
@@ -66,9 +68,14 @@ def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = 
     >>> round(float(ce.kl_div(np.log(q), p, reduction="batchmean")), 4)
     0.5108
     """
+    routed = torch_call("kl_div", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _kl_div_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
+@traced_as(kl_div, "elements")
 @defines_grad(kl_div, "input", "target")
 @numeric_guard
 def _kl_div_rule(
@@ -184,6 +191,7 @@ def generalized_kl_div(
     return _generalized_kl_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
 @defines_grad(generalized_kl_div, "input", "target")
 @numeric_guard
 def _generalized_kl_rule(

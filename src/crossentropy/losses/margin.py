@@ -10,6 +10,8 @@ from .._core.namespace import namespace, numeric_guard, restore, to_bool
 from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["hinge_loss", "multi_margin_loss", "multiclass_hinge_loss", "squared_hinge_loss"]
 
@@ -66,9 +68,14 @@ def multi_margin_loss(
     >>> float(ce.multi_margin_loss([[0.1, 0.2, 0.4, 0.8]], [3]))   # (0.3+0.4+0.6)/4
     0.325
     """
+    routed = torch_call("multi_margin_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _multi_margin_rule(input, target, p, margin, weight, reduction)[0]
 
 
+@jax_rule
+@traced_as(multi_margin_loss, "classes")
 @defines_grad(multi_margin_loss, "input")
 @numeric_guard
 def _multi_margin_rule(
@@ -98,11 +105,11 @@ def _multi_margin_rule(
     z = margin - pick(xp, x, b.index)[..., None] + x
     active = xp.where(z > 0, other, xp.zeros_like(other))
     h = active * (z if p == 1 else z * z)
-    loss, nan = b.poison(b.w_t * xp.sum(h, axis=-1) / C)
+    loss = b.w_t * xp.sum(h, axis=-1) / C
     value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
     grads = {}
     if "input" in wrt:
-        s = _seed(xp, loss, b.reduction, cotangent, nan)
+        s = _seed(xp, loss, b.reduction, cotangent)
         dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
         g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
         g = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
@@ -110,13 +117,13 @@ def _multi_margin_rule(
     return value, grads
 
 
-def _seed(xp: Any, loss: Any, reduction: str, cotangent: Any, nan: Any) -> Any:
-    """What each row's gradient is multiplied by: the reduction's factor, the
-    cotangent (if any) and NaN for the unread out-of-range rows (if any)."""
+def _seed(xp: Any, loss: Any, reduction: str, cotangent: Any) -> Any:
+    """What each row's gradient is multiplied by: the reduction's factor and the
+    cotangent (if any)."""
     s = grad_scale(xp, loss, reduction)
     if cotangent is not None:
         s = s * xp.astype(cotangent, loss.dtype)
-    return s if nan is None else s * nan
+    return s
 
 
 def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
@@ -160,9 +167,14 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
     >>> ce.hinge_loss([2.0, 0.5, -1.0], [1, 1, 1], reduction="none")
     array([0. , 0.5, 2. ])
     """
+    routed = torch_call("hinge_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
+@traced_as(hinge_loss, "elements")
 @defines_grad(hinge_loss, "input")
 @numeric_guard
 def _hinge_rule(
@@ -245,6 +257,7 @@ def squared_hinge_loss(
     return _squared_hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
 @defines_grad(squared_hinge_loss, "input")
 @numeric_guard
 def _squared_hinge_rule(
@@ -330,6 +343,7 @@ def multiclass_hinge_loss(
     return _multiclass_hinge_rule(input, target, p, margin, weight, reduction, axis=axis)[0]
 
 
+@jax_rule
 @defines_grad(multiclass_hinge_loss, "input")
 @numeric_guard
 def _multiclass_hinge_rule(
@@ -352,12 +366,12 @@ def _multiclass_hinge_rule(
     wrong = xp.where(hot > 0, xp.full_like(x, -float("inf")), x)
     z = margin + xp.max(wrong, axis=-1) - pick(xp, x, b.index)
     h = xp.where(z > 0, z, xp.zeros_like(z))
-    loss, nan = b.poison(b.w_t * (h if p == 1 else h * h))
+    loss = b.w_t * (h if p == 1 else h * h)
     value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
     grads = {}
     if "input" in wrt:
         dz = xp.astype(z > 0, x.dtype) if p == 1 else 2 * h
         best = one_hot(xp, xp.argmax(wrong, axis=-1), C, x.dtype)
-        s = _seed(xp, loss, b.reduction, cotangent, nan)
+        s = _seed(xp, loss, b.reduction, cotangent)
         grads["input"] = to_caller_layout(b, (s * b.w_t * dz)[..., None] * (best - hot))
     return value, grads

@@ -17,6 +17,7 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import prepare_class_call
 from .._core.rules import defines_grad
 from .._core.where import apply_where
+from ..jax_rules import jax_rule
 
 __all__ = ["focal_cross_entropy", "generalized_cross_entropy", "poly1_cross_entropy"]
 
@@ -156,6 +157,7 @@ def focal_cross_entropy(
     )[0]
 
 
+@jax_rule
 @defines_grad(focal_cross_entropy, "input")
 @numeric_guard
 def _focal_rule(
@@ -257,6 +259,7 @@ def poly1_cross_entropy(
     )[0]
 
 
+@jax_rule
 @defines_grad(poly1_cross_entropy, "input")
 @numeric_guard
 def _poly1_rule(
@@ -353,6 +356,7 @@ def generalized_cross_entropy(
     return _gce_rule(input, target, q, weight, ignore_index, reduction, axis=axis, where=where)[0]
 
 
+@jax_rule
 @defines_grad(generalized_cross_entropy, "input")
 @numeric_guard
 def _gce_rule(
