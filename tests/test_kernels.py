@@ -485,6 +485,20 @@ class TestTorch:
         (3 * loss).backward()
         np.testing.assert_allclose(xt.grad.numpy(), 4 * first.numpy(), rtol=1e-14)
 
+    def test_backward_again_with_the_kernels_disabled(self, rng):
+        """The second backward recomputes the gradient: on the tensors themselves
+        when the kernels were disabled since the forward."""
+        torch = self.torch
+        x, t, _ = make(rng, (8, 40))
+        xt = torch.tensor(x, requires_grad=True)
+        loss = ce.cross_entropy(xt, torch.from_numpy(t))
+        loss.backward(retain_graph=True)
+        first = xt.grad.clone()
+        with ce.kernels.disabled():
+            loss.backward()
+        np.testing.assert_allclose(xt.grad.numpy(), 2 * first.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(first.numpy(), ce.grad(ce.cross_entropy)(x, t), rtol=1e-12)
+
     @pytest.mark.parametrize("dtype", ["float64", "float16"])  # host views / tensor batch
     @pytest.mark.parametrize("layout", ["rows", "columns", "k-dim"])
     @pytest.mark.parametrize("option", ["plain", "everything", "probs-everything"])

@@ -75,7 +75,12 @@ def jax_rule(rule: Callable | None = None, *, last_axis: bool = False) -> Any:
     """
     if rule is None:
         return functools.partial(jax_rule, last_axis=last_axis)
-    forward, registered = forward_of(rule)
+    found = forward_of(rule)
+    if found is None:
+        raise TypeError(
+            f"{rule.__name__} is not a registered rule: @jax_rule goes above @defines_grad"
+        )
+    forward, registered = found
     signature = inspect.signature(rule)  # the function's parameters, and ``wrt``
 
     @functools.wraps(rule)
@@ -188,7 +193,7 @@ class _Layout:
         self.shapes = {n: tuple(p.shape) for n, p in zip(names, primals)}
         moving = [s for n, s in self.shapes.items() if n in differentiable]
         try:  # the shape of the values before any reduction
-            self.full = tuple(np.broadcast_shapes(*moving))
+            self.full: tuple[int, ...] | None = tuple(np.broadcast_shapes(*moving))
         except ValueError:  # arrays that do not broadcast together
             self.full = None
 

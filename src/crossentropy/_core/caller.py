@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 
 __all__ = ["warn_at_caller"]
 
@@ -26,7 +27,7 @@ def _skipped() -> tuple[str, ...]:
     prefixes = [_PACKAGE]
     torch = sys.modules.get("torch")
     if torch is not None and getattr(torch, "__file__", None):
-        prefixes.append(os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+        prefixes.append(os.path.dirname(os.path.abspath(str(torch.__file__))) + os.sep)
     return tuple(prefixes)
 
 
@@ -36,7 +37,8 @@ def warn_at_caller(message: str, category: type[Warning]) -> None:
     if sys.version_info >= (3, 12):
         warnings.warn(message, category, skip_file_prefixes=prefixes)
         return
-    level, frame = 2, sys._getframe(1)
+    level = 2
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(prefixes):
         frame = frame.f_back
         level += 1

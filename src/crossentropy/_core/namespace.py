@@ -10,8 +10,8 @@ imported here: ``array_api_compat`` recognises their arrays without importing th
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import array_api_compat
 import numpy as np
@@ -186,7 +186,10 @@ def to_bool(x: Any) -> bool | None:
         return None
 
 
-def numeric_guard(fn):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def numeric_guard(fn: F) -> F:
     """Decorator: silence NumPy's floating-point warnings inside ``fn``.
 
     The functions are written so that every infinity they produce is the
@@ -197,11 +200,11 @@ def numeric_guard(fn):
     """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         with np.errstate(all="ignore"):
             return fn(*args, **kwargs)
 
-    return wrapper
+    return cast("F", wrapper)
 
 
 def restore(xp: Any, y: Any, dtype: Any) -> Any:

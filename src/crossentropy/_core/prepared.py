@@ -219,7 +219,7 @@ def prepare_pair_call(
     """Validate ``input``/``target`` (same shape, floating) and optional arrays
     (named ``extra_names`` in messages)."""
     names = ("input", "target", *extra_names)
-    xp, (input, target, *extras) = namespace(input, target, *extras, names=names, required=2)
+    xp, (input, target, *arrays) = namespace(input, target, *extras, names=names, required=2)
     check_floating(xp, input, "input")
     if float_target:
         check_floating(xp, target, "target")
@@ -227,7 +227,7 @@ def prepare_pair_call(
     reduction = check_reduction(reduction, allowed)
     x = upcast(xp, input)
     t = xp.astype(target, x.dtype)
-    ex = [None if e is None else xp.astype(e, x.dtype) for e in extras]
+    ex = [None if e is None else xp.astype(e, x.dtype) for e in arrays]
     return PairCall(xp, x, t, input.dtype, reduction, ex)
 
 

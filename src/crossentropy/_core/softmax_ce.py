@@ -76,7 +76,7 @@ def _index_rows(
         sez, zt, zs = shard.all_sum(sez, zt, zs)
     lse = xp.log(sez)  # logsumexp of the shifted logits, per row
     loss = b.w_t * (lse - zt)
-    big_w = None
+    big_w: Any = None  # set with smoothing (eps > 0), the only case that reads it
     if eps > 0:
         if shard is not None:
             big_w = shard.weight_sum

@@ -32,7 +32,7 @@ class Masked:
     logits: Any
     rows: Any
     probs: bool
-    ignore_index: int  # the value that marks skipped class-index rows
+    ignore_index: int | None  # the value that marks skipped class-index rows
 
     def reduction(self, reduction: str) -> str:
         """The reduction to compute with: ``'sum'`` for a ``'mean'`` over

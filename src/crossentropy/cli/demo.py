@@ -150,7 +150,7 @@ class MLP:
         }
 
 
-MODELS: dict[str, type] = {"softmax-regression": Linear, "mlp": MLP}
+MODELS: dict[str, type[Linear] | type[MLP]] = {"softmax-regression": Linear, "mlp": MLP}
 
 
 # -- data and training ---------------------------------------------------------------
@@ -333,6 +333,7 @@ def figure(runs: list[Run], *, epochs: int, lr: float, seed: int) -> Any:
     need("matplotlib", "the demo")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     models = list(dict.fromkeys(r.model for r in runs))
     fig = Figure(figsize=(11, 4.2 * len(models)), layout="constrained")
@@ -371,7 +372,9 @@ def figure(runs: list[Run], *, epochs: int, lr: float, seed: int) -> Any:
         fontsize=12,
     )
     # room between the figure title and the titles of the top row
-    fig.get_layout_engine().set(h_pad=0.12, hspace=0.06)
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):  # layout="constrained" above
+        engine.set(h_pad=0.12, hspace=0.06)
     return fig
 
 
@@ -446,7 +449,8 @@ def _run(args: argparse.Namespace) -> int:
         write_history(runs, out / "history.csv")
         np.save(out / "test_labels.npy", data.y_test)
         for r in runs:
-            np.save(out / f"test_logits_{r.model}_{r.loss}.npy", r.test_logits)
+            if r.test_logits is not None:  # set by training: every run has them
+                np.save(out / f"test_logits_{r.model}_{r.loss}.npy", r.test_logits)
     except OSError as e:
         raise CLIError(f"cannot write to {str(out)!r}: {e}") from None
     elapsed = time.perf_counter() - start

@@ -153,7 +153,7 @@ def _run_entropy(args: argparse.Namespace) -> int:
     _check_options(args)
     rows = parse_rows(args.p, "P")
     unit, d = _unit(args.base), args.digits
-    results = []
+    results: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         name = "P" if len(rows) == 1 else f"P{i + 1}"
         p, note = check_distribution(row, name, args.normalize)

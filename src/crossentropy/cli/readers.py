@@ -441,7 +441,7 @@ def _open_npy(path: Path) -> Source:
     with path.open("rb") as fh:
         shape, fortran, dtype = _read_header(fh)
         offset = fh.tell()
-    if dtype is None or dtype.hasobject:
+    if shape is None or dtype is None or dtype.hasobject:
         # a format version this reader does not parse: one mapping of the whole file
         a = np.load(path, mmap_mode="r", allow_pickle=False)
         _check_matrix_dtype(a.dtype, a.shape, path)
@@ -466,7 +466,7 @@ def _open_npz_member(path: Path, key: str | None) -> Source:
     zf = zipfile.ZipFile(path)
     fh = zf.open(name + ".npy")
     shape, fortran, dtype = _read_header(fh)
-    if fortran or dtype is None or dtype.hasobject:
+    if fortran or shape is None or dtype is None or dtype.hasobject:
         # not streamable in row order: load the one array
         fh.close()
         zf.close()

@@ -13,10 +13,12 @@ reduces, then calls the one implementation in :mod:`crossentropy`.  None of the
 peer libraries is imported.
 """
 
+from types import ModuleType
+
 __all__ = ["keras", "optax", "sklearn", "tf"]
 
 
-def __getattr__(name: str):  # the submodules are imported on first use
+def __getattr__(name: str) -> ModuleType:  # the submodules are imported on first use
     if name in __all__:
         import importlib
 

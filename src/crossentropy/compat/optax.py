@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def _class_layout(logits: Any, labels: Any, axis: Any, where: Any) -> tuple:
+def _class_layout(logits: Any, labels: Any, axis: Any, where: Any) -> tuple[Any, Any, Any, int]:
     """``(logits, labels, where, axis)`` with a tuple of class axes flattened into one."""
     _, (logits, labels, where) = namespace(logits, labels, where)
     (logits, labels, where), axis = flatten_axes([logits, labels, where], axis, logits.ndim)

@@ -330,7 +330,7 @@ def _vocab_parallel_function() -> Any:
         collectives happen there); the backward only scales it."""
 
         @staticmethod
-        def forward(ctx, logits_shard, target, weight, call):
+        def forward(ctx: Any, logits_shard: Any, target: Any, weight: Any, call: Any) -> Any:
             b = prepare_class_call(
                 logits_shard,
                 target,
@@ -350,7 +350,7 @@ def _vocab_parallel_function() -> Any:
 
         @staticmethod
         @once_differentiable
-        def backward(ctx, grad_output):
+        def backward(ctx: Any, grad_output: Any) -> tuple:
             s = ctx.scale * grad_output.to(ctx.d_input.dtype)
             return to_caller_layout(ctx.batch, ctx.d_input * s[..., None]), None, None, None
 

@@ -228,7 +228,9 @@ def layout(
     """
     dist = process_group()
     rank = dist.get_rank(group)
-    error, width, cheap, costly = None, -1, {}, None
+    error: Exception | None = None
+    width, cheap = -1, dict[str, Any]()
+    costly: Callable[[], dict] | None = None
     try:
         declared = _sizes_arg(shard_sizes)
         width, cheap, costly = facts()
@@ -240,7 +242,7 @@ def layout(
     _check_headers(fn, headers, grads)
     if validate or any(h[0] for h in headers):
         found = {} if error is not None else {"width": width, **cheap, **_grad_facts(grads)}
-        if error is None and validate:
+        if costly is not None and validate:  # costly is set when facts() did not raise
             found.update(costly())
         sizes = _agree(fn, group, found, error)
     else:

@@ -23,7 +23,7 @@ from .._core.prepared import ClassCall
 from .._core.reduction import grad_scale, reduce
 from .._core.validate import check_index_target
 from . import native
-from .native import Strided, rows_geometry, strided
+from .native import Strided, rows_geometry, strided, strided_array
 
 __all__ = ["changed_target_error", "host_arrays", "host_buffer", "package", "run", "tensors"]
 
@@ -93,7 +93,7 @@ def _class_indices(b: ClassCall, lead: tuple, rows_first: bool, od: tuple) -> tu
         if geo is not None and geo[:2] == od:
             return y.ptr, geo[2:], _INDEX_CODES[y.code], y, ignore
     t, ignore = _int64_copy(t, b.ignore_index)
-    return strided(t).ptr, (od[1], 1), 0, t, ignore
+    return strided_array(t).ptr, (od[1], 1), 0, t, ignore
 
 
 def _int64_copy(t: Any, ignore_index: int | None) -> tuple[Any, tuple[int, int]]:
@@ -198,7 +198,7 @@ def _plan(b: ClassCall, x: Strided, g_strides: tuple | None) -> _Plan | None:
     else:
         y = _class_indices(b, lead, not columns, od)
     weight = None if b.weight is None else _contiguous(b.xp, b.weight)
-    wp = 0 if weight is None else strided(weight).ptr
+    wp = 0 if weight is None else strided_array(weight).ptr
     xs = (geo[2], geo[3], x.strides[-1])
     return _Plan(columns, od, xs, gs, tp, ts, y[0], y[1], y[2], y[4], wp, (t, y[3], weight))
 
@@ -215,7 +215,7 @@ def _launch(
     loss: Any,
     per_row: bool,
 ) -> None:
-    p, lp = plan, strided(loss).ptr
+    p, lp = plan, strided_array(loss).ptr
     bad = native.extension.cross_entropy(
         x.code, *p.od, b.n_classes, x.ptr, *p.xs, gp, *p.gs, p.tp, *p.ts,
         p.yp, *p.ys, p.y32, *p.ignore, p.wp, lp if per_row else 0, 0 if per_row else lp,
@@ -320,12 +320,12 @@ def run(
     denom = _denominator(b, x, plan)
     if need_grad and out is None:
         g_full = _empty(xp, b.x, _grad_shape(b, x))
-        g = strided(_class_last(xp, g_full, b.axis))
+        g = strided_array(_class_last(xp, g_full, b.axis))
     dtp = 0
     if target_grad:
         dt_full = _empty(xp, b.x, _grad_shape(b, x))
-        dt = strided(_class_last(xp, dt_full, b.axis))
-        if dt.strides != g.strides:
+        dt = strided_array(_class_last(xp, dt_full, b.axis))
+        if g is None or dt.strides != g.strides:  # g is set: target_grad implies need_grad
             return None
         dtp = dt.ptr
     per_row = b.reduction == "none" or not plan.columns

@@ -64,7 +64,11 @@ def _function() -> Any:
             g, ctx.grad = ctx.grad, None
             if g is None:
                 (x,) = ctx.saved_tensors  # raises if x was modified in place since the forward
-                g = tensors(run(*ctx.prepare(), True))[1]
+                b, options = ctx.prepare()
+                result = run(b, options, True)
+                if result is None:  # the kernel ran this call in the forward
+                    raise RuntimeError("cross_entropy: the kernel declined its own call again")
+                g = tensors(result)[1]
             axis = ctx.axis
             if ctx.class_last and axis != g.ndim - 1:
                 g, axis = torch.movedim(g, axis, -1), g.ndim - 1

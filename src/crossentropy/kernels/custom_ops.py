@@ -156,7 +156,7 @@ def constant_while_tracing(fn: Callable) -> Callable:
     does): Dynamo then runs ``fn`` while tracing and keeps its result as a
     constant, instead of tracing into it (``_define`` registers an operator,
     which Dynamo cannot trace; ``_spec`` writes JSON)."""
-    fn._dynamo_marked_constant = True
+    fn.__dict__["_dynamo_marked_constant"] = True
     return fn
 
 

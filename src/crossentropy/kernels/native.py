@@ -35,6 +35,7 @@ __all__ = [
     "rows_geometry",
     "set_num_threads",
     "strided",
+    "strided_array",
 ]
 
 _DISABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("kernels_disabled", default=False)
@@ -158,6 +159,15 @@ def strided(a: Any) -> Strided | None:
             return None
         return Strided(a, ptr, tuple(a.shape), tuple(a.stride()), code)
     return None
+
+
+def strided_array(a: Any) -> Strided:
+    """:func:`strided` of an array that the kernels' own code allocated or copied
+    (C-ordered, of a dtype they read), where ``None`` would be a bug."""
+    s = strided(a)
+    if s is None:
+        raise TypeError(f"the kernels cannot read their own {type(a).__name__} buffer")
+    return s
 
 
 def rows_geometry(shape: tuple, strides: tuple, rows_first: bool) -> tuple | None:

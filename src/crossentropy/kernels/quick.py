@@ -289,8 +289,10 @@ def _kernel(
 def _prepared(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple) -> tuple:
     """``(ClassCall, options)`` of a quick call, for autograd to compute the gradient
     again (a second backward, or ``create_graph=True``)."""
+    # the tensors themselves if the kernels were disabled since the forward
+    arrays = host_arrays(x.detach(), y, None, ignore_index) or (x.detach(), y, None)
     call = prepare_class_call(
-        *host_arrays(x.detach(), y, None, ignore_index),
+        *arrays,
         reduction=reduction,
         ignore_index=ignore_index,
     )

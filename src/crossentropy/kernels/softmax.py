@@ -15,7 +15,7 @@ import array_api_compat
 import numpy as np
 
 from . import native
-from .native import rows_geometry, strided
+from .native import rows_geometry, strided, strided_array
 
 __all__ = ["logsumexp_rows", "softmax_rows"]
 
@@ -67,14 +67,14 @@ def _call(s: Any, kind: str) -> tuple[Any, Any] | None:
     os_ = (0, 0, 0)
     if kind != "logsumexp":
         out = _empty(s.array, tuple(s.shape))
-        o = strided(out)
+        o = strided_array(out)
         go = rows_geometry(o.shape[:-1], o.strides[:-1], True)
         if go is None or go[:2] != (outer, inner):
             return None
         os_ = (go[2], go[3], 1)
     native.extension.softmax(
         s.code, outer, inner, s.shape[-1], s.ptr, s0, s1, 1, 0 if o is None else o.ptr, *os_,
-        strided(lse).ptr, _MODES[kind], native.get_num_threads(),
+        strided_array(lse).ptr, _MODES[kind], native.get_num_threads(),
     )  # fmt: skip
     return lse, out
 

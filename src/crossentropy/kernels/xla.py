@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -122,7 +123,7 @@ class _Rows:
         dt = _caller_layout(b, scale * dt) if self.grads[1] else empty
         return loss, g, dt
 
-    def fused(self, x: Any, target: Any, weight: Any, scale: Any) -> tuple:
+    def fused(self, x: Any, target: Any, weight: Any, scale: Any) -> Sequence[Any]:
         import jax
 
         b, o = self.b, self.options

@@ -34,7 +34,15 @@ def torch_function() -> Any:
         backward recomputes the blocks with the upstream gradient per row."""
 
         @staticmethod
-        def forward(ctx, input, linear_weight, linear_bias, target, weight, spec):
+        def forward(
+            ctx: Any,
+            input: Any,
+            linear_weight: Any,
+            linear_bias: Any,
+            target: Any,
+            weight: Any,
+            spec: tuple,
+        ) -> Any:
             c = prepare_linear_call(input, linear_weight, target, linear_bias, weight, *spec)
             ctx.reduction = c.reduction
             if c.reduction == "none":
@@ -48,7 +56,8 @@ def torch_function() -> Any:
 
         @staticmethod
         @once_differentiable
-        def backward(ctx, grad_output):
+        def backward(ctx: Any, grad_output: Any) -> tuple:
+            grads: Any
             if ctx.reduction == "none":
                 input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
                 c = prepare_linear_call(input, linear_weight, target, linear_bias, weight, *ctx.spec)

@@ -12,13 +12,14 @@ combined over the processes sharing the vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import array_api_compat
 import numpy as np
 
 from .._core.namespace import compute_dtype, index_dtype, restore, to_bool
 from .._core.reduction import grad_scale, reduce
+from .._core.shard import VocabShard
 from ..kernels import blas
 from ._arrayops import NumpyOps
 from ._prepare import LinearCall
@@ -46,11 +47,19 @@ class _Grads:
     """Gradient accumulators (``None`` for those not wanted)."""
 
     dx: Any  # (N, D) caller's dtype (mutable libraries) or list of row chunks
-    dw: list  # per vocabulary block, (block, D) views or arrays, accumulation dtype
+    dw: list | None  # per vocabulary block, (block, D) views or arrays, accumulation dtype
     dw_full: Any  # the (V, D) array the views belong to (mutable libraries)
     db: Any  # (V,) accumulation dtype
 
 
+@overload
+def _logits_blocks(
+    c: LinearCall, xt: Any, t_c: Any, spans: list, flat: Any, shifted: Literal[True]
+) -> tuple: ...
+@overload
+def _logits_blocks(
+    c: LinearCall, xt: Any, t_c: Any, spans: list, flat: Any, shifted: bool
+) -> tuple | None: ...
 def _logits_blocks(
     c: LinearCall, xt: Any, t_c: Any, spans: list, flat: Any, shifted: bool
 ) -> tuple | None:
@@ -125,14 +134,14 @@ def _logits_blocks(
     return blocks, shifts, m, s, yt, sw, w_seen
 
 
-def _combine(c: LinearCall, stats: tuple) -> tuple:
+def _combine(c: LinearCall, shard: VocabShard, stats: tuple) -> tuple:
     """The row statistics of the whole vocabulary from this shard's (shifted) ones.
 
     One all-reduce ``MAX`` of the running maxima, then one all-reduce ``SUM``
     of the sums of exponentials (rescaled to the common maximum), the target
     logits (0 where another shard has the target) and the smoothing sums.
     """
-    xp, shard = c.xp, c.shard
+    xp = c.xp
     blocks, shifts, m, s, yt, sw, w_seen = stats
     big_m = shard.all_max(m)
     big_m = xp.where(xp.isfinite(big_m), big_m, xp.zeros_like(big_m))
@@ -179,7 +188,7 @@ def _chunk(
         if stats is None:  # logits beyond exp's range: shift by the running max
             stats = _logits_blocks(c, xt, t_c, spans, flat, shifted=True)
     else:  # every shard must take the same (shifted) path: they meet in _combine
-        stats = _combine(c, _logits_blocks(c, xt, t_c, spans, flat, shifted=True))
+        stats = _combine(c, c.shard, _logits_blocks(c, xt, t_c, spans, flat, shifted=True))
     blocks, maxes, m, s, yt, sw, w_seen = stats
 
     log_s = xp.log(s)
@@ -356,9 +365,9 @@ def _whole_chunk(c: LinearCall, flat: Any, blocks: list, spans: list) -> np.ndar
 
 def evaluate(
     c: LinearCall,
-    need: tuple[bool, bool, bool],
+    need: tuple[bool, ...],
     row_scale: Any = None,
-) -> tuple[Any, Any, tuple[Any, Any, Any]]:
+) -> tuple[Any, tuple[Any, Any, Any]]:
     """Per-row losses of the counted rows, and the gradients asked for in ``need``.
 
     Returns ``(loss_kept, (dinput, dlinear_weight, dlinear_bias))``, a
@@ -402,7 +411,7 @@ def evaluate(
         scale_c = None if grads is None else row_scale[s0:s1]
         loss, dx_c = _chunk(c, x_c, t_c, scale_c, spans, flat, grads)
         losses.append(loss)
-        if dx_c is not None:
+        if dx_c is not None and grads is not None:
             if ops.mutable:
                 ops.put_rows(grads.dx, rows, dx_c)
             else:

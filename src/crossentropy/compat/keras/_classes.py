@@ -15,7 +15,7 @@ dtype unless ``dtype`` is given (Keras casts to ``float32`` by default).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from ..._core.namespace import namespace
 from . import _functions as F
@@ -33,6 +33,11 @@ __all__ = [
     "SparseCategoricalCrossentropy",
     "SquaredHinge",
 ]
+
+KerasReduction = (
+    Literal["sum_over_batch_size", "sum", "none", "mean", "mean_with_sample_weight"] | None
+)
+"""Keras's ``reduction=``."""
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sample_weight")
 
@@ -74,7 +79,7 @@ class Loss:
     fn: Any = None
 
     def __init__(
-        self, reduction: str | None = "sum_over_batch_size", name: str | None = None,
+        self, reduction: KerasReduction = "sum_over_batch_size", name: str | None = None,
         dtype: Any = None, **options: Any,
     ) -> None:  # fmt: skip
         if reduction not in _REDUCTIONS:
@@ -150,8 +155,10 @@ class CategoricalCrossentropy(Loss):
 
     fn = staticmethod(F.categorical_crossentropy)
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
-                 reduction="sum_over_batch_size", name="categorical_crossentropy", dtype=None):  # fmt: skip
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = "categorical_crossentropy",
+                 dtype: Any = None) -> None:  # fmt: skip
         super().__init__(reduction, name, dtype, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis)  # fmt: skip
 
@@ -180,8 +187,10 @@ class SparseCategoricalCrossentropy(Loss):
 
     fn = staticmethod(F.sparse_categorical_crossentropy)
 
-    def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size",
-                 axis=-1, name="sparse_categorical_crossentropy", dtype=None):  # fmt: skip
+    def __init__(self, from_logits: bool = False, ignore_class: int | None = None,
+                 reduction: KerasReduction = "sum_over_batch_size", axis: int = -1,
+                 name: str | None = "sparse_categorical_crossentropy",
+                 dtype: Any = None) -> None:  # fmt: skip
         super().__init__(reduction, name, dtype, from_logits=from_logits,
                          ignore_class=ignore_class, axis=axis)  # fmt: skip
 
@@ -220,8 +229,9 @@ class BinaryCrossentropy(Loss):
 
     fn = staticmethod(F.binary_crossentropy)
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
-                 reduction="sum_over_batch_size", name="binary_crossentropy", dtype=None):  # fmt: skip
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = "binary_crossentropy", dtype: Any = None) -> None:  # fmt: skip
         super().__init__(reduction, name, dtype, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis)  # fmt: skip
 
@@ -255,9 +265,11 @@ class BinaryFocalCrossentropy(Loss):
 
     fn = staticmethod(F.binary_focal_crossentropy)
 
-    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
-                 label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
-                 name="binary_focal_crossentropy", dtype=None):  # fmt: skip
+    def __init__(self, apply_class_balancing: bool = False, alpha: float = 0.25, gamma: float = 2.0,
+                 from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = "binary_focal_crossentropy",
+                 dtype: Any = None) -> None:  # fmt: skip
         super().__init__(reduction, name, dtype, apply_class_balancing=apply_class_balancing,
                          alpha=alpha, gamma=gamma, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis)  # fmt: skip
@@ -293,9 +305,11 @@ class CategoricalFocalCrossentropy(Loss):
 
     fn = staticmethod(F.categorical_focal_crossentropy)
 
-    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1,
-                 reduction="sum_over_batch_size", name="categorical_focal_crossentropy",
-                 dtype=None):  # fmt: skip
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, from_logits: bool = False,
+                 label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = "categorical_focal_crossentropy",
+                 dtype: Any = None) -> None:  # fmt: skip
         super().__init__(reduction, name, dtype, alpha=alpha, gamma=gamma,
                          from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)  # fmt: skip
 
@@ -328,8 +342,9 @@ class CategoricalGeneralizedCrossEntropy(Loss):
 
     fn = staticmethod(F.categorical_generalized_cross_entropy)
 
-    def __init__(self, q=0.5, reduction="sum_over_batch_size",
-                 name="categorical_generalized_cross_entropy", dtype=None):  # fmt: skip
+    def __init__(self, q: float = 0.5, reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = "categorical_generalized_cross_entropy",
+                 dtype: Any = None) -> None:  # fmt: skip
         if not 0 < q < 1:
             raise ValueError(f"q must be in the interval (0, 1), got {q!r}")
         super().__init__(reduction, name, dtype, q=q)
@@ -354,7 +369,8 @@ def _plain(fn: Any, name: str, keras_name: str, example: str) -> type:
     {example}
     """
 
-    def __init__(self, reduction="sum_over_batch_size", name=name, dtype=None):
+    def __init__(self: Loss, reduction: KerasReduction = "sum_over_batch_size",
+                 name: str | None = name, dtype: Any = None) -> None:  # fmt: skip
         Loss.__init__(self, reduction, name, dtype)
 
     return type(keras_name, (Loss,), {
