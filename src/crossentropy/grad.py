@@ -16,19 +16,28 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
 
 from ._core.namespace import namespace
 from ._core.rules import Rule, differentiable_functions, rule_of
+from ._core.types import ArrayLike, ArrayT
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+ArgNum = int | str
+"""One argument: its position or its name."""
+ArgNums = tuple[ArgNum, ...] | list[ArgNum]
+"""Several arguments: the gradient is a tuple."""
 
-def _argnames(fn: Callable, argnums: int | str | Sequence[int | str]) -> tuple[str, ...]:
+
+def _argnames(fn: Callable, argnums: ArgNum | ArgNums) -> tuple[str, ...]:
     params = list(inspect.signature(fn).parameters.values())
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     every = [p.name for p in params]
+    nums: tuple[ArgNum, ...]
     if isinstance(argnums, (int, str)):
         nums = (argnums,)
     elif isinstance(argnums, (tuple, list)):
@@ -77,9 +86,13 @@ def _checked_rule(fn: Callable, argnums: Any) -> tuple[Callable, tuple[str, ...]
     return registered.rule, names
 
 
+@overload
+def value_and_grad(fn: Callable[P, R], argnums: ArgNum = 0) -> Callable[P, tuple[R, R]]: ...
+@overload
 def value_and_grad(
-    fn: Callable, argnums: int | Sequence[int] = 0
-) -> Callable[..., tuple[Any, Any]]:
+    fn: Callable[P, R], argnums: ArgNums
+) -> Callable[P, tuple[R, tuple[R, ...]]]: ...
+def value_and_grad(fn: Callable[P, R], argnums: ArgNum | ArgNums = 0) -> Callable[P, tuple[R, Any]]:
     """Return a function computing ``fn``'s value and its analytic gradient.
 
     Parameters
@@ -130,7 +143,7 @@ def value_and_grad(
     rule, names = _checked_rule(fn, argnums)
 
     @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> tuple[R, Any]:
         value, grads = rule(*args, wrt=names, **kwargs)
         if isinstance(argnums, (int, str)):
             return value, grads[names[0]]
@@ -139,7 +152,11 @@ def value_and_grad(
     return wrapped
 
 
-def grad(fn: Callable, argnums: int | str | Sequence[int | str] = 0) -> Callable[..., Any]:
+@overload
+def grad(fn: Callable[P, R], argnums: ArgNum = 0) -> Callable[P, R]: ...
+@overload
+def grad(fn: Callable[P, R], argnums: ArgNums) -> Callable[P, tuple[R, ...]]: ...
+def grad(fn: Callable[P, R], argnums: ArgNum | ArgNums = 0) -> Callable[P, Any]:
     """Like :func:`value_and_grad` but return only the gradient.
 
     Examples
@@ -152,13 +169,35 @@ def grad(fn: Callable, argnums: int | str | Sequence[int | str] = 0) -> Callable
     vg = value_and_grad(fn, argnums)
 
     @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> Any:
         return vg(*args, **kwargs)[1]
 
     return wrapped
 
 
-def vjp(fn: Callable, *args: Any, argnums: int | str | Sequence[int | str] = 0, **kwargs: Any
+@overload
+def vjp(
+    fn: Callable[..., Any],
+    input: ArrayT | ArrayLike,
+    /,
+    *args: Any,
+    argnums: ArgNum = 0,
+    **kwargs: Any,
+) -> tuple[ArrayT, Callable[[Any], ArrayT]]: ...
+@overload
+def vjp(
+    fn: Callable[..., Any],
+    input: ArrayT | ArrayLike,
+    /,
+    *args: Any,
+    argnums: ArgNums,
+    **kwargs: Any,
+) -> tuple[ArrayT, Callable[[Any], tuple[ArrayT, ...]]]: ...
+@overload
+def vjp(
+    fn: Callable[..., Any], /, *args: Any, argnums: ArgNum | ArgNums = 0, **kwargs: Any
+) -> tuple[Any, Callable[[Any], Any]]: ...
+def vjp(fn: Callable, /, *args: Any, argnums: ArgNum | ArgNums = 0, **kwargs: Any
         ) -> tuple[Any, Callable[[Any], Any]]:  # fmt: skip
     r"""The value of ``fn(*args, **kwargs)`` and its vector-Jacobian product function.
 

@@ -19,6 +19,7 @@ from typing import Any
 from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
+from ._core.types import Array, ArrayLike, ArrayT
 from ._core.validate import check_axis, check_floating
 from .jax_rules import jax_rule
 
@@ -67,12 +68,12 @@ class _Vectors:
         return restore(xp, value * self.scale, self.dtype), out
 
 
-def _prepare(names: tuple[str, ...], arrays: tuple, axis: int | None, base: Any) -> _Vectors:
+def _prepare(names: tuple[str, ...], given: tuple, axis: int | None, base: Any) -> _Vectors:
     """The arrays checked, broadcast together and in their common compute dtype.
     Two arrays must have the same length along ``axis`` (the number of outcomes):
     only the other axes broadcast."""
     scale = _scale(base)
-    xp, arrays = namespace(*arrays, names=names, required=len(names))
+    xp, arrays = namespace(*given, names=names, required=len(names))
     shapes = {n: tuple(a.shape) for n, a in zip(names, arrays)}
     arrays = [_probabilities(xp, upcast(xp, a), n, axis) for n, a in zip(names, arrays)]
     if len(arrays) == 2 and axis is not None:
@@ -121,7 +122,7 @@ def _scale(base: float | None) -> float:
     return 1.0 / math.log(base)
 
 
-def information(p: Any, *, base: float | None = None) -> Any:
+def information(p: ArrayT | ArrayLike, *, base: float | None = None) -> ArrayT:
     r"""Self-information (surprisal) :math:`I(p) = -\log p` of events of probability ``p``.
 
     Parameters
@@ -162,8 +163,12 @@ def _information_rule(
 
 
 def entropy(
-    p: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
-) -> Any:
+    p: ArrayT | ArrayLike,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+) -> ArrayT:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of probability vectors.
 
     Parameters
@@ -235,8 +240,13 @@ def _entropy_rule(
 
 
 def cross_entropy(
-    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
-) -> Any:
+    p: ArrayT | ArrayLike,
+    q: Array | ArrayLike,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+) -> ArrayT:
     r"""Cross-entropy :math:`H(p, q) = -\sum_i p_i \log q_i` between two distributions.
 
     Parameters
@@ -317,8 +327,13 @@ def _cross_entropy_rule(
 
 
 def kl_divergence(
-    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
-) -> Any:
+    p: ArrayT | ArrayLike,
+    q: Array | ArrayLike,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+) -> ArrayT:
     r"""Kullback-Leibler divergence :math:`D_{KL}(p\|q) = \sum_i p_i \log(p_i / q_i)`.
 
     Parameters
@@ -372,7 +387,8 @@ def _kl_divergence_rule(
 ) -> tuple[Any, dict]:
     axis = axis_or_dim(axis, dim, -1)
     v = _prepare(("p", "q"), (p, q), axis, base)
-    value, grads = _kl(v.xp, *v.arrays, axis, wrt)
+    x, y = v.arrays
+    value, grads = _kl(v.xp, x, y, axis, wrt)
     return v.finish(value, grads, cotangent)
 
 
@@ -390,8 +406,13 @@ def _kl(xp: Any, x: Any, y: Any, axis: int, wrt: tuple[str, ...] = ()) -> tuple[
 
 
 def js_divergence(
-    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
-) -> Any:
+    p: ArrayT | ArrayLike,
+    q: Array | ArrayLike,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+) -> ArrayT:
     r"""Jensen-Shannon divergence, the symmetric and bounded cousin of KL.
 
     Parameters

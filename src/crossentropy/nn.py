@@ -11,6 +11,8 @@ from typing import Any
 
 from . import losses, special
 from ._core.aliases import axis_or_dim
+from ._core.reduction import KLReduction, Reduction
+from ._core.types import Array, ArrayLike, ArrayT
 
 __all__ = [
     "BCELoss",
@@ -34,8 +36,9 @@ class _Module:
     def __init__(self, **options: Any) -> None:
         self._options = options
 
-    def __call__(self, *arrays: Any) -> Any:
-        return type(self)._fn(*arrays, **self._options)
+    def __call__(self, input: ArrayT | ArrayLike, *arrays: Array | ArrayLike) -> ArrayT:
+        """The function on ``input`` (and the target), with the stored options."""
+        return type(self)._fn(input, *arrays, **self._options)
 
     forward = __call__
 
@@ -66,14 +69,14 @@ class CrossEntropyLoss(_Module):
 
     def __init__(
         self,
-        weight=None,
-        ignore_index=-100,
-        reduction="mean",
-        label_smoothing=0.0,
+        weight: Array | ArrayLike | None = None,
+        ignore_index: int | None = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
         *,
-        axis=None,
-        dim=None,
-    ):
+        axis: int | None = None,
+        dim: int | None = None,
+    ) -> None:
         super().__init__(
             weight=weight,
             ignore_index=ignore_index,
@@ -88,7 +91,15 @@ class NLLLoss(_Module):
 
     _fn = staticmethod(losses.nll_loss)
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", *, axis=None, dim=None):
+    def __init__(
+        self,
+        weight: Array | ArrayLike | None = None,
+        ignore_index: int | None = -100,
+        reduction: Reduction = "mean",
+        *,
+        axis: int | None = None,
+        dim: int | None = None,
+    ) -> None:
         super().__init__(
             weight=weight,
             ignore_index=ignore_index,
@@ -102,7 +113,9 @@ class BCELoss(_Module):
 
     _fn = staticmethod(losses.binary_cross_entropy)
 
-    def __init__(self, weight=None, reduction="mean"):
+    def __init__(
+        self, weight: Array | ArrayLike | None = None, reduction: Reduction = "mean"
+    ) -> None:
         super().__init__(weight=weight, reduction=reduction)
 
 
@@ -111,7 +124,12 @@ class BCEWithLogitsLoss(_Module):
 
     _fn = staticmethod(losses.binary_cross_entropy_with_logits)
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+    def __init__(
+        self,
+        weight: Array | ArrayLike | None = None,
+        reduction: Reduction = "mean",
+        pos_weight: Array | ArrayLike | None = None,
+    ) -> None:
         super().__init__(weight=weight, reduction=reduction, pos_weight=pos_weight)
 
 
@@ -120,7 +138,7 @@ class KLDivLoss(_Module):
 
     _fn = staticmethod(losses.kl_div)
 
-    def __init__(self, reduction="mean", log_target=False):
+    def __init__(self, reduction: KLReduction = "mean", log_target: bool = False) -> None:
         super().__init__(reduction=reduction, log_target=log_target)
 
 
@@ -129,7 +147,7 @@ class MSELoss(_Module):
 
     _fn = staticmethod(losses.mse_loss)
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__(reduction=reduction)
 
 
@@ -138,7 +156,13 @@ class MultiMarginLoss(_Module):
 
     _fn = staticmethod(losses.multi_margin_loss)
 
-    def __init__(self, p=1, margin=1.0, weight=None, reduction="mean"):
+    def __init__(
+        self,
+        p: int = 1,
+        margin: float = 1.0,
+        weight: Array | ArrayLike | None = None,
+        reduction: Reduction = "mean",
+    ) -> None:
         super().__init__(p=p, margin=margin, weight=weight, reduction=reduction)
 
 
@@ -147,7 +171,7 @@ class HingeLoss(_Module):
 
     _fn = staticmethod(losses.hinge_loss)
 
-    def __init__(self, margin=1.0, reduction="mean"):
+    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None:
         super().__init__(margin=margin, reduction=reduction)
 
 
@@ -164,7 +188,7 @@ class Softmax(_Module):
 
     _fn = staticmethod(special.softmax)
 
-    def __init__(self, dim=-1):
+    def __init__(self, dim: int = -1) -> None:
         super().__init__(axis=dim)
         self.dim = dim
 
@@ -177,7 +201,7 @@ class LogSoftmax(_Module):
 
     _fn = staticmethod(special.log_softmax)
 
-    def __init__(self, dim=-1):
+    def __init__(self, dim: int = -1) -> None:
         super().__init__(axis=dim)
         self.dim = dim
 

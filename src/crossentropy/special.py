@@ -7,7 +7,7 @@ bfloat16 are computed in float32 and rounded once at the end.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._core import mathops
 from ._core.aliases import axis_or_dim
@@ -16,6 +16,7 @@ from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
 from ._core.signed_lse import as_inexact as weighted_inputs
 from ._core.signed_lse import signed_logsumexp
+from ._core.types import Array, ArrayLike, ArrayT
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
 from .jax_rules import jax_rule
@@ -35,15 +36,35 @@ __all__ = [
 # -- public functions ---------------------------------------------------------------
 
 
+@overload
 def logsumexp(
-    x: Any,
+    x: ArrayT | ArrayLike,
     axis: int | tuple[int, ...] | None = None,
     keepdims: bool = False,
     *,
-    b: Any = None,
+    b: Array | ArrayLike | None = None,
+    return_sign: Literal[False] = False,
+    dim: int | tuple[int, ...] | None = None,
+) -> ArrayT: ...
+@overload
+def logsumexp(
+    x: ArrayT | ArrayLike,
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+    *,
+    b: Array | ArrayLike | None = None,
+    return_sign: Literal[True],
+    dim: int | tuple[int, ...] | None = None,
+) -> tuple[ArrayT, ArrayT]: ...
+def logsumexp(
+    x: ArrayT | ArrayLike,
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+    *,
+    b: Array | ArrayLike | None = None,
     return_sign: bool = False,
     dim: int | tuple[int, ...] | None = None,
-) -> Any:
+) -> ArrayT | tuple[ArrayT, ArrayT]:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     Parameters
@@ -222,7 +243,9 @@ def _signed_logsumexp(
     return ((out, sign) if return_sign else out), grads
 
 
-def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
+def log_softmax(
+    x: ArrayT | ArrayLike, axis: int | None = None, *, dim: int | None = None
+) -> ArrayT:
     r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
 
     Parameters
@@ -293,7 +316,7 @@ def _log_softmax_rule(
     return _softmax_family("log_softmax", x, axis_or_dim(axis, dim, -1), wrt, cotangent)
 
 
-def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
+def softmax(x: ArrayT | ArrayLike, axis: int | None = None, *, dim: int | None = None) -> ArrayT:
     r"""Normalised exponentials along ``axis``: a probability vector per row.
 
     Parameters
@@ -350,7 +373,7 @@ def _softmax_rule(
 
 
 @numeric_guard
-def sigmoid(x: Any) -> Any:
+def sigmoid(x: ArrayT | ArrayLike) -> ArrayT:
     r"""Logistic function :math:`1 / (1 + e^{-x})`, elementwise, without overflow.
 
     Parameters
@@ -402,7 +425,7 @@ def _sigmoid_rule(x: Any, *, wrt: tuple[str, ...] = (), cotangent: Any = None) -
 
 
 @numeric_guard
-def log_sigmoid(x: Any) -> Any:
+def log_sigmoid(x: ArrayT | ArrayLike) -> ArrayT:
     r"""Logarithm of :func:`sigmoid`, elementwise, exact for large ``|x|``.
 
     Parameters
@@ -441,7 +464,7 @@ def _log_sigmoid_rule(
     return _elementwise(x, mathops.log_sigmoid, slope, wrt, cotangent)
 
 
-def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
+def looks_like_probabilities(x: Array | ArrayLike, axis: int = -1) -> bool:
     r"""True if the rows of ``x`` along ``axis`` already look like probabilities.
 
     The check :func:`crossentropy.cross_entropy` runs before it warns with
@@ -471,6 +494,6 @@ def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
     >>> ce.looks_like_probabilities([[2.0, 1.0, 0.1]])
     False
     """
-    xp, x = prepare_scores(x)
-    (ax,) = mathops.normalize_axes(axis, max(x.ndim, 1))
-    return x.ndim > 0 and bool(probabilities_probe(xp, x, ax))
+    xp, scores = prepare_scores(x)
+    (ax,) = mathops.normalize_axes(axis, max(scores.ndim, 1))
+    return scores.ndim > 0 and bool(probabilities_probe(xp, scores, ax))

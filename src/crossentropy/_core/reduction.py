@@ -14,13 +14,19 @@ gradient, as in PyTorch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .namespace import device
 
-__all__ = ["REDUCTIONS", "check_reduction", "grad_scale", "reduce"]
+__all__ = ["REDUCTIONS", "KLReduction", "Reduction", "check_reduction", "grad_scale", "reduce"]
 
-REDUCTIONS = ("none", "mean", "sum")
+Reduction = Literal["none", "mean", "sum"]
+"""The ``reduction=`` of every loss (the type checkers' name for :data:`REDUCTIONS`)."""
+
+KLReduction = Literal["none", "mean", "batchmean", "sum"]
+"""``kl_div``'s and ``generalized_kl_div``'s, which also divide by the batch size."""
+
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 
 
 def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:

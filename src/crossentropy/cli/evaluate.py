@@ -148,6 +148,13 @@ def _check_shapes(source: Source, targets: np.ndarray, top_k: int) -> None:
         )
 
 
+# --from on the command line: the metrics' from_
+_FROM: dict[str, metrics.PredictionKind] = {
+    "logits": "logits",
+    "probs": "probs",
+    "log-probs": "log_probs",
+}
+
 _LOOKS_LIKE_PROBABILITIES = (
     "warning: the first rows of PREDICTIONS lie in [0, 1] and sum to 1: they look like "
     "probabilities, evaluated here as logits (softmax applied again, which flattens them); "
@@ -173,7 +180,7 @@ def evaluate(
     acc = Accumulators.new(top_k, bins)
     bad: dict[str, list[int]] = {}  # reason -> [count, first row]
     warning, start = "", 0
-    from_ = kind.replace("-", "_")
+    from_ = _FROM[kind]
     with Progress(n, "eval", unit="rows", enabled=progress) as bar:
         for block in source.blocks(rows):
             x = np.asarray(block, dtype=np.float64)

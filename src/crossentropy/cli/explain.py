@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import crossentropy as ce
+from crossentropy.typing import Reduction
 
 from ._util import (
     SUM_TOLERANCE,
@@ -187,7 +188,7 @@ class _Call:
     target: np.ndarray
     weight: np.ndarray | None
     eps: float
-    reduction: str
+    reduction: Reduction
     units: _Units
     # the steps, in float64 NumPy
     logits: np.ndarray = field(init=False)
@@ -270,7 +271,7 @@ def _compute_steps(c: _Call) -> None:
 
 def _compute_library(c: _Call) -> None:
     """The loss and its gradient, from ``crossentropy``."""
-    kw = {"weight": c.weight, "label_smoothing": c.eps}
+    kw: dict[str, Any] = {"weight": c.weight, "label_smoothing": c.eps}
     with warnings.catch_warnings():  # explain() words its own warning
         warnings.simplefilter("ignore", ce.ProbabilitiesAsLogitsWarning)
         c.row_loss = np.asarray(ce.cross_entropy(c.logits, c.target, reduction="none", **kw))
@@ -438,7 +439,7 @@ def explain(
     *,
     weight: np.ndarray | None = None,
     label_smoothing: float = 0.0,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     base: float | None = None,
     max_rows: int | None = None,
     as_json: bool = False,

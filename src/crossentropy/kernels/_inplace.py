@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import array_api_compat
 import numpy as np
@@ -11,7 +11,9 @@ import numpy as np
 from .._core.namespace import is_torch, namespace, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import prepare_class_call, rebind
+from .._core.reduction import Reduction
 from .._core.softmax_ce import evaluate_cross_entropy
+from .._core.types import Array, ArrayLike, ArrayT
 from .._core.validate import check_ignore_index
 from ._launch import host_arrays, host_buffer, run, tensors
 from .cross_entropy import cross_entropy
@@ -22,19 +24,19 @@ __all__ = ["cross_entropy_value_and_grad"]
 
 @numeric_guard
 def cross_entropy_value_and_grad(
-    input: Any,
-    target: Any,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    out: Any = None,
+    out: ArrayT | None = None,
     overwrite_input: bool = False,
-) -> tuple[Any, Any]:
+) -> tuple[ArrayT, ArrayT]:
     r"""``value_and_grad(cross_entropy)(...)`` with control over the gradient's memory.
 
     The naive equivalent is ``ce.value_and_grad(ce.cross_entropy)(input, target,
@@ -89,7 +91,8 @@ def cross_entropy_value_and_grad(
     if overwrite_input:
         if out is not None:
             raise ValueError("pass either out= or overwrite_input=True, not both")
-        out = input.detach() if hasattr(input, "detach") else input
+        # an array (the gradient is written into it), hence of input's type
+        out = cast("ArrayT", input.detach() if hasattr(input, "detach") else input)
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
         *(host or (input, target, weight)),

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.namespace import device, is_torch, namespace, numeric_guard
-from .._core.reduction import grad_scale
+from .._core.reduction import Reduction, grad_scale
 from .._core.rules import defines_grad
 from .._core.shard import VocabShard
+from .._core.types import Array, ArrayLike, ArrayT
 from ..kernels.custom_ops import torch_call, traced_as
 from ._autograd import needs_autograd, torch_function
 from ._engine import evaluate, reduced_value
@@ -25,20 +26,20 @@ _DIFFERENTIABLE = ("input", "linear_weight", "linear_bias")
 
 
 def linear_cross_entropy(
-    input: Any,
-    linear_weight: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    linear_weight: Array | ArrayLike,
+    target: Array | ArrayLike,
     *,
-    linear_bias: Any = None,
-    weight: Any = None,
-    reduction: str = "mean",
+    linear_bias: Array | ArrayLike | None = None,
+    weight: Array | ArrayLike | None = None,
+    reduction: Reduction = "mean",
     ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     chunk_size: int | tuple[int | None, int | None] | None = None,
     filter_eps: float | None = None,
-) -> Any:
+) -> ArrayT:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias``, never forming those logits.
 
     The naive equivalent is ``cross_entropy(input @ linear_weight.T + linear_bias,
@@ -198,7 +199,8 @@ def sharded_linear_cross_entropy(
     arrays = (input, linear_weight, target, linear_bias, weight)
     if needs_autograd(input, linear_weight, linear_bias):
         return _through_autograd(arrays, options, shard)
-    c = prepare_linear_call(*(_detach(a) for a in arrays), options, shard)
+    x, w, t, b, cw = (_detach(a) for a in arrays)
+    c = prepare_linear_call(x, w, t, b, cw, options, shard)
     return reduced_value(c, evaluate(c, (False, False, False))[0])
 
 
@@ -252,7 +254,8 @@ def _value_and_grads(
 ) -> tuple[Any, dict]:
     """The value and the gradients named in ``wrt``, without PyTorch autograd; with
     ``cotangent`` (the value's shape), those of ``sum(cotangent * value)``."""
-    c = prepare_linear_call(*(_detach(a) for a in arrays), options)
+    x, w, t, b, cw = (_detach(a) for a in arrays)
+    c = prepare_linear_call(x, w, t, b, cw, options)
     need = tuple(name in wrt for name in _DIFFERENTIABLE)
     loss, grads = evaluate(c, need, _row_scale(c, cotangent) if any(need) else None)
     return reduced_value(c, loss), {n: g for n, g, w in zip(_DIFFERENTIABLE, grads, need) if w}

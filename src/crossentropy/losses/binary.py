@@ -7,7 +7,9 @@ from typing import Any
 from .._core.mathops import log_sigmoid, sigmoid
 from .._core.namespace import numeric_guard
 from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
+from .._core.reduction import Reduction
 from .._core.rules import defines_grad
+from .._core.types import Array, ArrayLike, ArrayT
 from .._core.validate import check_in_unit_interval
 from ..jax_rules import jax_rule
 from ..kernels.custom_ops import torch_call, traced_as
@@ -21,8 +23,11 @@ _GRAD_EPS = 9.999999960041972e-13
 
 
 def binary_cross_entropy(
-    input: Any, target: Any, weight: Any = None, reduction: str = "mean"
-) -> Any:
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    weight: Array | ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> ArrayT:
     r"""Binary cross-entropy between predicted probabilities and targets.
 
     Parameters
@@ -118,12 +123,12 @@ def _bce_rule(
 
 
 def binary_cross_entropy_with_logits(
-    input: Any,
-    target: Any,
-    weight: Any = None,
-    reduction: str = "mean",
-    pos_weight: Any = None,
-) -> Any:
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    weight: Array | ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    pos_weight: Array | ArrayLike | None = None,
+) -> ArrayT:
     r"""Binary cross-entropy on logits: ``sigmoid`` + BCE in one stable step.
 
     The naive equivalent is ``binary_cross_entropy(sigmoid(input), target)``,
@@ -218,12 +223,12 @@ def _bce_logits_rule(
 
 
 def sigmoid_focal_loss(
-    inputs: Any,
-    targets: Any,
+    inputs: ArrayT | ArrayLike,
+    targets: Array | ArrayLike,
     alpha: float = 0.25,
     gamma: float = 2.0,
-    reduction: str = "none",
-) -> Any:
+    reduction: Reduction = "none",
+) -> ArrayT:
     r"""Focal loss on logits for binary (one-vs-rest) targets, as in RetinaNet.
 
     Binary cross-entropy on logits scaled by :math:`(1 - p_t)^\gamma`, so that

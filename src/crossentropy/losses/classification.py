@@ -21,9 +21,10 @@ from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import ClassCall, prepare_class_call, rebind, to_caller_layout
-from .._core.reduction import grad_scale, reduce
+from .._core.reduction import Reduction, grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
+from .._core.types import Array, ArrayLike, ArrayT
 from .._core.validate import check_ignore_index, warn_if_probabilities
 from .._core.where import apply_where
 from ..jax_rules import jax_rule
@@ -39,19 +40,19 @@ __all__ = ["cross_entropy", "nll_loss"]
 
 
 def cross_entropy(
-    input: Any,
-    target: Any,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    where: Any = None,
+    where: Array | ArrayLike | None = None,
     dim: int | None = None,
-) -> Any:
+) -> ArrayT:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
     The naive equivalent is ``nll_loss(log(softmax(input, axis)), target)``;
@@ -209,7 +210,7 @@ def _cross_entropy_rule(
     input: Any,
     target: Any,
     weight: Any = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     *,
@@ -313,15 +314,15 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]
 
 
 def nll_loss(
-    input: Any,
-    target: Any,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
     dim: int | None = None,
-) -> Any:
+) -> ArrayT:
     r"""Negative log-likelihood loss on log-probabilities.
 
     Picks ``-input[n, target[n]]`` for each row, weighted, and reduces.  It is
@@ -392,7 +393,7 @@ def _nll_loss_rule(
     input: Any,
     target: Any,
     weight: Any = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     *,
     axis: int | None = None,

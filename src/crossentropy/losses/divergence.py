@@ -7,14 +7,21 @@ from typing import Any
 
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
+from .._core.reduction import KLReduction
 from .._core.rules import defines_grad
+from .._core.types import Array, ArrayLike, ArrayT
 from ..jax_rules import jax_rule
 from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["generalized_kl_div", "kl_div"]
 
 
-def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = False) -> Any:
+def kl_div(
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    reduction: KLReduction = "mean",
+    log_target: bool = False,
+) -> ArrayT:
     r"""Kullback-Leibler divergence loss between log-probabilities and a target.
 
     Beware of the argument order: ``input`` is the *model's* log-probabilities
@@ -139,8 +146,11 @@ def _kl(
 
 
 def generalized_kl_div(
-    input: Any, target: Any, reduction: str = "mean", log_target: bool = False
-) -> Any:
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    reduction: KLReduction = "mean",
+    log_target: bool = False,
+) -> ArrayT:
     r"""Generalized (convex) Kullback-Leibler divergence: KL for unnormalised measures.
 
     :func:`kl_div` plus :math:`q - p`, element by element: a Bregman

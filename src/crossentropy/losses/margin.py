@@ -8,8 +8,9 @@ from typing import Any
 from .._core.mathops import one_hot, pick
 from .._core.namespace import namespace, numeric_guard, restore, to_bool
 from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
-from .._core.reduction import grad_scale, reduce
+from .._core.reduction import Reduction, grad_scale, reduce
 from .._core.rules import defines_grad
+from .._core.types import Array, ArrayLike, ArrayT
 from ..jax_rules import jax_rule
 from ..kernels.custom_ops import torch_call, traced_as
 
@@ -17,13 +18,13 @@ __all__ = ["hinge_loss", "multi_margin_loss", "multiclass_hinge_loss", "squared_
 
 
 def multi_margin_loss(
-    input: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
     p: int = 1,
     margin: float = 1.0,
-    weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    weight: Array | ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> ArrayT:
     r"""Multi-class hinge loss (the SVM loss of Weston and Watkins).
 
     Parameters
@@ -126,7 +127,12 @@ def _seed(xp: Any, loss: Any, reduction: str, cotangent: Any) -> Any:
     return s
 
 
-def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
+def hinge_loss(
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> ArrayT:
     r"""Binary hinge loss :math:`\max(0, \text{margin} - y\,h)` with labels :math:`y \in \{-1, +1\}`.
 
     The classic margin loss of support vector machines, the third common
@@ -213,8 +219,11 @@ def _margins(fn: str, input: Any, target: Any, margin: float, reduction: str) ->
 
 
 def squared_hinge_loss(
-    input: Any, target: Any, margin: float = 1.0, reduction: str = "mean"
-) -> Any:
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> ArrayT:
     r"""Squared binary hinge loss :math:`\max(0, \text{margin} - y\,h)^2`, :math:`y \in \{-1, +1\}`.
 
     The L2-SVM loss: differentiable everywhere, and it punishes large
@@ -276,15 +285,15 @@ def _squared_hinge_rule(
 
 
 def multiclass_hinge_loss(
-    input: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
     p: int = 1,
     margin: float = 1.0,
-    weight: Any = None,
-    reduction: str = "mean",
+    weight: Array | ArrayLike | None = None,
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
-) -> Any:
+) -> ArrayT:
     r"""Crammer-Singer multi-class hinge: the margin to the best wrong class.
 
     Unlike :func:`multi_margin_loss` (Weston-Watkins), which sums a hinge over

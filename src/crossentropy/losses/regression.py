@@ -6,14 +6,18 @@ from typing import Any
 
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
+from .._core.reduction import Reduction
 from .._core.rules import defines_grad
+from .._core.types import Array, ArrayLike, ArrayT
 from ..jax_rules import jax_rule
 from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["mse_loss"]
 
 
-def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
+def mse_loss(
+    input: ArrayT | ArrayLike, target: Array | ArrayLike, reduction: Reduction = "mean"
+) -> ArrayT:
     r"""Mean squared error between ``input`` and ``target``.
 
     The usual baseline against cross-entropy: on probabilities after a

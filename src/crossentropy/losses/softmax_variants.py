@@ -15,7 +15,9 @@ from typing import Any
 from .._core.class_rows import LogProbTerm, evaluate_log_prob_loss
 from .._core.namespace import numeric_guard
 from .._core.prepared import prepare_class_call
+from .._core.reduction import Reduction
 from .._core.rules import defines_grad
+from .._core.types import Array, ArrayLike, ArrayT
 from .._core.where import apply_where
 from ..jax_rules import jax_rule
 
@@ -27,7 +29,7 @@ def _evaluate(
     input: Any,
     target: Any,
     weight: Any,
-    ignore_index: int,
+    ignore_index: int | None,
     reduction: str,
     axis: int | None,
     where: Any,
@@ -72,16 +74,16 @@ def _focal_term(gamma: float) -> LogProbTerm:
 
 
 def focal_cross_entropy(
-    input: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
     gamma: float = 2.0,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
-    where: Any = None,
-) -> Any:
+    where: Array | ArrayLike | None = None,
+) -> ArrayT:
     r"""Multi-class focal loss on logits: cross-entropy scaled by :math:`(1-p)^\gamma`.
 
     Easy examples (:math:`p \to 1`) are down-weighted so that training
@@ -165,7 +167,7 @@ def _focal_rule(
     target: Any,
     gamma: float = 2.0,
     weight: Any = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     *,
     axis: int | None = None,
@@ -191,16 +193,16 @@ def _poly1_term(epsilon: float) -> LogProbTerm:
 
 
 def poly1_cross_entropy(
-    input: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
     epsilon: float = 1.0,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
-    where: Any = None,
-) -> Any:
+    where: Array | ArrayLike | None = None,
+) -> ArrayT:
     r"""Poly-1 loss: cross-entropy plus :math:`\varepsilon (1 - p_t)`.
 
     The first term of PolyLoss (Leng et al., 2022), which raises (or, for
@@ -267,7 +269,7 @@ def _poly1_rule(
     target: Any,
     epsilon: float = 1.0,
     weight: Any = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     *,
     axis: int | None = None,
@@ -293,16 +295,16 @@ def _gce_term(q: float) -> LogProbTerm:
 
 
 def generalized_cross_entropy(
-    input: Any,
-    target: Any,
+    input: ArrayT | ArrayLike,
+    target: Array | ArrayLike,
     q: float = 0.7,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
+    weight: Array | ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
-    where: Any = None,
-) -> Any:
+    where: Array | ArrayLike | None = None,
+) -> ArrayT:
     r"""Generalized cross-entropy :math:`(1 - p_t^q)/q`, robust to noisy labels.
 
     Zhang and Sabuncu (2018): between cross-entropy (:math:`q \to 0`) and the
@@ -364,7 +366,7 @@ def _gce_rule(
     target: Any,
     q: float = 0.7,
     weight: Any = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     *,
     axis: int | None = None,

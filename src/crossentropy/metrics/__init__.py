@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._core.types import Array, ArrayLike
 from .accumulators import (
     Accuracy,
     BrierScore,
@@ -62,7 +63,7 @@ from .accumulators import (
     Reliability,
     TopKAccuracy,
 )
-from .predictions import FROM, Predictions
+from .predictions import FROM, PredictionKind, Predictions
 
 __all__ = [
     "FROM",
@@ -74,6 +75,7 @@ __all__ = [
     "Metric",
     "PerClass",
     "Perplexity",
+    "PredictionKind",
     "Predictions",
     "Reliability",
     "TopKAccuracy",
@@ -103,12 +105,19 @@ _ONE_SHOT_PARAMETERS = """
 """
 
 
-def _one_shot(metric: Metric, input: Any, target: Any, from_: str, axis: int, where: Any) -> Any:
+def _one_shot(
+    metric: Metric[Any], input: Any, target: Any, from_: PredictionKind, axis: int, where: Any
+) -> Any:
     return metric.update(input, target, from_=from_, axis=axis, where=where).compute()
 
 
 def log_loss(
-    input: Any, target: Any, *, from_: str = "logits", axis: int = -1, where: Any = None
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
+    *,
+    from_: PredictionKind = "logits",
+    axis: int = -1,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     r"""The mean log loss in nats of one batch: :class:`LogLoss` in one call.
     {parameters}
@@ -141,7 +150,12 @@ def log_loss(
 
 
 def perplexity(
-    input: Any, target: Any, *, from_: str = "logits", axis: int = -1, where: Any = None
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
+    *,
+    from_: PredictionKind = "logits",
+    axis: int = -1,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     """The perplexity ``exp(log loss)`` of one batch: :class:`Perplexity` in one call.
     {parameters}
@@ -156,7 +170,12 @@ def perplexity(
 
 
 def accuracy(
-    input: Any, target: Any, *, from_: str = "logits", axis: int = -1, where: Any = None
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
+    *,
+    from_: PredictionKind = "logits",
+    axis: int = -1,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     """The fraction of rows whose top class is the target: :class:`Accuracy` in one call.
     {parameters}
@@ -171,13 +190,13 @@ def accuracy(
 
 
 def top_k_accuracy(
-    input: Any,
-    target: Any,
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
     k: int = 5,
     *,
-    from_: str = "logits",
+    from_: PredictionKind = "logits",
     axis: int = -1,
-    where: Any = None,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     """The fraction of rows whose target is among the ``k`` top classes (:class:`TopKAccuracy`).
     {parameters}
@@ -196,13 +215,13 @@ def top_k_accuracy(
 
 
 def expected_calibration_error(
-    input: Any,
-    target: Any,
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
     bins: int = 15,
     *,
-    from_: str = "logits",
+    from_: PredictionKind = "logits",
     axis: int = -1,
-    where: Any = None,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     """The expected calibration error of one batch: :class:`ExpectedCalibrationError`.
     {parameters}
@@ -221,13 +240,13 @@ def expected_calibration_error(
 
 
 def reliability_diagram(
-    input: Any,
-    target: Any,
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
     bins: int = 15,
     *,
-    from_: str = "logits",
+    from_: PredictionKind = "logits",
     axis: int = -1,
-    where: Any = None,
+    where: Array | ArrayLike | None = None,
 ) -> Reliability:
     """The data of a reliability diagram of one batch (see :class:`Reliability`).
     {parameters}
@@ -243,12 +262,17 @@ def reliability_diagram(
     >>> r.count, r.accuracy       # bins (0.4, 0.6] and (0.6, 0.8] hold rows
     (array([0, 0, 1, 2, 0]), array([nan, nan, 1. , 0.5, nan]))
     """
-    kw = {"from_": from_, "axis": axis, "where": where}
-    return ExpectedCalibrationError(bins).update(input, target, **kw).reliability()
+    metric = ExpectedCalibrationError(bins)
+    return metric.update(input, target, from_=from_, axis=axis, where=where).reliability()
 
 
 def brier_score(
-    input: Any, target: Any, *, from_: str = "logits", axis: int = -1, where: Any = None
+    input: Array | ArrayLike,
+    target: Array | ArrayLike,
+    *,
+    from_: PredictionKind = "logits",
+    axis: int = -1,
+    where: Array | ArrayLike | None = None,
 ) -> float:
     """The multiclass Brier score of one batch: :class:`BrierScore` in one call.
     {parameters}
@@ -263,7 +287,13 @@ def brier_score(
     return _one_shot(BrierScore(), input, target, from_, axis, where)
 
 
-def mean_entropy(input: Any, *, from_: str = "logits", axis: int = -1, where: Any = None) -> float:
+def mean_entropy(
+    input: Array | ArrayLike,
+    *,
+    from_: PredictionKind = "logits",
+    axis: int = -1,
+    where: Array | ArrayLike | None = None,
+) -> float:
     """The mean predictive entropy in nats of one batch (no target): :class:`MeanEntropy`.
 
     Parameters
@@ -283,4 +313,4 @@ def mean_entropy(input: Any, *, from_: str = "logits", axis: int = -1, where: An
 
 for _fn in (log_loss, perplexity, accuracy, top_k_accuracy, expected_calibration_error,
             reliability_diagram, brier_score):  # fmt: skip
-    _fn.__doc__ = _fn.__doc__.replace("{parameters}", _ONE_SHOT_PARAMETERS)
+    _fn.__doc__ = (_fn.__doc__ or "").replace("{parameters}", _ONE_SHOT_PARAMETERS)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .predictions import Predictions
+from .._core.types import Array, ArrayLike
+from .predictions import PredictionKind, Predictions
 
 __all__ = [
     "Accuracy",
@@ -24,10 +25,11 @@ __all__ = [
 ]
 
 
-M = TypeVar("M", bound="Metric")
+M = TypeVar("M", bound="Metric[Any]")
+T = TypeVar("T")
 
 
-class Metric:
+class Metric(Generic[T]):
     """The accumulator interface: :meth:`update`, :meth:`add`, :meth:`merge`, :meth:`compute`.
 
     ``update`` and ``merge`` return the accumulator itself, so that calls chain.
@@ -51,12 +53,12 @@ class Metric:
 
     def update(
         self: M,
-        input: Any,
-        target: Any = None,
+        input: Array | ArrayLike,
+        target: Array | ArrayLike | None = None,
         *,
-        from_: str = "logits",
+        from_: PredictionKind = "logits",
         axis: int = -1,
-        where: Any = None,
+        where: Array | ArrayLike | None = None,
     ) -> M:
         """Add the rows of ``input`` (see :class:`Predictions` for the arguments)."""
         return self.add(Predictions(input, target, from_=from_, axis=axis, where=where))
@@ -80,7 +82,7 @@ class Metric:
         self.rows += other.rows
         return self
 
-    def compute(self) -> Any:
+    def compute(self) -> T:
         """The metric over every row added."""
         if self.rows == 0:
             raise ValueError(f"{type(self).__name__}.compute(): no rows were added")
@@ -98,11 +100,11 @@ class Metric:
     def _merge(self, other: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _compute(self) -> Any:  # pragma: no cover - abstract
+    def _compute(self) -> T:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-class _MeanOverRows(Metric):
+class _MeanOverRows(Metric[float]):
     """A float64 sum of one value per row, divided by the row count."""
 
     def reset(self) -> None:
@@ -165,7 +167,7 @@ class Perplexity(LogLoss):
         return math.exp(mean) if mean < 709.78 else math.inf
 
 
-class Accuracy(Metric):
+class Accuracy(Metric[float]):
     """The fraction of rows whose highest score is the target's (the first class on ties).
 
     Equals scikit-learn's ``accuracy_score(y, input.argmax(axis))``.  The count of
@@ -194,7 +196,7 @@ class Accuracy(Metric):
         return self.correct / self.rows
 
 
-class TopKAccuracy(Metric):
+class TopKAccuracy(Metric[float]):
     """The fraction of rows whose target is among the ``k`` highest scores.
 
     A row counts when fewer than ``k`` classes score strictly higher than its
@@ -316,7 +318,7 @@ class Reliability:
     ece: float
 
 
-class ExpectedCalibrationError(Metric):
+class ExpectedCalibrationError(Metric[float]):
     r"""Expected calibration error over ``bins`` equal-width confidence bins (Guo et al., 2017).
 
     A row's confidence is its highest probability and it is right when that
@@ -393,7 +395,7 @@ class ExpectedCalibrationError(Metric):
         )
 
 
-class PerClass(Metric):
+class PerClass(Metric[dict[str, np.ndarray]]):
     """Per true class: the row count, the mean log loss and the accuracy.
 
     :meth:`compute` returns ``{"count": (C,) int64, "log_loss": (C,), "accuracy": (C,)}``
@@ -425,6 +427,8 @@ class PerClass(Metric):
 
     def _add(self, batch: Predictions) -> None:
         self._start(batch.n_classes)
+        if batch.labels is None:  # add() checked that a target was given
+            raise ValueError("PerClass needs a target: pass the class index of each row")
         y, C = batch.labels[batch.keep], batch.n_classes
         self.count += np.bincount(y, minlength=C)
         self.loss_sum += np.bincount(y, weights=batch.nll, minlength=C)

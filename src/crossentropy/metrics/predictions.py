@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, get_args
 
 import array_api_compat
 import numpy as np
 
 # The metrics sit above the public functions: they use those and the public error types.
 from .._core.errors import DTypeError, TargetIndexError
+from .._core.types import Array, ArrayLike
 from ..special import log_softmax, logsumexp
 
-__all__ = ["FROM", "Predictions", "to_host"]
+__all__ = ["FROM", "PredictionKind", "Predictions", "to_host"]
 
-FROM = ("logits", "probs", "log_probs")
+PredictionKind = Literal["logits", "probs", "log_probs"]
+"""What ``input`` holds: the ``from_=`` of the metrics."""
+
+FROM: tuple[str, ...] = get_args(PredictionKind)
 # a log-probability above this is a positive log-probability (a probability above 1)
 _POSITIVE_LOG_PROB = 1e-6
 
@@ -185,14 +189,14 @@ class Predictions:
 
     def __init__(
         self,
-        input: Any,
-        target: Any = None,
+        input: Array | ArrayLike,
+        target: Array | ArrayLike | None = None,
         *,
-        from_: str = "logits",
+        from_: PredictionKind = "logits",
         axis: int = -1,
-        where: Any = None,
+        where: Array | ArrayLike | None = None,
         sum_tolerance: float = 1e-3,
-        invalid: str = "raise",
+        invalid: Literal["raise", "skip"] = "raise",
     ) -> None:
         if from_ not in FROM:
             raise ValueError(f"from_ must be one of {FROM}, got {from_!r}")

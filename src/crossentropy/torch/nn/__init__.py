@@ -28,12 +28,13 @@ torch.float64
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ... import losses, special
 from ..._core.aliases import axis_or_dim
+from ..._core.reduction import KLReduction, Reduction
 from ...linear import linear_cross_entropy
 from . import functional
 
@@ -100,6 +101,7 @@ class CrossEntropyLoss(_Options, torch.nn.CrossEntropyLoss):
         "z_loss": 0.0,
         "softcap": None,
     }
+    reduction: Reduction  # what the loss function takes
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class CrossEntropyLoss(_Options, torch.nn.CrossEntropyLoss):
         size_average: Any = None,
         ignore_index: int = -100,
         reduce: Any = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         *,
         axis: int | None = None,
@@ -140,6 +142,7 @@ class NLLLoss(_Options, torch.nn.NLLLoss):
     """:func:`crossentropy.nll_loss` as a ``torch.nn.NLLLoss`` (on log-probabilities)."""
 
     _defaults = {"ignore_index": -100, "reduction": "mean", "axis": None}
+    reduction: Reduction  # what the loss function takes
 
     def __init__(
         self,
@@ -147,7 +150,7 @@ class NLLLoss(_Options, torch.nn.NLLLoss):
         size_average: Any = None,
         ignore_index: int = -100,
         reduce: Any = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         *,
         axis: int | None = None,
         dim: int | None = None,
@@ -165,9 +168,14 @@ class BCELoss(_Options, torch.nn.BCELoss):
     """:func:`crossentropy.binary_cross_entropy` as a ``torch.nn.BCELoss``."""
 
     _defaults = {"reduction": "mean"}
+    reduction: Reduction  # what the loss function takes
 
     def __init__(
-        self, weight: Any = None, size_average: Any = None, reduce: Any = None, reduction="mean"
+        self,
+        weight: Any = None,
+        size_average: Any = None,
+        reduce: Any = None,
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(_tensor(weight), size_average, reduce, reduction)
 
@@ -179,13 +187,14 @@ class BCEWithLogitsLoss(_Options, torch.nn.BCEWithLogitsLoss):
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a ``torch.nn.BCEWithLogitsLoss``."""
 
     _defaults = {"reduction": "mean"}
+    reduction: Reduction  # what the loss function takes
 
     def __init__(
         self,
         weight: Any = None,
         size_average: Any = None,
         reduce: Any = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         pos_weight: Any = None,
     ) -> None:
         super().__init__(_tensor(weight), size_average, reduce, reduction, _tensor(pos_weight))
@@ -200,6 +209,7 @@ class KLDivLoss(_Options, torch.nn.KLDivLoss):
     """:func:`crossentropy.kl_div` as a ``torch.nn.KLDivLoss``."""
 
     _defaults = {"reduction": "mean", "log_target": False}
+    reduction: KLReduction  # what the loss function takes
 
     def forward(self, input: Any, target: Any) -> Any:
         return losses.kl_div(input, target, self.reduction, self.log_target)
@@ -209,6 +219,7 @@ class MSELoss(_Options, torch.nn.MSELoss):
     """:func:`crossentropy.mse_loss` as a ``torch.nn.MSELoss``."""
 
     _defaults = {"reduction": "mean"}
+    reduction: Reduction  # what the loss function takes
 
     def forward(self, input: Any, target: Any) -> Any:
         return losses.mse_loss(input, target, self.reduction)
@@ -218,6 +229,7 @@ class MultiMarginLoss(_Options, torch.nn.MultiMarginLoss):
     """:func:`crossentropy.multi_margin_loss` as a ``torch.nn.MultiMarginLoss``."""
 
     _defaults = {"p": 1, "margin": 1.0, "reduction": "mean"}
+    reduction: Reduction  # what the loss function takes
 
     def __init__(
         self,
@@ -226,7 +238,7 @@ class MultiMarginLoss(_Options, torch.nn.MultiMarginLoss):
         weight: Any = None,
         size_average: Any = None,
         reduce: Any = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(p, margin, _tensor(weight), size_average, reduce, reduction)
 
@@ -240,8 +252,9 @@ class HingeLoss(_Options, torch.nn.Module):
     """:func:`crossentropy.hinge_loss` (binary, labels ±1) as a module; PyTorch has none."""
 
     _defaults = {"margin": 1.0, "reduction": "mean"}
+    reduction: Reduction  # what the loss function takes
 
-    def __init__(self, margin: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None:
         super().__init__()
         self.margin = margin
         self.reduction = reduction
@@ -270,13 +283,21 @@ class LogSoftmax(torch.nn.LogSoftmax):
         return special.log_softmax(input, dim=self.dim)
 
 
-class LinearCrossEntropyLoss(getattr(torch.nn, "LinearCrossEntropyLoss", torch.nn.Module)):
+if TYPE_CHECKING:
+    _LinearCrossEntropyBase = torch.nn.LinearCrossEntropyLoss
+else:  # PyTorch 2.13 or newer; the constructor says what is missing on an older one
+    _LinearCrossEntropyBase = getattr(torch.nn, "LinearCrossEntropyLoss", torch.nn.Module)
+
+
+class LinearCrossEntropyLoss(_LinearCrossEntropyBase):
     """:func:`crossentropy.linear_cross_entropy` as a ``torch.nn.LinearCrossEntropyLoss``
     (PyTorch 2.13): the output layer ``self.linear`` and the loss, never forming
     the logits.  PyTorch's ``options`` (its chunking) are not used: the chunks
     are chosen as in :func:`crossentropy.linear_cross_entropy`.  With
     ``out_features`` (PyTorch's K-dimensional classes) the forward is PyTorch's.
     """
+
+    reduction: Reduction  # what the loss function takes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not hasattr(torch.nn, "LinearCrossEntropyLoss"):

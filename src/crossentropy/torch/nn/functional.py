@@ -18,12 +18,13 @@ tensor([0., 2.])
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as _torch_functional
 
 from ... import losses, special
+from ..._core.reduction import KLReduction, Reduction
 from ...linear import linear_cross_entropy as _linear_cross_entropy
 
 __all__ = [
@@ -54,11 +55,15 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(dir(_torch_functional)))
 
 
-def _reduction(size_average: Any, reduce: Any, reduction: str) -> str:
+_R = TypeVar("_R", bound=str)
+
+
+def _reduction(size_average: Any, reduce: Any, reduction: _R) -> _R:
     """PyTorch's reading of the deprecated ``size_average``/``reduce`` (it warns)."""
     if size_average is None and reduce is None:
         return reduction
-    return torch.nn._reduction.legacy_get_string(size_average, reduce)
+    # 'none', 'mean' or 'sum': a value of every reduction type
+    return cast("_R", torch.nn._reduction.legacy_get_string(size_average, reduce))
 
 
 def cross_entropy(
@@ -68,7 +73,7 @@ def cross_entropy(
     size_average: Any = None,
     ignore_index: int = -100,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     axis: int | None = None,
@@ -98,7 +103,7 @@ def nll_loss(
     size_average: Any = None,
     ignore_index: int = -100,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     axis: int | None = None,
     dim: int | None = None,
@@ -114,7 +119,7 @@ def binary_cross_entropy(
     weight: Any = None,
     size_average: Any = None,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Any:
     """:func:`crossentropy.binary_cross_entropy` with PyTorch's signature."""
     reduction = _reduction(size_average, reduce, reduction)
@@ -127,7 +132,7 @@ def binary_cross_entropy_with_logits(
     weight: Any = None,
     size_average: Any = None,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     pos_weight: Any = None,
 ) -> Any:
     """:func:`crossentropy.binary_cross_entropy_with_logits` with PyTorch's signature."""
@@ -140,7 +145,7 @@ def kl_div(
     target: Any,
     size_average: Any = None,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: KLReduction = "mean",
     log_target: bool = False,
 ) -> Any:
     """:func:`crossentropy.kl_div` with ``torch.nn.functional.kl_div``'s signature."""
@@ -152,7 +157,7 @@ def mse_loss(
     target: Any,
     size_average: Any = None,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Any:
     """:func:`crossentropy.mse_loss` with ``torch.nn.functional.mse_loss``'s signature."""
     return losses.mse_loss(input, target, _reduction(size_average, reduce, reduction))
@@ -166,7 +171,7 @@ def multi_margin_loss(
     weight: Any = None,
     size_average: Any = None,
     reduce: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Any:
     """:func:`crossentropy.multi_margin_loss` with PyTorch's signature."""
     reduction = _reduction(size_average, reduce, reduction)
@@ -180,7 +185,7 @@ def linear_cross_entropy(
     *,
     linear_bias: Any = None,
     weight: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     options: Any = None,
