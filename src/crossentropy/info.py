@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
@@ -65,7 +67,10 @@ class _Vectors:
                 ct = cotangent if self.axis is None else xp.expand_dims(cotangent, axis=self.axis)
                 g = g * ct
             out[name] = restore(xp, _unbroadcast(xp, g, self.shapes[name]), self.dtype)
-        return restore(xp, value * self.scale, self.dtype), out
+        value = value * self.scale
+        if isinstance(value, np.generic):  # NumPy's reductions to one value: a 0-d array
+            value = np.asarray(value)
+        return restore(xp, value, self.dtype), out
 
 
 def _prepare(names: tuple[str, ...], given: tuple, axis: int | None, base: Any) -> _Vectors:

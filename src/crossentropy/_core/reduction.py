@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+import numpy as np
+
 from .namespace import device
 
 __all__ = ["REDUCTIONS", "KLReduction", "Reduction", "check_reduction", "grad_scale", "reduce"]
@@ -57,6 +59,8 @@ def reduce(xp: Any, loss: Any, reduction: str, denominator: Any = None) -> Any:
     if reduction == "none":
         return loss
     total = xp.sum(loss)
+    if isinstance(total, np.generic):  # NumPy's sum: a 0-d array, as every other result
+        total = np.asarray(total)
     if reduction == "sum":
         return total
     denom = _denominator(xp, loss, denominator)

@@ -123,9 +123,7 @@ def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, 
     total = _kernel(code, n, c, xptr, yptr, view[1], ignore_index, reduction, opts, gptr, lptr)
     if loss is not None:
         value = loss
-    elif reduction == "sum":  # what the general path gives: a NumPy scalar, a 0-d array
-        value = x.dtype.type(total)
-    else:
+    else:  # a 0-d array, as the general path gives
         value = np.asarray(total, dtype=x.dtype)
     return (value, {"input": g}) if wrt else value
 
