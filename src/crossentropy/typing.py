@@ -1,14 +1,14 @@
 """The types of the public signatures, for annotating code that calls this library.
 
-* :data:`ArrayT` -- the type variable of the functions whose result is in the
+* ``ArrayT`` -- the type variable of the functions whose result is in the
   array library of their first argument: ``numpy.ndarray`` in (or a Python
   number or nested list) gives ``numpy.ndarray`` out, ``torch.Tensor`` gives
   ``torch.Tensor``, ``jax.Array`` gives ``jax.Array``, any other Array API
-  array an :class:`ArrayAPIArray`.
-* :data:`Array` -- any of those arrays; :data:`ArrayLike` -- what NumPy
+  array an ``ArrayAPIArray``.
+* ``Array`` -- any of those arrays; ``ArrayLike`` -- what NumPy
   converts: numbers, NumPy scalars, nested sequences.
-* :data:`Reduction` -- ``'none' | 'mean' | 'sum'``, the ``reduction=`` of
-  every loss; :data:`KLReduction` adds ``'batchmean'`` (``kl_div``).
+* ``Reduction`` -- ``'none' | 'mean' | 'sum'``, the ``reduction=`` of
+  every loss; ``KLReduction`` adds ``'batchmean'`` (``kl_div``).
 
 Examples
 --------

@@ -23,7 +23,7 @@ from .namespace import device
 __all__ = ["REDUCTIONS", "KLReduction", "Reduction", "check_reduction", "grad_scale", "reduce"]
 
 Reduction = Literal["none", "mean", "sum"]
-"""The ``reduction=`` of every loss (the type checkers' name for :data:`REDUCTIONS`)."""
+"""The ``reduction=`` of every loss, for type checkers (``REDUCTIONS`` at run time)."""
 
 KLReduction = Literal["none", "mean", "batchmean", "sum"]
 """``kl_div``'s and ``generalized_kl_div``'s, which also divide by the batch size."""

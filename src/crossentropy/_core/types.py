@@ -4,12 +4,12 @@
 library of their first argument: a NumPy array in gives ``numpy.ndarray`` out,
 a ``torch.Tensor`` gives a ``torch.Tensor``, a ``jax.Array`` a ``jax.Array``,
 and any other Array API array (CuPy, Dask, array-api-strict) an
-:class:`ArrayAPIArray`.  Python numbers, NumPy scalars and nested sequences
-(:data:`ArrayLike`) are converted with NumPy, so they give ``numpy.ndarray``
+``ArrayAPIArray``.  Python numbers, NumPy scalars and nested sequences
+(``ArrayLike``) are converted with NumPy, so they give ``numpy.ndarray``
 too: a type checker takes the first constraint when the argument fixes none.
 An argument typed ``Any`` gives ``Any``.
 
-:data:`Array` is any of those arrays, for the arguments that do not decide the
+``Array`` is any of those arrays, for the arguments that do not decide the
 result's type (targets, weights, masks).  PyTorch and JAX are imported only by
 type checkers, never at run time.
 """
