@@ -125,7 +125,11 @@ assert_type(
 )
 assert_type(kernels.available(), bool)
 assert_type(kernels.get_num_threads(), int)
-kernels.set_num_threads(2)
+
+
+def settings() -> None:  # never called: it would change the threads of every later call
+    kernels.set_num_threads(2)
+    kernels.set_num_threads(None)
 
 
 # -- what must be rejected (never called: each call would raise) ---------------------
