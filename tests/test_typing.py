@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_mypy_passes_on_the_package_and_the_typing_tests(tmp_path):
-    pytest.importorskip("mypy")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "--no-color-output"],
