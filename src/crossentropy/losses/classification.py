@@ -20,7 +20,7 @@ from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import ClassCall, prepare_class_call, rebind, to_caller_layout
-from .._core.reduction import grad_scale, reduce
+from .._core.reduction import check_normalizer, grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
@@ -44,6 +44,8 @@ def cross_entropy(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
+    normalizer: float | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -79,6 +81,16 @@ def cross_entropy(
     softcap : float, optional, keyword-only
         Replace the logits by ``softcap * tanh(x / softcap)`` first (Gemma 2's
         logit soft-capping); the gradient includes the ``tanh`` factor.
+    temperature : float > 0, default 1.0, keyword-only
+        Divide the logits (after ``softcap``) by ``temperature`` before the
+        softmax, as a sampler does; the gradient includes the ``1 / T`` factor.
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` (the only one it applies to), divide the
+        sum of the weighted per-row losses by ``normalizer`` instead of by
+        the local sum of weights.  Pass the count of counted targets of a
+        whole optimisation step to each of its micro-batches: their losses
+        (and gradients) then add up to the step's mean (gradient
+        accumulation).
 
     Returns
     -------
@@ -95,8 +107,9 @@ def cross_entropy(
     DTypeError
         Integer ``input``, or a floating target whose shape is not ``input``'s.
     ValueError
-        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
-        ``label_smoothing``.
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``,
+        ``label_smoothing``, ``temperature`` or ``normalizer`` (not positive,
+        or given with a reduction other than ``'mean'``).
 
     Warns
     -----
@@ -129,6 +142,17 @@ def cross_entropy(
     has no ``z_loss`` or ``softcap``: with them, the PyTorch equivalent is
     ``F.cross_entropy(c * torch.tanh(x / c), y) + z_loss * mean(lse**2)``).
 
+    ``temperature`` :math:`T` replaces :math:`x` by :math:`x / T` in all of
+    the above (``F.cross_entropy(x / T, y)``; the gradient with respect to
+    :math:`x` is :math:`1/T` times that with respect to :math:`x / T`).
+    ``normalizer`` :math:`Z` makes ``'mean'`` return :math:`\sum_n \ell_n / Z`:
+    with micro-batches :math:`B_1, \dots, B_k` of one step and
+    :math:`Z = \sum_{n \in B_1 \cup \dots \cup B_k} w_{y_n}`, the sum of
+    their losses is the mean over the step, which a per-micro-batch
+    ``'mean'`` is not when their counts differ.  Hugging Face
+    ``transformers`` passes ``num_items_in_batch`` for the same purpose
+    (``F.cross_entropy(x, y, reduction='sum') / Z``).
+
     Examples
     --------
     Four rows of five scores in [0, 1] (``torch.manual_seed(100);
@@ -151,6 +175,17 @@ def cross_entropy(
 
     >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
     10000.0
+
+    Temperature 2 halves the logits ``[2, 0]``: the loss of class 0 is
+    :math:`\log(1 + e^{-1})`; a step of 4 counted targets split 1 + 3 gets
+    its mean from ``normalizer=4`` in each part:
+
+    >>> x, y = np.array([[2.0, 0.0]]), np.array([0])
+    >>> round(float(ce.cross_entropy(x, y, temperature=2.0)), 4), round(float(np.log1p(np.exp(-1))), 4)
+    (0.3133, 0.3133)
+    >>> parts = [(predict[:1], label[:1]), (predict[1:], label[1:])]
+    >>> round(sum(float(ce.cross_entropy(p, t, normalizer=4)) for p, t in parts), 4)
+    1.523
     """
     return _cross_entropy_rule(
         input,
@@ -162,6 +197,8 @@ def cross_entropy(
         axis=axis,
         z_loss=z_loss,
         softcap=softcap,
+        temperature=temperature,
+        normalizer=normalizer,
     )[0]
 
 
@@ -178,6 +215,8 @@ def _cross_entropy_rule(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
+    normalizer: float | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
@@ -189,7 +228,9 @@ def _cross_entropy_rule(
         axis=axis,
         probabilities=True,
     )
-    options = CrossEntropyOptions.checked(label_smoothing, z_loss, softcap)
+    options = CrossEntropyOptions.checked(
+        label_smoothing, z_loss, softcap, temperature, check_normalizer(normalizer, call.reduction)
+    )
     if not wrt:
         warn_if_probabilities(call.xp, call.x, -1, "cross_entropy")
     if "target" in wrt and not call.probs:
@@ -233,12 +274,12 @@ def _at_targets(b: ClassCall, values: Any) -> Any:
     return to_caller_layout(b, xp.where(hot, values[..., None], xp.zeros((), dtype=values.dtype)))
 
 
-def _nll(b: ClassCall, wrt: tuple[str, ...]) -> tuple[Any, dict]:
+def _nll(b: ClassCall, wrt: tuple[str, ...], normalizer: Any = None) -> tuple[Any, dict]:
     xp = b.xp
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
     loss = xp.where(b.valid, loss, xp.zeros_like(loss))
-    denom = xp.sum(b.w_t)
+    denom = xp.sum(b.w_t) if normalizer is None else normalizer
     value = reduce(xp, loss, b.reduction, denom)
     grads = {}
     if "input" in wrt:
@@ -255,6 +296,7 @@ def nll_loss(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    normalizer: float | None = None,
 ) -> Any:
     r"""Negative log-likelihood loss on log-probabilities.
 
@@ -276,6 +318,11 @@ def nll_loss(
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
         The class axis (default 1, or 0 for unbatched input).
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` only: divide the summed weighted losses by
+        ``normalizer`` instead of the local sum of weights (the count of
+        tokens of a whole step, for gradient accumulation; see
+        :func:`cross_entropy`).
 
     Returns
     -------
@@ -289,7 +336,8 @@ def nll_loss(
     DTypeError
         Integer ``input`` or a floating ``target``.
     ValueError
-        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``.
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
+        ``normalizer``.
 
     Notes
     -----
@@ -297,7 +345,9 @@ def nll_loss(
               \text{mean} = \sum_n \ell_n \Big/ \sum_n w_{y_n}
 
     over non-ignored :math:`n`; every target ignored gives NaN for
-    ``'mean'`` and 0 for ``'sum'``.  PyTorch: ``torch.nn.functional.nll_loss``.
+    ``'mean'`` and 0 for ``'sum'``.  With ``normalizer`` :math:`Z` the mean
+    is :math:`\sum_n \ell_n / Z`.  PyTorch: ``torch.nn.functional.nll_loss``
+    (with ``normalizer``: ``F.nll_loss(x, y, reduction='sum') / Z``).
 
     Examples
     --------
@@ -306,8 +356,12 @@ def nll_loss(
     >>> logp = np.log(np.array([[0.1, 0.1, 0.8]]))   # cat, dog, horse: -log 0.8
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
+    >>> round(float(ce.nll_loss(logp, np.array([2]), normalizer=2)), 4)   # half of it
+    0.1116
     """
-    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis)[0]
+    return _nll_loss_rule(
+        input, target, weight, ignore_index, reduction, axis=axis, normalizer=normalizer
+    )[0]
 
 
 @defines_grad(nll_loss, "input")
@@ -320,9 +374,10 @@ def _nll_loss_rule(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    normalizer: float | None = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )
-    return _nll(call, wrt)
+    return _nll(call, wrt, check_normalizer(normalizer, call.reduction))
