@@ -8,7 +8,12 @@ from . import distributed, info, nn
 from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from .grad import grad, value_and_grad
 from .info import entropy
-from .linear import linear_cross_entropy
+from .linear import (
+    TokenStats,
+    linear_cross_entropy,
+    linear_cross_entropy_stats,
+    linear_distillation_loss,
+)
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -34,6 +39,7 @@ __all__ = [
     "DTypeError",
     "ProbabilitiesAsLogitsWarning",
     "TargetIndexError",
+    "TokenStats",
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -45,6 +51,8 @@ __all__ = [
     "info",
     "kl_div",
     "linear_cross_entropy",
+    "linear_cross_entropy_stats",
+    "linear_distillation_loss",
     "log_sigmoid",
     "log_softmax",
     "logsumexp",

@@ -24,11 +24,16 @@ PyTorch ``autograd.Function``).  :func:`sharded_linear_cross_entropy` and
 """
 
 from ._api import linear_cross_entropy, sharded_linear_cross_entropy
+from ._distill import linear_distillation_loss
 from ._prepare import LinearOptions, default_chunk_size
+from ._stats import TokenStats, linear_cross_entropy_stats
 
 __all__ = [
     "LinearOptions",
+    "TokenStats",
     "default_chunk_size",
     "linear_cross_entropy",
+    "linear_cross_entropy_stats",
+    "linear_distillation_loss",
     "sharded_linear_cross_entropy",
 ]

@@ -54,6 +54,18 @@ class Functional:
         a = self.exp_(a)
         return a, s + self.xp.sum(a, axis=0)
 
+    def assign_(self, dst: Any, value: Any) -> Any:
+        """``value`` written into ``dst`` where possible (else ``value`` itself)."""
+        return value
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        """``b - a``, written into ``a`` where possible."""
+        return b - a
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        """``(a * b).sum(axis=0)`` of two ``(block, rows)`` blocks."""
+        return self.xp.sum(a * b, axis=0)
+
     def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
         """``acc + a @ b`` (in place where possible)."""
         y = self.xp.matmul(a, b)
@@ -102,6 +114,16 @@ class NumpyOps(Functional):
 
     def tanh_(self, a: Any) -> Any:
         return np.tanh(a, out=a)
+
+    def assign_(self, dst: Any, value: Any) -> Any:
+        dst[...] = value
+        return dst
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        return np.subtract(b, a, out=a)
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        return np.einsum("ij,ij->j", a, b)
 
     def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
         # one fused pass in C (NumPy's exp and its sum along axis 0 are two)
@@ -157,6 +179,15 @@ class TorchOps(Functional):
 
     def tanh_(self, a: Any) -> Any:
         return a.tanh_()
+
+    def assign_(self, dst: Any, value: Any) -> Any:
+        return dst.copy_(value)
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        return a.neg_().add_(b)
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        return (a * b).sum(0)
 
     def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
         if a.dtype == acc.dtype:

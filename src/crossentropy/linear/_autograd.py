@@ -1,15 +1,35 @@
-"""The PyTorch ``autograd.Function`` of ``linear_cross_entropy`` (built on first use)."""
+"""The PyTorch ``autograd.Function`` of the fused linear losses (built on first use).
+
+One Function serves ``linear_cross_entropy`` (and its per-token statistics)
+and ``linear_distillation_loss``: a :class:`Spec` says how to prepare the call
+and what to return besides the loss.  Its differentiable arguments are the
+head's ``input``, ``linear_weight`` and ``linear_bias`` and the ``target``
+(class probabilities only); the rest (class weights, a teacher's head) is
+constant.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .._core.namespace import is_torch
+from .._core.namespace import is_torch, numeric_guard
 from ._engine import evaluate, reduced_value
-from ._prepare import prepare_linear_call
 
-__all__ = ["needs_autograd", "torch_function"]
+__all__ = ["Spec", "needs_autograd", "torch_function", "value_and_grads"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to run one call: ``prepare(input, linear_weight, linear_bias, target,
+    *rest)`` validates the arrays into a ``LinearCall``, ``finish(c, loss, extras)``
+    returns the outputs ``(value, *statistics)`` (the statistics never
+    differentiable)."""
+
+    prepare: Callable[..., Any]
+    finish: Callable[..., tuple] = lambda c, loss, extras: (reduced_value(c, loss),)
 
 
 def needs_autograd(*arrays: Any) -> bool:
@@ -22,52 +42,70 @@ def needs_autograd(*arrays: Any) -> bool:
     return torch.is_grad_enabled() and any(a.requires_grad for a in tensors)
 
 
+def _detach(a: Any) -> Any:
+    return a.detach() if is_torch(a) else a
+
+
+@numeric_guard
+def value_and_grads(spec: Spec, arrays: tuple, need: tuple) -> tuple[tuple, tuple]:
+    """``(outputs, (dinput, dlinear_weight, dlinear_bias, dtarget))`` without
+    PyTorch autograd, the gradients flagged in ``need`` (else ``None``)."""
+    c = spec.prepare(*(_detach(a) for a in arrays))
+    loss, grads, extras = evaluate(c, need)
+    return spec.finish(c, loss, extras), grads
+
+
 @functools.cache
 def torch_function() -> Any:
     """The ``torch.autograd.Function`` (built on first use: PyTorch is imported lazily)."""
     import torch
     from torch.autograd.function import once_differentiable
 
-    class LinearCrossEntropy(torch.autograd.Function):
+    class FusedLinearLoss(torch.autograd.Function):
         """Scalar reductions: gradients computed in the forward and handed over
         in the backward (once: they are scaled in place).  ``'none'``: the
         backward recomputes the blocks with the upstream gradient per row."""
 
         @staticmethod
-        def forward(ctx, input, linear_weight, linear_bias, target, weight, spec):
-            c = prepare_linear_call(input, linear_weight, target, linear_bias, weight, *spec)
+        def forward(ctx, spec, input, linear_weight, linear_bias, target, *rest):
+            c = spec.prepare(input, linear_weight, linear_bias, target, *rest)
             ctx.reduction = c.reduction
+            need = tuple(ctx.needs_input_grad[1:5])
             if c.reduction == "none":
-                loss, _ = evaluate(c, (False, False, False))
-                ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
+                loss, _, extras = evaluate(c, (False,) * 4)
+                ctx.save_for_backward(input, linear_weight, linear_bias, target, *rest)
                 ctx.spec = spec
             else:
-                loss, grads = evaluate(c, tuple(ctx.needs_input_grad[:3]))
+                loss, grads, extras = evaluate(c, need)
                 ctx.grads = list(grads)
-            return reduced_value(c, loss)
+            outputs = spec.finish(c, loss, extras)
+            ctx.mark_non_differentiable(*outputs[1:])
+            return outputs
 
         @staticmethod
         @once_differentiable
-        def backward(ctx, grad_output):
+        def backward(ctx, grad_output, *_statistics):
             if ctx.reduction == "none":
-                input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
-                c = prepare_linear_call(input, linear_weight, target, linear_bias, weight, *ctx.spec)
+                saved = ctx.saved_tensors
+                c = ctx.spec.prepare(*saved)
                 row_scale = grad_output.reshape(-1)
                 if c.kept is not None:
                     row_scale = row_scale[c.kept]
                 row_scale = row_scale.to(c.cdtype)
-                _, grads = evaluate(c, tuple(ctx.needs_input_grad[:3]), row_scale)
+                _, grads, _ = evaluate(c, tuple(ctx.needs_input_grad[1:5]), row_scale)
+                rest = len(saved) - 4
             else:
                 grads = ctx.grads
                 if grads is None:
                     raise RuntimeError(
-                        "linear_cross_entropy: backward through the same scalar loss twice; "
+                        "fused linear loss: backward through the same scalar loss twice; "
                         "its gradients are computed in the forward and handed over once. "
                         "Use reduction='none' and sum, which recomputes them in each backward."
                     )
                 ctx.grads = None
                 if not bool(grad_output == 1):
                     grads = [None if g is None else g.mul_(grad_output) for g in grads]
-            return (*grads, None, None, None)
+                rest = len(ctx.needs_input_grad) - 5
+            return (None, *grads, *([None] * rest))
 
-    return LinearCrossEntropy
+    return FusedLinearLoss
