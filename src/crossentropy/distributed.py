@@ -35,7 +35,7 @@ from typing import Any
 from ._core.namespace import is_torch, namespace, restore
 from ._core.options import CrossEntropyOptions
 from ._core.prepared import prepare_class_call, to_caller_layout
-from ._core.reduction import grad_scale, reduce
+from ._core.reduction import check_normalizer, grad_scale, reduce
 from ._core.shard import VocabShard
 from ._core.softmax_ce import cross_entropy_rows
 from ._core.validate import check_floating, check_label_smoothing, class_axis
@@ -87,6 +87,11 @@ def _digest(t: Any) -> str:
     data = t.detach().reshape(-1).cpu().contiguous()
     raw = data.view(torch.uint8).numpy()  # the bytes: any dtype, bfloat16 included
     return hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()
+
+
+def _fact(normalizer: Any) -> Any:
+    """A normalizer as the ranks compare it (a 0-d tensor by its value)."""
+    return None if normalizer is None else repr(float(normalizer))
 
 
 def _target_fact(target: Any) -> tuple:
@@ -312,6 +317,7 @@ def vocab_parallel_cross_entropy(
     label_smoothing_mode: str = "pytorch",
     shard_sizes: Sequence[int] | None = None,
     validate: bool = True,
+    normalizer: float | None = None,
 ) -> Any:
     r"""Cross-entropy of logits sharded over the vocabulary across processes.
 
@@ -352,6 +358,11 @@ def vocab_parallel_cross_entropy(
         options, class weights, shard widths.  ``False`` saves that exchange
         (a host synchronisation on GPUs); mismatched calls may then hang or
         give wrong results.
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` only: divide the summed losses by it instead
+        of the summed weight of the counted targets (the count of a whole
+        step's tokens, for gradient accumulation; see
+        :func:`crossentropy.cross_entropy`).  The same on every rank.
 
     Returns
     -------
@@ -422,18 +433,21 @@ def vocab_parallel_cross_entropy(
         width = int(logits_shard.shape[ax])
         if not describe:
             return {"width": width}
+        check_normalizer(normalizer, reduction)
         batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
         return {
             "width": width,
             "batch shape (logits_shard's shape without the class axis)": batch,
             "logits dtype": str(logits_shard.dtype),
-            **_call_facts(target, weight, common, axis=axis),
+            **_call_facts(target, weight, common, axis=axis, normalizer=_fact(normalizer)),
         }
 
     fn = "vocab_parallel_cross_entropy"
     layout = _layout(fn, group, shard_sizes, validate, facts, lambda: logits_shard.device)
     shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
-    options = CrossEntropyOptions.checked(eps, z_loss, softcap)
+    options = CrossEntropyOptions.checked(
+        eps, z_loss, softcap, normalizer=check_normalizer(normalizer, reduction)
+    )
     call = _ShardedCall(ignore_index, reduction, axis, options, shard)
     return _vocab_parallel_function().apply(logits_shard, target, weight, call)
 
@@ -496,6 +510,7 @@ def vocab_parallel_linear_cross_entropy(
     label_smoothing_mode: str = "pytorch",
     shard_sizes: Sequence[int] | None = None,
     validate: bool = True,
+    normalizer: float | None = None,
 ) -> Any:
     r"""Cross-entropy of ``input @ W.T + b`` with ``W`` sharded over the vocabulary.
 
@@ -524,7 +539,7 @@ def vocab_parallel_linear_cross_entropy(
         As in :func:`crossentropy.linear_cross_entropy`; the default chunk is
         the single-process one for the whole vocabulary (the same rows on every
         rank, and a ``(chunk, V_r)`` buffer that shrinks with the shard).
-    label_smoothing_mode, shard_sizes, validate
+    label_smoothing_mode, shard_sizes, validate, normalizer
         As in :func:`vocab_parallel_cross_entropy`.
 
     Returns
@@ -584,6 +599,7 @@ def vocab_parallel_linear_cross_entropy(
                 f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
                 f"got shape {tuple(linear_bias.shape)}"
             )
+        check_normalizer(normalizer, reduction)
         if not describe:
             return {"width": width}
         return {
@@ -592,7 +608,7 @@ def vocab_parallel_linear_cross_entropy(
             "weight_shard's feature size D": int(weight_shard.shape[1]),
             "dtypes": (str(input.dtype), str(weight_shard.dtype)),
             "linear_bias given": linear_bias is not None,
-            **_call_facts(target, weight, common, chunk_size=chunk_size),
+            **_call_facts(target, weight, common, chunk_size=chunk_size, normalizer=_fact(normalizer)),
         }
 
     fn = "vocab_parallel_linear_cross_entropy"
@@ -613,6 +629,7 @@ def vocab_parallel_linear_cross_entropy(
         z_loss=z_loss,
         softcap=softcap,
         chunk_size=(rows, block),
+        normalizer=normalizer,
     )
     return sharded_linear_cross_entropy(
         input, weight_shard, target, linear_bias, weight, options, shard
