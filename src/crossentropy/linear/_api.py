@@ -172,7 +172,8 @@ def linear_cross_entropy(
     accumulation inside the GEMM) and accumulates the softmax, the
     statistics and the gradients in float32 (for ``linear_weight``, a
     float32 ``(V, D)`` accumulator).  Probability targets are as large as
-    the logits: they are read a block at a time, never copied whole.
+    the logits: they are read a block at a time (and copied whole only to
+    bring them to the compute dtype).
 
     Peers: PyTorch 2.13 ``F.linear_cross_entropy`` (the same signature; no
     ``z_loss``, ``softcap``, ``temperature`` or ``normalizer``), Liger-Kernel's

@@ -39,7 +39,7 @@ def spans(n: int, step: int) -> list[tuple[int, int]]:
 
 def take_rows(xp: Any, a: Any, rows: Any) -> Any:
     """Rows ``rows`` (a slice or an index array) of ``a``."""
-    return a[rows] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
+    return a[rows, ...] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
 
 
 def zeros_rows(c: Any, n: int) -> Any:

@@ -243,7 +243,7 @@ def counted_rows(
 def _probability_rows(xp: Any, target: Any, n_vocab: int, cdtype: Any) -> tuple:
     """``(t, valid, kept, n_kept, denom)`` of class-probability targets: every row
     counts, and ``'mean'`` divides by the number of rows (as ``cross_entropy``)."""
-    t = xp.astype(xp.reshape(target, (-1, n_vocab)), cdtype)
+    t = xp.astype(xp.reshape(target, (-1, n_vocab)), cdtype, copy=False)
     n = t.shape[0]
     valid = xp.ones((n,), dtype=xp.bool, device=device(t))
     return t, valid, None, n, n
