@@ -108,15 +108,15 @@ class Divergence:
                 bs, r.ss = ops.exp_sum_(bs, r.ss)
                 r.acc = r.acc + ops.dot_columns(bt, diff)
             elif self.kind == "reverse_kl":
-                r.st = r.st + xp.sum(xp.exp(bt), axis=0)
+                r.st = r.st + ops.sum_exp(bt)
                 bt = ops.rsub_(bt, bs)  # z_s - z_t, less the shifts
                 if off is not None:
                     bt -= off[None, :]
                 bs, r.ss = ops.exp_sum_(bs, r.ss)
                 r.acc = r.acc + ops.dot_columns(bs, bt)
             else:
-                r.ss = r.ss + xp.sum(xp.exp(bs), axis=0)
-                r.st = r.st + xp.sum(xp.exp(bt), axis=0)
+                r.ss = r.ss + ops.sum_exp(bs)
+                r.st = r.st + ops.sum_exp(bt)
             r.s_blocks.append(bs)
             r.t_blocks.append(bt)
             r.s_shifts.append(ks)
@@ -155,9 +155,9 @@ class Divergence:
             ks, kt = r.s_shifts[k], r.t_shifts[k]
             bs += (-log_ss if ks is None else ks - r.ms - log_ss)[None, :]  # log Q
             bt += (-log_st if kt is None else kt - r.mt - log_st)[None, :]  # log P
-            q, p = xp.exp(bs), xp.exp(bt)
+            q, p = ops.exp(bs), ops.exp(bt)
             # log M, kept finite where both P and Q underflow (their terms are 0 there)
-            log_m = xp.log(xp.clip(beta * p + (1 - beta) * q, min=tiny))
+            log_m = ops.log_(xp.clip(beta * p + (1 - beta) * q, min=tiny))
             bs -= log_m
             bt -= log_m
             tq = q * bs  # Q (log Q - log M)

@@ -234,7 +234,7 @@ def _exponentiate(c: Any, r: _Rows, b: Any, keep: bool) -> Any:
     if not keep and r.ent is None:
         b, r.s = c.ops.exp_sum_(b, r.s)  # one fused pass where the kernels allow
         return b
-    e = xp.exp(b)
+    e = c.ops.exp(b)
     r.s = r.s + xp.sum(e, axis=0)
     if r.ent is not None:
         r.ent = r.ent + xp.sum(e * b, axis=0)
