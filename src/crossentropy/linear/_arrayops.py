@@ -46,9 +46,22 @@ class Functional:
     def exp_(self, a: Any) -> Any:
         return self.xp.exp(a)
 
-    def exp(self, a: Any) -> Any:
-        """``exp(a)``, a new array."""
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        """``exp(a)``; with ``name``, written into a scratch block of that name,
+        reused from one call to the next (it must not be kept)."""
         return self.xp.exp(a)
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        """``a - b`` (into scratch ``name``, as :meth:`exp`)."""
+        return a - b
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        """``beta * p + (1 - beta) * q`` (into scratch ``name``, as :meth:`exp`)."""
+        return beta * p + (1 - beta) * q
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        """``max(a, low)``, in place where possible."""
+        return self.xp.clip(a, min=low)
 
     def log_(self, a: Any) -> Any:
         return self.xp.log(a)
@@ -114,9 +127,23 @@ class NumpyOps(Functional):
         return np.empty(size, dtype=dtype)
 
     def sum_exp(self, a: Any) -> Any:
-        tmp = self._tmp("exp", a.shape, a.dtype)
-        np.exp(a, out=tmp)
-        return tmp.sum(axis=0)
+        return self.exp(a, "sum_exp").sum(axis=0)
+
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        return np.exp(a) if name is None else np.exp(a, out=self._tmp(name, a.shape, a.dtype))
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        if name is None:
+            return a - b
+        return np.subtract(a, b, out=self._tmp(name, a.shape, np.result_type(a, b)))
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        out = np.multiply(q, 1 - beta, out=self._tmp(name or "mix", q.shape, q.dtype))
+        out += np.multiply(p, beta, out=self._tmp("mix'", p.shape, p.dtype))
+        return out if name is not None else out.copy()
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        return np.maximum(a, low, out=a)
 
     def mm(self, a: Any, b: Any, out: Any) -> Any:
         if out is None or a.dtype != out.dtype:
@@ -203,14 +230,34 @@ class TorchOps(Functional):
             np.exp(host, out=host)
         return a
 
-    def exp(self, a: Any) -> Any:
+    def _numpy_op(self, fallback: Any, method: str, *arrays: Any, **kw: Any) -> Any:
+        """``NumpyOps.<method>`` on NumPy views of CPU tensors, as a tensor; else
+        ``fallback`` (the PyTorch way)."""
         import torch
 
-        host = self._host(a)
-        if host is None:
-            return torch.exp(a)
-        with np.errstate(over="ignore"):
-            return torch.from_numpy(np.exp(host))
+        hosts = [self._host(a) for a in arrays]
+        if any(h is None for h in hosts):
+            return fallback()
+        with np.errstate(over="ignore", divide="ignore"):
+            return torch.from_numpy(np.asarray(getattr(self._numpy, method)(*hosts, **kw)))
+
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        import torch
+
+        return self._numpy_op(lambda: torch.exp(a), "exp", a, name=name)
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        return self._numpy_op(lambda: a - b, "sub", a, b, name=name)
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        return self._numpy_op(lambda: (q * (1 - beta)).add_(p, alpha=beta), "mix", p, q,
+                              beta=beta, name=name)  # fmt: skip
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        return a.clamp_(min=low)
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        return self._numpy_op(lambda: (a * b).sum(0), "dot_columns", a, b)
 
     def log_(self, a: Any) -> Any:
         host = self._host(a)
@@ -262,8 +309,6 @@ class TorchOps(Functional):
     def rsub_(self, a: Any, b: Any) -> Any:
         return a.neg_().add_(b)
 
-    def dot_columns(self, a: Any, b: Any) -> Any:
-        return (a * b).sum(0)
 
     def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
         if a.dtype == acc.dtype:

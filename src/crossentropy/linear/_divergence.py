@@ -103,7 +103,9 @@ class Divergence:
                 bt -= kt[None, :]
                 off = kt - ks  # z_t - z_s = bt - bs + off
             if self.kind == "kl":
-                diff = bt - bs if off is None else bt - bs + off[None, :]
+                diff = ops.sub(bt, bs, "diff")
+                if off is not None:
+                    diff += off[None, :]
                 bt, r.st = ops.exp_sum_(bt, r.st)
                 bs, r.ss = ops.exp_sum_(bs, r.ss)
                 r.acc = r.acc + ops.dot_columns(bt, diff)
@@ -155,17 +157,17 @@ class Divergence:
             ks, kt = r.s_shifts[k], r.t_shifts[k]
             bs += (-log_ss if ks is None else ks - r.ms - log_ss)[None, :]  # log Q
             bt += (-log_st if kt is None else kt - r.mt - log_st)[None, :]  # log P
-            q, p = ops.exp(bs), ops.exp(bt)
+            q, p = ops.exp(bs, "q"), ops.exp(bt, "p")
             # log M, kept finite where both P and Q underflow (their terms are 0 there)
-            log_m = ops.log_(xp.clip(beta * p + (1 - beta) * q, min=tiny))
+            log_m = ops.log_(ops.clip_min_(ops.mix(p, q, beta, "m"), tiny))
             bs -= log_m
             bt -= log_m
-            tq = q * bs  # Q (log Q - log M)
-            kq = xp.sum(tq, axis=0)
+            bs *= q  # Q (log Q - log M)
+            kq = xp.sum(bs, axis=0)
             loss = loss + beta * ops.dot_columns(p, bt) + (1 - beta) * kq
             r.acc = r.acc + kq
-            r.s_blocks[k] = ops.assign_(bs, q)
-            r.t_blocks[k] = ops.assign_(bt, tq)
+            r.s_blocks[k] = ops.assign_(bt, q)  # Q in the teacher's place, the other in the student's
+            r.t_blocks[k] = bs
         return loss
 
     def _gradients(
