@@ -1,4 +1,5 @@
-"""Quickstart: the seeds' numbers, then a softmax-regression trained with value_and_grad.
+"""Quickstart: a few losses computed by hand-checkable numbers, then a softmax regression
+trained with value_and_grad.
 
 Run with ``python examples/quickstart.py`` (NumPy only; no PyTorch needed).
 """
@@ -7,14 +8,15 @@ import numpy as np
 
 import crossentropy as ce
 
-# The cat / dog / horse sample: label horse, prediction [0.1, 0.1, 0.8].
+# A picture of a horse, predicted cat / dog / horse with [0.1, 0.1, 0.8]: -log 0.8.
 print("H([0,0,1], [0.1,0.1,0.8])      =", round(float(ce.info.cross_entropy([0, 0, 1.0], [0.1, 0.1, 0.8])), 4))
 
-# The lottery: entropy in bits.
+# Four-outcome lotteries: entropy in bits (2 for the uniform one).
 for a in ([0.25] * 4, [0.1, 0.1, 0.1, 0.7], [0.001, 0.001, 0.001, 0.999]):
     print(f"entropy({a}) = {float(ce.entropy(a, base=2)):.4f} bits")
 
-# CrossEntropyLoss = LogSoftmax + NLLLoss, on the torch.manual_seed(100) batch.
+# CrossEntropyLoss = LogSoftmax + NLLLoss, on four rows of scores in [0, 1]
+# (torch.manual_seed(100); torch.rand(4, 5), rounded) with labels [4, 3, 3, 2].
 predict = np.array(
     [
         [0.1117, 0.8158, 0.2626, 0.4839, 0.6765],

@@ -184,12 +184,23 @@ class TestBinaryCrossEntropy:
         with pytest.raises(ValueError, match=r"\(3,\).*\(2, 3\)"):
             ce.binary_cross_entropy(xp.asarray(np.full((2, 3), 0.5)), xp.asarray(np.ones(3)))
 
-    @pytest.mark.parametrize("arg", ["input", "target"])
-    def test_integer_arrays_raise(self, xp, arg):
-        arrays = {"input": np.array([0.5, 0.5]), "target": np.array([1.0, 0.0])}
-        arrays[arg] = np.array([1, 0])
-        with pytest.raises(ce.DTypeError, match=rf"{arg} must have a floating-point dtype"):
-            ce.binary_cross_entropy(xp.asarray(arrays["input"]), xp.asarray(arrays["target"]))
+    def test_integer_input_raises(self, xp):
+        with pytest.raises(ce.DTypeError, match=r"input must have a floating-point dtype"):
+            ce.binary_cross_entropy(xp.asarray(np.array([1, 0])), xp.asarray(np.array([1.0, 0.0])))
+
+    @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+    def test_integer_targets_are_probabilities(self, xp, rng, dtype):
+        x, y = _probs(rng, (4, 3)), rng.integers(0, 2, size=(4, 3))
+        value, g = ce.value_and_grad(ce.binary_cross_entropy)(
+            xp.asarray(x), xp.asarray(y, dtype=dtype), reduction="sum"
+        )
+        ev, eg = torch_grad("binary_cross_entropy", 0, x, y.astype(np.float64), reduction="sum")
+        assert_close(value, ev, backend=xp, dtype="float64")
+        assert_close(g, eg, backend=xp, dtype="float64")
+
+    def test_integer_target_outside_unit_interval_raises(self):
+        with pytest.raises(ValueError, match=r"target.*between 0 and 1.*2\.0"):
+            ce.binary_cross_entropy(np.array([0.5, 0.5]), np.array([1, 2]))
 
     def test_invalid_reduction(self):
         with pytest.raises(ValueError, match=r"reduction must be one of.*'avg'"):
@@ -337,3 +348,60 @@ class TestBinaryCrossEntropyWithLogits:
         assert_close(mean, expected.mean(), backend=b, dtype=dtype, rtol=HALF_RTOL[dtype])
         g = ce.grad(ce.binary_cross_entropy_with_logits)(hx, ht, reduction="sum")
         assert_close(g, 1 / (1 + np.exp(-x)) - t, backend=b, dtype=dtype, rtol=0, atol=8e-3)
+
+
+def _torchvision_focal(x, t, alpha, gamma, reduction):
+    """torchvision.ops.sigmoid_focal_loss's formula in float64 PyTorch: (value, gradient of its sum)."""
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(x, requires_grad=True)
+    tt = torch.tensor(t, dtype=torch.float64)
+    p = torch.sigmoid(xt)
+    ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(xt, tt, reduction="none")
+    p_t = p * tt + (1 - p) * (1 - tt)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * tt + (1 - alpha) * (1 - tt)) * loss
+    loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+    loss.sum().backward()
+    return loss.detach().numpy(), xt.grad.numpy()
+
+
+class TestSigmoidFocalLoss:
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    @pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (-1, 0.5), (0.8, 0.0), (0.5, 3.0)])
+    def test_matches_torchvision_formula(self, xp, rng, reduction, alpha, gamma):
+        x, t = rng.normal(0, 3, size=(4, 5)), rng.integers(0, 2, size=(4, 5)).astype(float)
+        t[0] = rng.uniform(size=5)  # soft labels too
+        value, g = ce.value_and_grad(ce.sigmoid_focal_loss)(
+            xp.asarray(x), xp.asarray(t), alpha, gamma, reduction
+        )
+        ev, eg = _torchvision_focal(x, t, alpha, gamma, reduction)
+        assert_close(value, ev, backend=xp, dtype="float64")
+        assert_close(g, eg, backend=xp, dtype="float64", rtol=1e-8)
+
+    def test_saturated_logits_exact_and_finite_gradient(self):
+        x = np.array([-50.0, 50.0, 40.0, -40.0])
+        t = np.array([0.0, 1.0, 0.0, 1.0])
+        value, g = ce.value_and_grad(ce.sigmoid_focal_loss)(x, t, -1, 2.0)
+        s = np.exp(-50.0)  # sigma(-50) to 1e-22: loss = s^2 * s
+        np.testing.assert_allclose(value[:2], [s**3, s**3], rtol=1e-12)
+        np.testing.assert_allclose(value[2:], [40.0, 40.0], rtol=1e-12)
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(g[2:], [1.0, -1.0], rtol=1e-12)
+
+    def test_integer_targets_and_float32(self):
+        torch = pytest.importorskip("torch")
+        torch_x = torch.tensor([0.0, 2.0], dtype=torch.float32, requires_grad=True)
+        loss = ce.sigmoid_focal_loss(torch_x, torch.tensor([1, 0]), reduction="sum")
+        loss.backward()
+        assert loss.dtype == torch.float32
+        ev, eg = _torchvision_focal(np.array([0.0, 2.0]), np.array([1.0, 0.0]), 0.25, 2.0, "sum")
+        np.testing.assert_allclose(loss.item(), ev, rtol=1e-6)
+        np.testing.assert_allclose(torch_x.grad.numpy(), eg, rtol=1e-6)
+
+    @pytest.mark.parametrize(("kwargs", "match"), [({"alpha": 1.5}, "alpha must be at most 1"),
+                                                   ({"gamma": -1.0}, "gamma must be >= 0"),
+                                                   ({"reduction": "avg"}, "reduction must be one of")])  # fmt: skip
+    def test_bad_arguments(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            ce.sigmoid_focal_loss(np.zeros(2), np.zeros(2), **kwargs)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from crossentropy.cli import demo, evaluate, main
+from crossentropy.cli import demo, evaluate, main, readers
 from crossentropy.cli._progress import Progress
 from tests.support import finite_difference, torch_grad, torch_oracle
 
@@ -123,31 +123,30 @@ class TestMain:
         assert res.stdout.splitlines()[0] == f"H(P, Q) = {math.log(2):.4f} nats"
 
 
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 class TestProgress:
-    def test_pipe_gets_one_final_line(self):
-        buf = io.StringIO()
+    def test_nothing_off_a_terminal(self):
+        buf = io.StringIO()  # a file or a pipe: logs keep only the results
         with Progress(5, "train", unit="epochs", stream=buf) as bar:
             for i in range(5):
                 bar.update(1, loss=1.0 / (i + 1))
-        lines = buf.getvalue().splitlines()
-        assert len(lines) == 1
-        assert lines[0].startswith("train [" + "#" * 24 + "] 5/5 epochs  loss=0.2000")
-        assert "\r" not in buf.getvalue()
+        assert buf.getvalue() == ""
 
     def test_terminal_redraws_in_place(self):
-        class Tty(io.StringIO):
-            def isatty(self) -> bool:
-                return True
-
-        buf = Tty()
+        buf = _Tty()
         with Progress(4, "eval", stream=buf) as bar:
             bar.update(2)
         text = buf.getvalue()
         assert text.startswith("\reval [" + "#" * 12 + "." * 12 + "] 2/4")
         assert text.endswith("\n")
+        assert text.count("\r") == 2  # drawn once, then the final state on close
 
     def test_disabled_writes_nothing(self):
-        buf = io.StringIO()
+        buf = _Tty()
         with Progress(3, "x", stream=buf, enabled=False) as bar:
             bar.update(3)
         assert buf.getvalue() == ""
@@ -626,7 +625,7 @@ class TestEval:
     def test_npy_is_read_in_blocks(self, tmp_path, rng):
         x, _ = _predictions(rng, n=30, c=4)
         np.save(tmp_path / "x.npy", x)
-        source = evaluate.open_predictions(str(tmp_path / "x.npy"))
+        source = readers.open_predictions(str(tmp_path / "x.npy"))
         blocks = list(source.blocks(7))
         assert [len(b) for b in blocks] == [7, 7, 7, 7, 2]
         np.testing.assert_array_equal(np.concatenate(blocks), x)
@@ -637,7 +636,7 @@ class TestEval:
         np.save(tmp_path / "y.npy", y)
         code, out, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "--per-class")
         assert code == 0
-        assert re.search(r"^eval \[#+\] 97/97 rows", err, re.M)  # the progress bar, on stderr
+        assert err == ""  # no progress bar when stderr is not a terminal
         want = _oracle(x, y)
         assert re.search(
             rf"^cross-entropy\s+{want['cross_entropy_nats']:.4f} nats  "
@@ -772,6 +771,80 @@ class TestEval:
         want = _oracle(x32.astype(np.float64), y)
         assert got["cross_entropy_nats"] == pytest.approx(want["cross_entropy_nats"], rel=1e-12)
 
+    def test_top_k_larger_than_the_classes_is_a_usage_error(self, capsys, tmp_path):
+        np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+        np.save(tmp_path / "y.npy", np.array([0, 1, 2, 0]))
+        code, out, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "--top-k", "5")
+        assert (code, out) == (2, "")
+        assert err == (
+            "crossentropy eval: error: --top-k 5 is larger than the number of classes (3) "
+            "of PREDICTIONS\n"
+        )
+        # without --top-k, k is 5 or the number of classes if fewer
+        got = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy")
+        assert (got["top_k"], got["top_k_accuracy"]) == (3, 1.0)
+
+    def test_brier_score_and_reliability(self, capsys, tmp_path, rng):
+        sk = pytest.importorskip("sklearn.metrics")
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        got = _eval_json(
+            capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--reliability", "--bins", "10"
+        )
+        p = _softmax(x)
+        brier = sk.brier_score_loss(y, p, labels=range(7), scale_by_half=False)
+        assert got["brier_score"] == pytest.approx(brier, rel=1e-12)
+        assert got["ece"] == pytest.approx(_oracle(x, y, bins=10)["ece"], rel=1e-12)
+        conf, right = p.max(axis=1), p.argmax(axis=1) == y
+        assert len(got["reliability"]) == 10
+        for b, row in enumerate(got["reliability"]):
+            assert row["bin"] == pytest.approx([b / 10, (b + 1) / 10], abs=1e-15)
+            in_bin = (conf > b / 10) & (conf <= (b + 1) / 10)
+            assert row["count"] == in_bin.sum()
+            if in_bin.any():
+                assert row["confidence"] == pytest.approx(conf[in_bin].mean(), rel=1e-12)
+                assert row["accuracy"] == pytest.approx(right[in_bin].mean(), rel=1e-12)
+            else:
+                assert row["confidence"] is None and row["accuracy"] is None  # NaN -> null
+        code, out, _ = run(
+            capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "-q", "--reliability"
+        )
+        assert code == 0
+        assert re.search(rf"^Brier score\s+{brier:.4f}$", out, re.M)
+        assert re.search(r"^confidence bin\s+rows\s+mean confidence\s+accuracy", out, re.M)
+
+    def test_plot_draws_the_reliability_diagram(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        png = tmp_path / "reliability.png"
+        code, out, err = run(
+            capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy", "-q", "--plot", png
+        )
+        assert code == 0 and err == ""
+        assert out.endswith(f"wrote the reliability diagram to {png}\n")
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        got = _eval_json(
+            capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--plot", tmp_path / "b.png"
+        )
+        assert got["plot"] == str(tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 0
+        code, out, err = run(
+            capsys,
+            "eval",
+            tmp_path / "x.npy",
+            tmp_path / "y.npy",
+            "-q",
+            "--plot",
+            tmp_path / "no" / "r.png",
+        )
+        assert code == 1 and out == ""
+        assert (
+            err.startswith("crossentropy eval: error: --plot: cannot write ")
+            and err.count("\n") == 1
+        )
+
 
 # -- demo -----------------------------------------------------------------------------------
 
@@ -882,3 +955,376 @@ class TestDemo:
     def test_bad_options(self, capsys, tmp_path, argv, message):
         code, _, err = run(capsys, "demo", *argv, "--out", tmp_path)
         assert code == 2 and message in err
+
+
+# -- hostile input: one line on stderr, the right exit status, the right number ----------------
+
+
+def _hostile_files(d: Path) -> None:
+    np.save(d / "x.npy", np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 0.0]]))
+    np.save(d / "y.npy", np.array([0, 1, 1]))
+    np.save(d / "complex.npy", np.zeros((3, 2), dtype=complex) + 1j)
+    np.save(d / "y_1e30.npy", np.array([0.0, 1e30, 1.0]))
+    np.save(d / "y_inf.npy", np.array([0.0, np.inf, 1.0]))
+    np.save(d / "y_u64.npy", np.array([0, 2**64 - 1, 1], dtype=np.uint64))
+    np.savez(d / "nothing.npz")
+    (d / "empty.csv").write_text("")
+    (d / "header.csv").write_text("a,b\n")
+    (d / "garbage.csv").write_bytes(bytes(range(256)))
+
+
+HOSTILE = [
+    # (argv, exit status, the error message after "crossentropy CMD: error: ")
+    (["entropy", "0.5", "0.5", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["entropy", "0.5", "0.5", "--base", "nan"], 2, "--base must be positive and not 1 (a finite number), got nan"),
+    (["entropy", "0.5", "0.5", "--base", "0"], 2, "--base must be positive and not 1 (a finite number), got 0"),
+    (["entropy", "0.5", "0.5", "--base", "-2"], 2, "--base must be positive and not 1 (a finite number), got -2"),
+    (["kl", "0.5", "0.5", "--", "0.5", "0.5", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--base", "inf"], 2, "--base must be positive and not 1 (a finite number), got inf"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--base", "1"], 2, "--base must be positive and not 1 (a finite number), got 1"),
+    (["entropy", "1e308", "1e308"], 1, "P sums to inf, not 1; pass --normalize to divide it by its sum"),
+    (["entropy", "0.5", "0.5", "--digits", "100"], 2, "--digits must be between 0 and 17, got 100"),
+    (["entropy"], 2, "the following arguments are required: P (see 'crossentropy entropy --help')"),
+    (["explain", "--logits", "1", "2"], 2, "the following arguments are required: --target (see 'crossentropy explain --help')"),
+    (["explain", "--log-probs", "-2.3", "-1e-5", "--target", "1"], 1, "--log-probs: row 0 is not normalised (exp sums to 1.10025, not 1); pass raw scores with --logits"),
+    (["explain", "--logits", "inf", "0", "--target", "0"], 1, "--logits: row 0 contains +inf (its softmax is undefined)"),
+    (["explain", "--logits", "-inf", "-inf", "--target", "0"], 1, "--logits: row 0 has only -inf (no class is possible)"),
+    (["explain", "--logits", "1", "2", "--target", "1e30"], 1, "--target: class 1e+30 (row 0) is out of range for 2 classes; valid indices are 0..1"),
+    (["explain", "--logits", "1", "2", "--target", "inf"], 1, "--target: class indices must be integers, got inf (row 0)"),
+    (["explain", "--logits", "1", "2", "--target", "0", "--weight", "nan", "1"], 2, "--weight: weight nan of class 0 is not a finite number"),
+    (["explain", "--logits", "{d}/complex.npy", "--target", "0"], 1, "--logits: '{d}/complex.npy' holds complex128 values, not real numbers"),
+    (["explain", "--logits", "{d}/empty.csv", "--target", "0"], 1, "--logits: {d}/empty.csv holds no numbers"),
+    (["explain", "--logits", "{d}/header.csv", "--target", "0"], 1, "--logits: {d}/header.csv holds no numbers"),
+    (["explain", "--logits", "{d}/nothing.npz", "--target", "0"], 1, "--logits: '{d}/nothing.npz' holds no arrays"),
+    (["eval", "{d}/complex.npy", "{d}/y.npy"], 1, "PREDICTIONS: {d}/complex.npy holds complex128 values, not real numbers"),
+    (["eval", "{d}/x.npy", "{d}/y_1e30.npy"], 1, "1 label(s) out of range for 2 classes (valid: 0..1); first: 1e+30 at row 1"),
+    (["eval", "{d}/x.npy", "{d}/y_u64.npy"], 1, "1 label(s) out of range for 2 classes (valid: 0..1); first: 18446744073709551615 at row 1"),
+    (["eval", "{d}/x.npy", "{d}/y_inf.npy"], 1, "TARGETS: labels must be integers; 1 are not (first: inf at row 1)"),
+    (["eval", "{d}/nothing.npz", "{d}/y.npy"], 1, "PREDICTIONS: the .npz holds no arrays"),
+    (["eval", "{d}/x.npy", "{d}/empty.csv"], 1, "TARGETS: {d}/empty.csv holds no numbers"),
+    (["eval", "{d}/garbage.csv", "{d}/y.npy"], 1, "PREDICTIONS: cannot read '{d}/garbage.csv': 'utf-8' codec can't decode byte 0x80 in position 128: invalid start byte"),
+    (["eval", "{d}/x.npy", "{d}/y.npy", "--bins", "x"], 2, "argument --bins: invalid int value: 'x' (see 'crossentropy eval --help')"),
+    (["demo", "--lr", "inf"], 2, "--lr must be positive (a finite number), got inf"),
+    (["demo", "--out", "/dev/null/x"], 1, "cannot write to '/dev/null/x': [Errno 20] Not a directory: '/dev/null/x'"),
+]  # fmt: skip
+
+
+class TestHostileInput:
+    @pytest.mark.parametrize("argv, code, message", HOSTILE, ids=[" ".join(h[0]) for h in HOSTILE])
+    def test_one_line_and_exit_status(self, capsys, tmp_path, argv, code, message):
+        _hostile_files(tmp_path)
+        argv = [a.replace("{d}", str(tmp_path)) for a in argv]
+        got, out, err = run(capsys, *argv, *(["-q"] if argv[0] in ("eval", "demo") else []))
+        assert (got, out) == (code, "")
+        assert err == f"crossentropy {argv[0]}: error: {message.replace('{d}', str(tmp_path))}\n"
+
+    def test_no_warning_leaks_from_a_fresh_process(self, tmp_path):
+        # in a plain interpreter, where warnings print to stderr instead of raising
+        res = subprocess.run(
+            [sys.executable, "-m", "crossentropy", "entropy", "1e308", "1e308"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 1
+        assert res.stderr == (
+            "crossentropy entropy: error: P sums to inf, not 1; pass --normalize to divide it "
+            "by its sum\n"
+        )
+
+    def test_negative_numbers_are_values(self, capsys):
+        lp = np.log(np.array([[0.1, 0.9]]))
+        tokens = [f"{v:.12e}" for v in lp[0]]  # -2.302585092994e+00 -1.053605156578e-01
+        code, out, _ = run(capsys, "explain", "--log-probs", *tokens, "--target", "1")
+        assert code == 0
+        assert _library_value(out) == pytest.approx(-math.log(0.9), abs=6e-5)
+        x = np.array([[-np.inf, 0.0, 1.0]])  # a masked class
+        code, out, _ = run(capsys, "explain", "--logits", "-inf", "0", "1", "--target", "1")
+        assert code == 0
+        want = torch_oracle("cross_entropy", x, np.array([1]))
+        assert _library_value(out) == pytest.approx(float(want), abs=6e-5)
+        code, out, _ = run(capsys, "explain", "--logits", "-1e-5", "-2.5E+1", "--target", "0")
+        assert code == 0
+        (table,) = _sections(out)
+        np.testing.assert_allclose(table[:, 0], [-1e-5, -25.0], atol=6e-5)
+
+    def test_entropy_normalises_without_overflow(self, capsys):
+        code, out, err = run(capsys, "entropy", "1e308", "1e308", "--normalize")
+        assert (code, err) == (0, "")
+        assert out == f"H(P) = {math.log(2):.4f} nats\n"
+        code, out, _ = run(capsys, "kl", "1e308", "1e308", "--", "1", "3", "--normalize")
+        assert code == 0
+        assert _number(out) == pytest.approx(
+            scipy_stats.entropy([0.5, 0.5], [0.25, 0.75]), abs=6e-5
+        )
+
+    def test_utf8_byte_order_mark_keeps_the_first_row(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=5, c=3)
+        text = "\n".join(",".join(f"{v:.17g}" for v in row) for row in x) + "\n"
+        (tmp_path / "x.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+        (tmp_path / "y.csv").write_bytes(b"\xef\xbb\xbf" + "\n".join(map(str, y)).encode())
+        got = _eval_json(capsys, tmp_path / "x.csv", tmp_path / "y.csv")
+        assert got["rows"] == 5
+        assert got["cross_entropy_nats"] == pytest.approx(
+            _oracle(x, y)["cross_entropy_nats"], rel=1e-12
+        )
+        code, out, _ = run(
+            capsys, "explain", "--logits", tmp_path / "x.csv", "--target", tmp_path / "y.csv"
+        )
+        assert code == 0 and len(_sections(out)) == 5
+
+    def test_fortran_order_npy_is_read_in_blocks(self, tmp_path, rng):
+        x, _ = _predictions(rng, n=30, c=4)
+        np.save(tmp_path / "x.npy", np.asfortranarray(x))
+        source = readers.open_predictions(str(tmp_path / "x.npy"))
+        assert isinstance(source, readers.FortranNpySource)
+        blocks = list(source.blocks(7))
+        assert [b.shape for b in blocks] == [(7, 4)] * 4 + [(2, 4)]
+        assert all(b.flags.c_contiguous for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks), x)
+
+    @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory from /proc")
+    def test_fortran_order_npy_streams_in_bounded_memory(self, tmp_path, rng):
+        rows, classes = 80_000, 100  # 64 MB of float64, column-major
+        x = np.asfortranarray(rng.normal(size=(rows, classes)))
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", rng.integers(0, classes, rows))
+        del x
+        # VmHWM: this process's peak resident memory (getrusage's counts the parent's too)
+        code = (
+            "import re, sys\n"
+            "from crossentropy.cli import main\n"
+            "def peak():\n"
+            "    return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "before = peak()\n"
+            f"status = main(['eval', r'{tmp_path / 'x.npy'}', r'{tmp_path / 'y.npy'}', '-q', '--json'])\n"
+            "print(status, peak() - before, file=sys.stderr)\n"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+        status, grown_kib = map(int, res.stderr.split())
+        assert status == 0
+        assert json.loads(res.stdout)["rows"] == rows
+        # a C-order file of this size grows it by about 28 MiB; rows read through one mapping
+        # of the whole file, by 86 MiB
+        assert grown_kib < 48 * 1024, f"peak memory grew by {grown_kib} KiB for a 62500 KiB file"
+
+
+# -- JSON, standard input, --rows, progress, the demo's plot -------------------------------------
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def _json(capsys, *argv) -> dict:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+class TestJson:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_command_has_json(self, capsys, command):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "--json" in out
+
+    def test_entropy(self, capsys):
+        argv = ["entropy", "0.1", "0.1", "0.1", "0.7", "/", "0.25", "0.25", "0.25", "0.25"]
+        got = _json(capsys, *argv, "--base", "2")
+        assert (got["unit"], got["base"]) == ("bits", 2.0)
+        assert [d["name"] for d in got["distributions"]] == ["P1", "P2"]
+        assert got["distributions"][0]["p"] == [0.1, 0.1, 0.1, 0.7]
+        want = scipy_stats.entropy([0.1, 0.1, 0.1, 0.7], base=2)
+        assert got["distributions"][0]["entropy"] == pytest.approx(want, rel=1e-12)
+        assert got["distributions"][1]["entropy"] == pytest.approx(2.0, rel=1e-12)
+
+    @pytest.mark.parametrize("command", ["kl", "ce"])
+    def test_kl_and_ce(self, capsys, command):
+        p, q = [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]
+        got = _json(capsys, command, *map(str, p), "--", *map(str, q))
+        assert (got["p"], got["q"], got["unit"]) == (p, q, "nats")
+        h_p, kl = scipy_stats.entropy(p), scipy_stats.entropy(p, q)
+        assert got["entropy_p"] == pytest.approx(h_p, rel=1e-12)
+        assert got["kl_divergence"] == pytest.approx(kl, rel=1e-12)
+        assert got["cross_entropy"] == pytest.approx(h_p + kl, rel=1e-12)
+
+    def test_infinite_divergence_is_null(self, capsys):
+        got = _json(capsys, "kl", "0.5", "0.5", "--", "1", "0")
+        assert got["kl_divergence"] is None and got["cross_entropy"] is None
+
+    def test_explain(self, capsys):
+        x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [-1.0, 0.0, 4.0]])
+        y = np.array([0, 1, 0])
+        argv = ["explain", "--logits", "2 1 0.1", "/", "0.5 2.5 0.3", "/", "-1 0 4"]
+        got = _json(capsys, *argv, "--target", "0", "1", "0", "--label-smoothing", "0.1")
+        want = torch_oracle("cross_entropy", x, y, label_smoothing=0.1)
+        assert got["loss"] == pytest.approx(float(want), rel=1e-12)
+        assert (got["input"], got["rows"], got["classes"], got["rows_shown"]) == ("logits", 3, 3, 3)
+        _, grad = torch_grad("cross_entropy", 0, x, y, reduction="none", label_smoothing=0.1)
+        for i, row in enumerate(got["per_row"]):
+            assert (row["row"], row["target"], row["input"]) == (i, int(y[i]), x[i].tolist())
+            np.testing.assert_allclose(row["softmax"], _softmax(x)[i], rtol=1e-12)
+            np.testing.assert_allclose(row["gradient"], grad[i], rtol=1e-10, atol=1e-15)
+        got = _json(capsys, *argv, "--target", "0", "1", "0", "--reduction", "none", "--rows", "1")
+        np.testing.assert_allclose(
+            got["loss"], torch_oracle("cross_entropy", x, y, reduction="none")
+        )
+        assert (got["rows_shown"], got["rows_not_shown"], len(got["per_row"])) == (1, 2, 1)
+
+    def test_demo(self, capsys, tmp_path):
+        code, out, err = run(capsys, "demo", "--epochs", "2", "--out", tmp_path, "--json")
+        assert code == 0 and err == ""  # no progress bars with --json
+        got = json.loads(out)
+        assert (got["epochs"], got["train_images"], got["test_images"]) == (2, 1347, 450)
+        with (tmp_path / "history.csv").open() as f:
+            final = {
+                (r["model"], r["loss"]): float(r["test_accuracy"])
+                for r in csv.DictReader(f)
+                if r["epoch"] == "2"
+            }
+        assert len(got["runs"]) == len(final) == 8
+        for r in got["runs"]:
+            assert r["test_accuracy"] == final[(r["model"], r["loss"])]
+            assert Path(r["logits"]).is_file()
+        assert Path(got["plot"]).is_file() and Path(got["history"]).is_file()
+
+
+class TestStandardInput:
+    def test_entropy_reads_stdin(self, capsys, monkeypatch):
+        _stdin(monkeypatch, b"0.25,0.75\n")
+        code, out, _ = run(capsys, "entropy", "-", "--base", "2")
+        assert code == 0
+        assert out == f"H(P) = {scipy_stats.entropy([0.25, 0.75], base=2):.4f} bits\n"
+
+    def test_explain_logits_or_targets_from_stdin(self, capsys, monkeypatch):
+        x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+        want = float(torch_oracle("cross_entropy", x, np.array([0, 1])))
+        _stdin(monkeypatch, b"2 1 0.1\n0.5 2.5 0.3\n")
+        code, out, _ = run(capsys, "explain", "--logits", "-", "--target", "0", "1")
+        assert code == 0 and _library_value(out) == pytest.approx(want, abs=6e-5)
+        _stdin(monkeypatch, b"0\n1\n")
+        code, out, _ = run(
+            capsys, "explain", "--logits", "2 1 0.1", "/", "0.5 2.5 0.3", "--target", "-"
+        )
+        assert code == 0 and _library_value(out) == pytest.approx(want, abs=6e-5)
+
+    def test_eval_reads_npy_or_text_from_stdin(self, capsys, monkeypatch, tmp_path, rng):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        want = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy")
+        _stdin(monkeypatch, (tmp_path / "x.npy").read_bytes())
+        got = _eval_json(capsys, "-", tmp_path / "y.npy")
+        assert got == {**want, "predictions": "-"}
+        _stdin(monkeypatch, "\n".join(map(str, y)).encode())
+        got = _eval_json(capsys, tmp_path / "x.npy", "-")
+        assert got == {**want, "targets": "-"}
+
+    def test_stdin_is_read_once(self, capsys, monkeypatch):
+        _stdin(monkeypatch, b"0\n")
+        code, out, err = run(capsys, "eval", "-", "-")
+        assert (code, out) == (2, "")
+        assert err == (
+            "crossentropy eval: error: PREDICTIONS: standard input ('-') is already read for "
+            "TARGETS\n"
+        )
+
+    def test_errors_name_standard_input(self, capsys, monkeypatch, tmp_path):
+        np.save(tmp_path / "y.npy", np.array([0, 1]))
+        _stdin(monkeypatch, b"")
+        code, _, err = run(capsys, "eval", "-", tmp_path / "y.npy")
+        assert code == 1
+        assert err == "crossentropy eval: error: PREDICTIONS: standard input holds no rows\n"
+
+    def test_a_real_pipe(self):
+        res = subprocess.run(
+            [sys.executable, "-m", "crossentropy", "entropy", "-", "--normalize"],
+            input="3 1\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == f"H(P) = {scipy_stats.entropy([0.75, 0.25]):.4f} nats\n"
+
+
+class TestExplainRows:
+    def test_rows_limits_the_tables_not_the_totals(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=450, c=10)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        argv = ["explain", "--logits", tmp_path / "x.npy", "--target", tmp_path / "y.npy"]
+        code, full, _ = run(capsys, *argv)
+        assert code == 0 and len(_sections(full)) == 450
+        code, out, _ = run(capsys, *argv, "--rows", "3")
+        assert code == 0
+        assert len(_sections(out)) == 3 and len(out.splitlines()) < 60  # all rows: over 7000
+        assert (
+            "... 447 more row(s) not shown (--rows 3); the totals below cover all 450 rows" in out
+        )
+        want = float(torch_oracle("cross_entropy", x, y))
+        assert _library_value(out) == _library_value(full) == pytest.approx(want, abs=6e-5)
+        code, out, _ = run(capsys, *argv, "--rows", "0")
+        assert code == 0 and _sections(out) == []
+        code, out, _ = run(capsys, *argv, "--rows", "1000")
+        assert code == 0 and out == full
+
+    def test_negative_rows(self, capsys):
+        code, _, err = run(capsys, "explain", "--logits", "1", "2", "--target", "0", "--rows", "-1")
+        assert (
+            code == 2 and err == "crossentropy explain: error: --rows must be at least 0, got -1\n"
+        )
+
+
+class TestProgressOutput:
+    @pytest.mark.parametrize(
+        "extra, shown", [([], True), (["--quiet"], False), (["--json"], False)]
+    )
+    def test_eval_progress_only_on_a_terminal(
+        self, capsys, monkeypatch, tmp_path, rng, extra, shown
+    ):
+        x, y = _predictions(rng)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        tty = _Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        assert main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), *extra]) == 0
+        assert ("eval [" + "#" * 24 + "] 97/97 rows" in tty.getvalue()) == shown
+        if not shown:
+            assert tty.getvalue() == ""
+        capsys.readouterr()
+
+    def test_demo_progress_off_with_json(self, capsys, monkeypatch, tmp_path):
+        tty = _Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        argv = ["demo", "--epochs", "1", "--out", str(tmp_path)]
+        assert main([*argv, "--json"]) == 0
+        assert tty.getvalue() == ""
+        assert main(argv) == 0
+        lines = tty.getvalue().split("\n")[:-1]  # one bar per run, redrawn with \r, then ended
+        assert len(lines) == 8 and all("] 1/1 epochs" in line for line in lines)
+        capsys.readouterr()
+
+
+class TestDemoPlot:
+    def test_title_clear_of_the_top_row_and_every_epoch_visible(self):
+        data = demo.load_data(0)
+        runs = [
+            demo.train(m, loss, data, epochs=3, lr=0.05, seed=0, progress=False)
+            for m in demo.MODELS
+            for loss in demo.LOSSES
+        ]
+        fig = demo.figure(runs, epochs=3, lr=0.05, seed=0)
+        renderer = fig.canvas.get_renderer()
+        fig.draw_without_rendering()
+        title = fig._suptitle.get_window_extent(renderer)
+        for ax in fig.axes[:2]:  # the top row
+            # pixels between (8 with a one-line title and the default padding)
+            assert title.y0 - ax.title.get_window_extent(renderer).y1 >= 16
+        lowest = min(min(r.test_acc) for r in runs)
+        assert lowest < 0.5  # epoch 0 is near chance (10%)
+        for ax in fig.axes[1::2]:  # the accuracy axes
+            bottom, top = ax.get_ylim()
+            assert bottom <= 100 * lowest and top >= 100

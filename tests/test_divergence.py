@@ -145,3 +145,38 @@ class TestKLDiv:
         loss = rel_entr(t16.astype(np.float64), 1.0) - t16.astype(np.float64) * x16
         expected = loss if reduction == "none" else loss.sum()
         np.testing.assert_allclose(out.astype(np.float64), expected, rtol=2e-3, atol=2e-3)
+
+
+class TestGeneralizedKLDiv:
+    @pytest.mark.parametrize("reduction", ["none", "mean", "batchmean", "sum"])
+    @pytest.mark.parametrize("log_target", [False, True])
+    def test_kl_plus_mass_difference(self, xp, rng, reduction, log_target):
+        x = rng.normal(-1, 1, size=(3, 4))
+        p = rng.uniform(0, 2, size=(3, 4))
+        p[0, 0] = 0.0
+        t = np.log(np.where(p > 0, p, 1e-300)) if log_target else p
+        pm = np.exp(t) if log_target else p
+        per = np.where(pm > 0, pm * (np.log(np.where(pm > 0, pm, 1)) - x), 0) + np.exp(x) - pm
+        expected = {"none": per, "mean": per.mean(), "sum": per.sum(), "batchmean": per.sum() / 3}[reduction]
+        got = ce.generalized_kl_div(xp.asarray(x), xp.asarray(t), reduction, log_target)
+        assert_close(got, expected, backend=xp, dtype="float64", rtol=1e-9, atol=1e-12)
+
+    @pytest.mark.parametrize("log_target", [False, True])
+    def test_gradients(self, rng, log_target):
+        x, p = rng.normal(size=(2, 3)), rng.uniform(0.1, 2, size=(2, 3))
+        t = np.log(p) if log_target else p
+        _, (gx, gt) = ce.value_and_grad(ce.generalized_kl_div, (0, 1))(x, t, "batchmean", log_target)
+        f = lambda a, b: ce.generalized_kl_div(a, b, "batchmean", log_target)  # noqa: E731
+        assert_close(gx, finite_difference(lambda a: f(a, t), x), rtol=1e-6, atol=1e-9)
+        assert_close(gt, finite_difference(lambda b: f(x, b), t), rtol=1e-6, atol=1e-9)
+
+    def test_equals_kl_div_for_distributions(self, rng):
+        q, p = rng.dirichlet(np.ones(5), size=3), rng.dirichlet(np.ones(5), size=3)
+        assert_close(ce.generalized_kl_div(np.log(q), p, "batchmean"), ce.kl_div(np.log(q), p, "batchmean"))
+
+    def test_optax_values(self):
+        log_ps = np.array([[-2.9957, -3.5066, -3.9120, -1.2040, -0.6931, -2.3026],
+                           [-1.6094, -1.6094, -1.6094, -2.3026, -1.8971, -1.8971]])  # fmt: skip
+        qs = np.array([[0.2, 0.2, 0.2, 0.1, 0.15, 0.15], [0.05, 0.03, 0.02, 0.3, 0.5, 0.0]])
+        got = ce.generalized_kl_div(log_ps, qs, reduction="none").sum(-1)
+        np.testing.assert_allclose(got, [0.88757247, 0.859308], atol=1e-4)

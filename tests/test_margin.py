@@ -212,3 +212,54 @@ class TestHingeLoss:
             ce.hinge_loss(np.zeros(3), np.array([1, -1]))
         with pytest.raises(ce.DTypeError, match="input"):
             ce.hinge_loss(np.zeros(3, dtype=np.int64), np.array([1, -1, 1]))
+
+
+class TestSquaredHingeLoss:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("margin", [1.0, 0.5])
+    def test_matches_torch_formula(self, xp, rng, reduction, margin):
+        torch = pytest.importorskip("torch")
+        x, y = rng.normal(0, 1.5, size=(4, 3)), rng.choice([-1, 1], size=(4, 3))
+        value, g = ce.value_and_grad(ce.squared_hinge_loss)(xp.asarray(x), xp.asarray(y), margin, reduction)
+        xt = torch.tensor(x, requires_grad=True)
+        ref = torch.clamp(margin - torch.tensor(y, dtype=torch.float64) * xt, min=0) ** 2
+        ref = {"none": ref, "mean": ref.mean(), "sum": ref.sum()}[reduction]
+        ref.sum().backward()
+        assert_close(value, ref.detach().numpy(), backend=xp, dtype="float64")
+        assert_close(g, xt.grad.numpy(), backend=xp, dtype="float64")
+
+    def test_labels_must_be_signed(self):
+        with pytest.raises(ValueError, match=r"squared_hinge_loss: target must hold labels -1 or \+1, found 0.0"):
+            ce.squared_hinge_loss(np.zeros(2), np.array([0, 1]))
+
+
+class TestMulticlassHingeLoss:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("p", [1, 2])
+    def test_crammer_singer_oracle(self, xp, rng, reduction, p):
+        y = rng.integers(0, 4, size=6)
+        x = rng.normal(size=(6, 4))
+        w = rng.uniform(0.5, 2.0, size=4)
+        per = np.array([w[t] * max(0.0, 0.7 + np.max(np.delete(r, t)) - r[t]) ** p for r, t in zip(x, y)])
+        expected = {"none": per, "mean": per.mean(), "sum": per.sum()}[reduction]
+        got = ce.multiclass_hinge_loss(xp.asarray(x), xp.asarray(y), p, 0.7, xp.asarray(w), reduction)
+        assert_close(got, expected, backend=xp, dtype="float64")
+
+    @pytest.mark.parametrize("p", [1, 2])
+    def test_gradient_and_class_axis(self, rng, p):
+        x, y = rng.normal(size=(2, 4, 3)), rng.integers(0, 4, size=(2, 3))
+        value, g = ce.value_and_grad(ce.multiclass_hinge_loss)(x, y, p)
+        assert_close(g, finite_difference(lambda z: ce.multiclass_hinge_loss(z, y, p), x), rtol=1e-6, atol=1e-9)
+        last = ce.multiclass_hinge_loss(np.moveaxis(x, 1, -1), y, p, axis=-1)
+        assert_close(last, value)
+
+    def test_differs_from_weston_watkins(self):
+        x, y = np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([3])
+        assert_close(ce.multiclass_hinge_loss(x, y), 0.6)   # 1 + 0.4 - 0.8: the best wrong class
+        assert_close(ce.multi_margin_loss(x, y), 0.325)     # (0.3 + 0.4 + 0.6) / 4: every wrong class
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError, match="p must be 1 or 2"):
+            ce.multiclass_hinge_loss(np.zeros((2, 3)), np.array([0, 1]), p=3)
+        with pytest.raises(IndexError, match=r"Target 3 is out of bounds"):
+            ce.multiclass_hinge_loss(np.zeros((2, 3)), np.array([0, 3]))

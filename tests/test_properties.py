@@ -243,3 +243,41 @@ def test_multi_margin_loss_non_negative(batch, p, margin):
         target = np.argmax(target, axis=1)
     loss = ce.multi_margin_loss(x, target, p=p, margin=margin, **kw)
     assert np.all(loss >= 0)
+
+
+# -- the softmax variants and the margin family -------------------------------------
+
+
+@given(data=st.data(), x=logits(min_classes=2), gamma=_floats(0.0, 5.0))
+def test_focal_loss_between_zero_and_cross_entropy(data, x, gamma):
+    y = data.draw(hnp.arrays(np.int64, x.shape[0], elements=st.integers(0, x.shape[1] - 1)))
+    focal = ce.focal_cross_entropy(x, y, gamma, reduction="none")
+    plain = ce.cross_entropy(x, y, reduction="none")
+    assert np.all(focal >= 0)
+    assert np.all(focal <= plain * (1 + 1e-12) + 1e-300)
+
+
+@given(data=st.data(), x=logits(min_classes=2), q=_floats(0.01, 1.0), eps=_floats(-1.0, 5.0))
+def test_generalized_and_poly1_bounds(data, x, q, eps):
+    y = data.draw(hnp.arrays(np.int64, x.shape[0], elements=st.integers(0, x.shape[1] - 1)))
+    gce = ce.generalized_cross_entropy(x, y, q, reduction="none")
+    assert np.all(gce >= 0) and np.all(gce <= 1 / q * (1 + 1e-12))
+    plain = ce.cross_entropy(x, y, reduction="none")
+    poly = ce.poly1_cross_entropy(x, y, eps, reduction="none")
+    p_t = np.exp(-plain)  # 1 - p_t is in [0, 1]: poly-1 lies between CE + min(eps, 0) and CE + max(eps, 0)
+    assert_close(poly, plain + eps * (1 - p_t), rtol=1e-9, atol=1e-9)
+
+
+@given(data=st.data(), x=logits(min_classes=2))
+def test_crammer_singer_between_zero_and_weston_watkins_sum(data, x):
+    y = data.draw(hnp.arrays(np.int64, x.shape[0], elements=st.integers(0, x.shape[1] - 1)))
+    cs = ce.multiclass_hinge_loss(x, y, reduction="none")
+    ww = ce.multi_margin_loss(x, y, reduction="none") * x.shape[1]  # the sum over wrong classes
+    assert np.all(cs >= 0)
+    assert np.all(cs <= ww * (1 + 1e-12) + 1e-9)
+
+
+@given(a=_array((3, 4), -50, 50), b=_array((3, 4), -3, 3))
+def test_signed_logsumexp_recovers_the_sum(a, b):
+    r, s = ce.logsumexp(a, b=b, return_sign=True)
+    assert_close(s * np.exp(r), np.sum(b * np.exp(a), axis=-1), rtol=1e-9, atol=1e-300)

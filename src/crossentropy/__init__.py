@@ -4,8 +4,9 @@ NumPy by default; PyTorch, JAX and any Array API library work too.  Every
 loss has an analytic gradient through :func:`value_and_grad`.
 """
 
-from . import distributed, info, nn
+from . import distributed, info, metrics, nn
 from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
+from ._version import __version__
 from .grad import grad, value_and_grad
 from .info import entropy
 from .linear import (
@@ -18,11 +19,18 @@ from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    focal_cross_entropy,
+    generalized_cross_entropy,
+    generalized_kl_div,
     hinge_loss,
     kl_div,
     mse_loss,
     multi_margin_loss,
+    multiclass_hinge_loss,
     nll_loss,
+    poly1_cross_entropy,
+    sigmoid_focal_loss,
+    squared_hinge_loss,
 )
 from .special import (
     log_sigmoid,
@@ -32,8 +40,6 @@ from .special import (
     sigmoid,
     softmax,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DTypeError",
@@ -46,6 +52,9 @@ __all__ = [
     "cross_entropy",
     "distributed",
     "entropy",
+    "focal_cross_entropy",
+    "generalized_cross_entropy",
+    "generalized_kl_div",
     "grad",
     "hinge_loss",
     "info",
@@ -57,11 +66,16 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "looks_like_probabilities",
+    "metrics",
     "mse_loss",
     "multi_margin_loss",
+    "multiclass_hinge_loss",
     "nll_loss",
     "nn",
+    "poly1_cross_entropy",
     "sigmoid",
+    "sigmoid_focal_loss",
     "softmax",
+    "squared_hinge_loss",
     "value_and_grad",
 ]

@@ -67,8 +67,11 @@ def value_and_grad(
     fn : callable
         A function of this library that has a gradient rule: every loss in
         :mod:`crossentropy` (``cross_entropy``, ``nll_loss``, ``binary_cross_entropy``,
-        ``binary_cross_entropy_with_logits``, ``kl_div``, ``mse_loss``,
-        ``multi_margin_loss``, ``hinge_loss``), ``logsumexp``, and the
+        ``binary_cross_entropy_with_logits``, ``sigmoid_focal_loss``,
+        ``focal_cross_entropy``, ``poly1_cross_entropy``,
+        ``generalized_cross_entropy``, ``kl_div``, ``generalized_kl_div``,
+        ``mse_loss``, ``multi_margin_loss``, ``multiclass_hinge_loss``,
+        ``hinge_loss``, ``squared_hinge_loss``), ``logsumexp``, and the
         :mod:`crossentropy.info` functions ``entropy``, ``cross_entropy`` and
         ``kl_divergence``.
     argnums : int, str or sequence of them, default 0

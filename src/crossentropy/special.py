@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import mathops
-from ._core.namespace import namespace, numeric_guard, restore, upcast
+from ._core.namespace import is_floating, namespace, numeric_guard, restore, upcast
 from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
+from ._core.signed_lse import as_inexact as weighted_inputs
+from ._core.signed_lse import signed_logsumexp
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
 from .kernels.softmax import logsumexp_rows, softmax_rows
@@ -30,30 +32,43 @@ __all__ = [
 # -- public functions ---------------------------------------------------------------
 
 
-def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
+def logsumexp(
+    x: Any,
+    axis: int | tuple[int, ...] = -1,
+    keepdims: bool = False,
+    *,
+    b: Any = None,
+    return_sign: bool = False,
+) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     Parameters
     ----------
-    x : array_like, floating
-        Input of any shape with at least one dimension.
+    x : array_like
+        Input of any shape with at least one dimension: floating, complex, or
+        integer (computed in the library's default floating dtype, as SciPy
+        and ``torch.logsumexp`` do).
     axis : int or tuple of int, default -1
         Axis or axes to reduce.
     keepdims : bool, default False
         Keep the reduced axes with size 1.
+    b : array_like, optional, keyword-only
+        Weights of the exponentials, broadcastable to ``x``; negative values
+        subtract, and a zero weight removes its entry (even an infinite one).
+    return_sign : bool, default False, keyword-only
+        Return ``(log|S|, sign(S))``; otherwise a negative sum gives NaN.
 
     Returns
     -------
-    array
+    array or (array, array)
         ``x``'s shape without ``axis`` (or with size-1 axes if ``keepdims``),
-        ``x``'s dtype.
+        ``x``'s (promoted) dtype; with ``return_sign`` also the sign of the
+        sum: -1, 0 or +1, or a unit complex number for complex ``x``.
 
     Raises
     ------
-    DTypeError
-        If ``x`` is not floating.
     ValueError
-        If ``axis`` is out of range.
+        If ``axis`` is out of range or ``b`` does not broadcast to ``x``.
 
     See Also
     --------
@@ -68,6 +83,13 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     empty axis gives ``-inf``.  Its gradient is :func:`softmax`.  PyTorch:
     ``torch.logsumexp(x, dim, keepdim)``.
 
+    With weights, :math:`\log|\sum_i b_i e^{x_i}|`: the terms at the maximum
+    are summed apart and the rest added with ``log1p``, so a small remainder
+    keeps its precision; the gradient is :math:`b_i e^{x_i} / S`.  For complex
+    ``x`` the result is the principal :math:`\log S` (imaginary part in
+    :math:`(-\pi, \pi]`).  SciPy: ``scipy.special.logsumexp(a, axis, b,
+    keepdims, return_sign)`` (whose ``axis`` defaults to every axis).
+
     Examples
     --------
     >>> import crossentropy as ce
@@ -75,15 +97,31 @@ def logsumexp(x: Any, axis: int | tuple[int, ...] = -1, keepdims: bool = False) 
     0.693147
     >>> round(float(ce.logsumexp([1e4, 1e4])), 6)          # naive exp overflows
     10000.693147
+    >>> r, s = ce.logsumexp([1.0, 2.0], b=[1, -1], return_sign=True)
+    >>> round(float(r), 4), float(s)                       # log(e^2 - e), negative
+    (1.5413, -1.0)
     """
-    return _logsumexp_rule(x, axis, keepdims)[0]
+    return _logsumexp_rule(x, axis, keepdims, b=b, return_sign=return_sign)[0]
 
 
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(
-    x: Any, axis: Any = -1, keepdims: bool = False, *, wrt: tuple[str, ...] = ()
+    x: Any,
+    axis: Any = -1,
+    keepdims: bool = False,
+    *,
+    b: Any = None,
+    return_sign: bool = False,
+    wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    xp, (x, b) = namespace(x, b)
+    if xp.isdtype(x.dtype, "bool"):
+        check_floating(xp, x, "x")  # raises: booleans are not numbers to exponentiate
+    if not is_floating(xp, x) or b is not None:
+        x, b = weighted_inputs(xp, x, b)
+    if b is not None or return_sign or not is_floating(xp, x):
+        return _signed_logsumexp(xp, x, b, axis, keepdims, return_sign, wrt)
     xp, x = prepare_scores(x)
     mathops.normalize_axes(axis, x.ndim)
     fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
@@ -94,6 +132,29 @@ def _logsumexp_rule(
     value = lse if keepdims else xp.squeeze(lse, axis=axis)
     grads = {"x": restore(xp, xp.exp(xc - lse), x.dtype)} if "x" in wrt else {}
     return restore(xp, value, x.dtype), grads
+
+
+def _signed_logsumexp(
+    xp: Any, x: Any, b: Any, axis: Any, keepdims: bool, return_sign: bool, wrt: tuple
+) -> tuple[Any, dict]:
+    """``logsumexp`` with weights, a sign, or complex input (SciPy's semantics)."""
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension, got a scalar")
+    mathops.normalize_axes(axis, x.ndim)
+    xc = upcast(xp, x)
+    bc = None if b is None else xp.astype(b, xc.dtype)
+    out, sign, weights = signed_logsumexp(xp, xc, bc, axis)
+    real = is_floating(xp, out)
+    if real and not return_sign:
+        out = xp.where(sign < 0, xp.full_like(out, float("nan")), out)
+    elif not real and return_sign:
+        out = xp.real(out)
+    if not keepdims:
+        out, sign = xp.squeeze(out, axis=axis), xp.squeeze(sign, axis=axis)
+    if real:
+        out, sign = restore(xp, out, x.dtype), restore(xp, sign, x.dtype)
+    grads = {"x": restore(xp, weights, x.dtype)} if "x" in wrt else {}
+    return ((out, sign) if return_sign else out), grads
 
 
 @numeric_guard

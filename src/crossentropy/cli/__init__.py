@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
 from . import demo, dist, evaluate, explain
-from ._util import CLIError
+from ._util import CLIError, Parser
+from .readers import standard_input
 
 __all__ = ["build_parser", "main"]
 
@@ -45,7 +47,7 @@ _PAIRED = ("kl", "ce")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``crossentropy`` command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="crossentropy",
         description=_DESCRIPTION,
         epilog=_EPILOG,
@@ -87,9 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     prog = f"crossentropy {args.command}"
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings(), standard_input():
+            _warnings_are_errors()
+            return int(args.run(args) or 0)
     except CLIError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        _error(prog, str(e))
         return e.code
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
@@ -99,5 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # never a traceback, unless asked for
         if os.environ.get("CROSSENTROPY_DEBUG"):
             raise
-        print(f"{prog}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        _error(prog, f"{type(e).__name__}: {e}")
         return 1
+
+
+def _warnings_are_errors() -> None:
+    """A warning (a NumPy overflow, a lost imaginary part) means a number the command
+    did not check: it stops the command with a one-line error instead of printing a
+    warning next to a doubtful result.  Deprecation notices are for developers: hidden."""
+    warnings.simplefilter("error")
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.simplefilter("ignore", category)
+
+
+def _error(prog: str, message: str) -> None:
+    """One line on stderr: ``crossentropy CMD: error: MESSAGE``."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)

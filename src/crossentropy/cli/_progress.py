@@ -1,8 +1,9 @@
-"""A dependency-free progress bar on stderr.
+"""A dependency-free progress bar on stderr, drawn only on a terminal.
 
-On a terminal the bar redraws in place (at most ten times a second); when
-stderr is a file or a pipe it writes one line when the run ends (and, for long
-runs, a line every ``log_every`` seconds), so that logs stay readable.
+On a terminal the bar redraws in place (at most ten times a second).  When
+stderr is a file or a pipe nothing is written, so that logs and captured
+output hold only the results; ``enabled=False`` (``--quiet``, ``--json``)
+turns the bar off on a terminal too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ __all__ = ["Progress"]
 class Progress:
     """Count ``total`` steps, showing ``desc``, a bar, the count and ``key=value`` fields.
 
-    Use as a context manager, or call :meth:`close`.  ``enabled=False`` makes
-    every method a no-op (``--quiet``).
+    Use as a context manager, or call :meth:`close`.  Every method is a no-op
+    when ``enabled`` is false or ``stream`` is not a terminal.
     """
 
     def __init__(
@@ -30,25 +31,22 @@ class Progress:
         enabled: bool = True,
         stream: IO[str] | None = None,
         width: int = 24,
-        log_every: float = 10.0,
     ) -> None:
         self.total = max(int(total), 0)
         self.desc = desc
         self.unit = unit
-        self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
-        self.log_every = log_every
         self.count = 0
         self.fields: dict[str, Any] = {}
         self.start = time.perf_counter()
         self._last_draw = -1.0
-        self._last_log = self.start
         self._closed = False
         try:
-            self._tty = bool(self.stream.isatty())
+            tty = bool(self.stream.isatty())
         except (AttributeError, ValueError):
-            self._tty = False
+            tty = False
+        self.enabled = enabled and tty
 
     def __enter__(self) -> Progress:
         return self
@@ -63,12 +61,9 @@ class Progress:
         self.count = min(self.count + n, self.total) if self.total else self.count + n
         self.fields.update(fields)
         now = time.perf_counter()
-        if self._tty and now - self._last_draw >= 0.1:
+        if now - self._last_draw >= 0.1:
             self._write("\r" + self.line() + "\x1b[K")
             self._last_draw = now
-        elif not self._tty and now - self._last_log >= self.log_every:
-            self._write(self.line() + "\n")
-            self._last_log = now
 
     def line(self) -> str:
         """The current state as one line of text."""
@@ -86,7 +81,7 @@ class Progress:
         if not self.enabled or self._closed:
             return
         self._closed = True
-        self._write(("\r" + self.line() + "\x1b[K" if self._tty else self.line()) + "\n")
+        self._write("\r" + self.line() + "\x1b[K\n")
 
     def _write(self, text: str) -> None:
         self.stream.write(text)

@@ -1,23 +1,33 @@
-"""Helpers shared by the subcommands: errors, parsing number lists, formatting."""
+"""Helpers shared by the subcommands: errors, the sum tolerance, formatting."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import math
+import re
 from collections.abc import Sequence
-from pathlib import Path
-
-import numpy as np
+from typing import Any, NoReturn
 
 __all__ = [
+    "SUM_TOLERANCE",
     "CLIError",
+    "Parser",
     "UsageError",
     "add_help_example",
+    "check_base",
     "fmt",
-    "load_matrix",
-    "parse_rows",
+    "json_safe",
+    "need",
     "table",
+    "to_json",
 ]
+
+# How far from 1 a row of probabilities may sum (and how far from 0 the logsumexp of a
+# row of log-probabilities may lie): numbers typed by hand are rounded, so
+# [0.001, 0.001, 0.001, 0.999] sums to 1.002 and is accepted.
+SUM_TOLERANCE = 0.01
 
 
 class CLIError(Exception):
@@ -32,6 +42,32 @@ class UsageError(CLIError):
     code = 2
 
 
+# A negative number, so that `--log-probs -2.3 -1e-5` and `--logits -inf 0` read as values:
+# argparse itself recognises only -1 and -2.5 and takes -1e-5 or -inf for unknown options.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and that takes negative numbers as values.
+
+    Subcommand parsers are made of the same class (argparse's default).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+def check_base(base: float | None) -> None:
+    """A logarithm base: finite, positive and not 1 (``--base``)."""
+    if base is not None and not (math.isfinite(base) and base > 0 and base != 1):
+        raise UsageError(f"--base must be positive and not 1 (a finite number), got {base:g}")
+
+
 def add_help_example(description: str, examples: str) -> dict:
     """``argparse`` keyword arguments: a description and an ``Examples:`` epilog."""
     return {
@@ -41,68 +77,16 @@ def add_help_example(description: str, examples: str) -> dict:
     }
 
 
-def _float(token: str, what: str) -> float:
+def need(module: str, who: str) -> Any:
+    """Import an optional dependency of ``who`` (scikit-learn, matplotlib), or say how to
+    install it."""
     try:
-        return float(token)
-    except ValueError:
-        raise UsageError(f"{what}: {token!r} is not a number") from None
-
-
-def parse_rows(tokens: Sequence[str], what: str) -> np.ndarray:
-    """Numbers typed on the command line as a float64 ``(rows, C)`` matrix.
-
-    Rows are separated by ``/`` (``2 1 0.1 / 0.5 2.5 0.3``); a single token
-    that is not a number is read as a file (see :func:`load_matrix`).
-    """
-    tokens = list(tokens)
-    if len(tokens) == 1 and not _is_number(tokens[0]):
-        return load_matrix(tokens[0], what)
-    rows: list[list[float]] = [[]]
-    for tok in tokens:
-        if tok == "/":
-            rows.append([])
-        else:
-            rows[-1].extend(_float(t, what) for t in tok.replace(",", " ").split())
-    if any(len(r) == 0 for r in rows):
-        raise UsageError(f"{what}: empty row (check the '/' separators)")
-    lengths = {len(r) for r in rows}
-    if len(lengths) > 1:
-        raise UsageError(
-            f"{what}: every row needs the same number of classes, got rows of lengths "
-            f"{[len(r) for r in rows]}"
-        )
-    return np.array(rows, dtype=np.float64)
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
-def load_matrix(path: str, what: str) -> np.ndarray:
-    """A small ``(rows, C)`` float64 matrix from ``.npy``, ``.npz`` (first array) or text/CSV."""
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"{what}: {path!r} is neither a list of numbers nor a file")
-    try:
-        if p.suffix == ".npy":
-            a = np.load(p, allow_pickle=False)
-        elif p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                a = z[z.files[0]]
-        else:
-            a = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-    except (ValueError, OSError, IndexError) as e:
-        raise CLIError(f"{what}: cannot read {path!r}: {e}") from None
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2 or a.shape[1] == 0:
-        raise CLIError(f"{what}: {path!r} must hold a (rows, classes) matrix, got shape {a.shape}")
-    return a
+        return importlib.import_module(module)
+    except ImportError:
+        raise CLIError(
+            f"{who} needs {module.split('.')[0]}, which is not installed; install the "
+            f'command-line extras with: pip install "crossentropy[cli]"'
+        ) from None
 
 
 def fmt(v: float, digits: int = 4) -> str:
@@ -129,3 +113,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "")
     rule = "  ".join(("-" if h else " ") * w for h, w in zip(header, widths))
     lines.insert(1, rule.rstrip())
     return "\n".join(lines)
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with NumPy values as Python ones and every infinite or NaN float as ``None``
+    (JSON's ``null``)."""
+    if hasattr(v, "tolist"):  # a NumPy array or scalar
+        v = v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def to_json(obj: dict[str, Any]) -> str:
+    """``obj`` as indented JSON, with infinities and NaN as ``null``."""
+    return json.dumps(json_safe(obj), indent=2)

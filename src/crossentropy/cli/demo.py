@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ._progress import Progress
-from ._util import CLIError, UsageError, add_help_example, table
+from ._util import CLIError, UsageError, add_help_example, fmt, need, table, to_json
 
 __all__ = ["LOSSES", "MODELS", "Run", "load_data", "register", "run_demo", "train"]
 
@@ -44,6 +45,7 @@ _EXAMPLES = """\
   crossentropy demo                        # 30 epochs, plot in ./crossentropy-demo/
   crossentropy demo --epochs 60 --seed 1 --out results/
   crossentropy demo --lr 0.05 --quiet
+  crossentropy demo --epochs 5 --json
 """
 
 
@@ -163,23 +165,11 @@ class Data:
     n_classes: int = 10
 
 
-def _need(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise CLIError(
-            f"the demo needs {module.split('.')[0]}, which is not installed; install the "
-            f'command-line extras with: pip install "crossentropy[cli]"'
-        ) from None
-
-
 def load_data(seed: int) -> Data:
     """Digits split 75/25, stratified by class with ``seed``, each pixel standardised
     with the training set's mean and standard deviation."""
-    datasets = _need("sklearn.datasets")
-    selection = _need("sklearn.model_selection")
+    datasets = need("sklearn.datasets", "the demo")
+    selection = need("sklearn.model_selection", "the demo")
     digits = datasets.load_digits()
     x = digits.data.astype(np.float64)
     y = digits.target.astype(np.int64)
@@ -299,12 +289,16 @@ def results_table(runs: list[Run], epochs: int) -> str:
             [
                 MODELS[r.model].name,
                 LOSSES[r.loss][1],
-                f"{r.train_loss[-1]:.4f}",
+                fmt(r.train_loss[-1]),
                 f"{100 * r.test_acc[-1]:.1f}%",
                 str(e) if e is not None else f"> {epochs}",
             ]
         )
     return table(header, rows, align="ll")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def summary(runs: list[Run], epochs: int) -> list[str]:
@@ -315,22 +309,28 @@ def summary(runs: list[Run], epochs: int) -> list[str]:
         ce_run, mse_run = by_loss["cross-entropy"], by_loss["softmax-mse"]
         e_ce, e_mse = ce_run.epochs_to(), mse_run.epochs_to()
         if e_ce is not None and e_mse is not None:
-            speed = f"{e_ce} epochs against {e_mse} for softmax + MSE"
+            speed = f"cross-entropy reached 90% test accuracy in {_epochs(e_ce)} against {e_mse} for softmax + MSE"
         elif e_ce is not None:
-            speed = f"{e_ce} epochs; softmax + MSE did not within {epochs}"
+            speed = f"cross-entropy reached 90% test accuracy in {_epochs(e_ce)}; softmax + MSE did not within {epochs}"
+        elif e_mse is not None:
+            speed = f"softmax + MSE reached 90% test accuracy in {_epochs(e_mse)}; cross-entropy did not within {epochs}"
         else:
-            speed = f"neither within {epochs} epochs"
+            speed = f"neither cross-entropy nor softmax + MSE reached 90% test accuracy within {_epochs(epochs)}"
         lines.append(
-            f"{MODELS[m].name}: cross-entropy reached 90% test accuracy in {speed}; after "
-            f"{epochs} epochs {100 * ce_run.test_acc[-1]:.1f}% against "
-            f"{100 * mse_run.test_acc[-1]:.1f}%."
-        )
+            f"{MODELS[m].name}: {speed}; after {_epochs(epochs)} "
+            f"{100 * ce_run.test_acc[-1]:.1f}% against {100 * mse_run.test_acc[-1]:.1f}%."
+        )  # fmt: skip
     return lines
 
 
 def plot(runs: list[Run], path: Path, *, epochs: int, lr: float, seed: int) -> None:
     """Loss and test-accuracy curves, one row per model, written as a PNG (Agg, no display)."""
-    _need("matplotlib")
+    figure(runs, epochs=epochs, lr=lr, seed=seed).savefig(path, dpi=110)
+
+
+def figure(runs: list[Run], *, epochs: int, lr: float, seed: int) -> Any:
+    """The matplotlib ``Figure`` of :func:`plot`."""
+    need("matplotlib", "the demo")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -355,18 +355,24 @@ def plot(runs: list[Run], path: Path, *, epochs: int, lr: float, seed: int) -> N
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylabel("test accuracy (%)")
         ax_acc.axhline(100 * TARGET_ACCURACY, color="gray", ls="--", lw=1, label="90%")
-        ax_acc.set_ylim(50, 100)  # epoch 0 (chance, about 10%) lies below
+        chance = 100 / 10
+        ax_acc.axhline(chance, color="gray", ls=":", lw=1, label="chance (10%)")
+        ax_acc.set_ylim(0, 100)  # from chance at epoch 0 to the top: every epoch shows
+        ax_acc.set_yticks(range(0, 101, 10))
         for ax in (ax_loss, ax_acc):
             ax.grid(True, alpha=0.3)
             ax.set_xlim(0, epochs)
         ax_loss.legend(loc="upper right")
         ax_acc.legend(loc="lower right")
     fig.suptitle(
-        f"Handwritten digits (8x8, 10 classes): same init, batches and learning rate "
-        f"(lr={lr}, batch {BATCH_SIZE}, seed {seed}), different loss",
+        "Handwritten digits (8x8, 10 classes): each model trained with four losses\n"
+        f"same initial weights, mini-batches ({BATCH_SIZE}) and learning rate ({lr}); "
+        f"seed {seed}",
         fontsize=12,
     )
-    fig.savefig(path, dpi=110)
+    # room between the figure title and the titles of the top row
+    fig.get_layout_engine().set(h_pad=0.12, hspace=0.06)
+    return fig
 
 
 def write_history(runs: list[Run], path: Path) -> None:
@@ -413,19 +419,28 @@ def register(sub: Any) -> None:
         help="directory for curves.png, history.csv and the test logits (%(default)s/)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
-    start = time.perf_counter()
-    data, runs = run_demo(epochs=args.epochs, seed=args.seed, lr=args.lr, progress=not args.quiet)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be positive (a finite number), got {args.lr}")
     out: Path = args.out
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails at once
+    except OSError as e:
+        raise CLIError(f"cannot write to {str(out)!r}: {e}") from None
+    start = time.perf_counter()
+    try:
+        data, runs = run_demo(
+            epochs=args.epochs, seed=args.seed, lr=args.lr, progress=not (args.quiet or args.json)
+        )
+    except RuntimeWarning as e:  # an overflow: the weights blew up
+        raise CLIError(f"training diverged with --lr {args.lr} ({e}); try a smaller --lr") from None
+    try:
         png = out / "curves.png"
         plot(runs, png, epochs=args.epochs, lr=args.lr, seed=args.seed)
         write_history(runs, out / "history.csv")
@@ -435,10 +450,12 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CLIError(f"cannot write to {str(out)!r}: {e}") from None
     elapsed = time.perf_counter() - start
-
+    if args.json:
+        print(to_json(_as_json(args, data, runs, png, elapsed)))
+        return 0
     print(
         f"Handwritten digits: {len(data.y_train)} training and {len(data.y_test)} test images "
-        f"(8x8, 10 classes); {args.epochs} epochs, mini-batches of {BATCH_SIZE}, lr {args.lr}, "
+        f"(8x8, 10 classes); {_epochs(args.epochs)}, mini-batches of {BATCH_SIZE}, lr {args.lr}, "
         f"seed {args.seed}\n"
     )
     print(results_table(runs, args.epochs))
@@ -451,3 +468,34 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"\nwrote {png}, {out / 'history.csv'} and the test logits in {out}/ ({elapsed:.1f}s)")
     return 0
+
+
+def _as_json(
+    args: argparse.Namespace, data: Data, runs: list[Run], png: Path, seconds: float
+) -> dict[str, Any]:
+    """The settings, each run's final numbers and the files written, for ``--json``."""
+    out: Path = args.out
+    return {
+        "train_images": len(data.y_train),
+        "test_images": len(data.y_test),
+        "classes": data.n_classes,
+        "epochs": args.epochs,
+        "batch_size": BATCH_SIZE,
+        "lr": args.lr,
+        "seed": args.seed,
+        "runs": [
+            {
+                "model": r.model,
+                "loss": r.loss,
+                "final_train_loss": r.train_loss[-1],
+                "test_accuracy": r.test_acc[-1],
+                "epochs_to_90": r.epochs_to(),
+                "logits": str(out / f"test_logits_{r.model}_{r.loss}.npy"),
+            }
+            for r in runs
+        ],
+        "plot": str(png),
+        "history": str(out / "history.csv"),
+        "labels": str(out / "test_labels.npy"),
+        "seconds": seconds,
+    }

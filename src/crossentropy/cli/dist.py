@@ -15,18 +15,27 @@ from typing import Any
 
 import numpy as np
 
-from ._util import CLIError, UsageError, add_help_example, fmt, parse_rows
+import crossentropy as ce
+from crossentropy import info
+
+from ._util import (
+    SUM_TOLERANCE,
+    CLIError,
+    UsageError,
+    add_help_example,
+    check_base,
+    fmt,
+    to_json,
+)
+from .readers import parse_rows
 
 __all__ = ["check_distribution", "register"]
-
-# a typed vector may sum to 1 within this (hand-typed numbers are rounded:
-# [0.001, 0.001, 0.001, 0.999] sums to 1.002)
-SUM_TOLERANCE = 0.01
 
 _ENTROPY_EXAMPLES = """\
   crossentropy entropy 0.1 0.1 0.1 0.7 --base 2           # 1.3568 bits
   crossentropy entropy 0.25 0.25 0.25 0.25 / 0.001 0.001 0.001 0.999 --base 2
   crossentropy entropy 3 1 --normalize                     # [0.75, 0.25]
+  echo 0.2,0.8 | crossentropy entropy - --json            # from standard input
 """
 _KL_EXAMPLES = """\
   crossentropy kl 0.5 0.5 -- 0.9 0.1                       # 0.5108 nats
@@ -46,6 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="divide each vector by its sum instead of requiring it to sum to 1",
     )
     p.add_argument("--digits", type=int, default=4, help="decimals printed (%(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def register(sub: Any) -> None:
@@ -59,7 +69,9 @@ def register(sub: Any) -> None:
             _ENTROPY_EXAMPLES,
         ),
     )
-    e.add_argument("p", nargs="+", metavar="P", help="probabilities; '/' starts another vector")
+    e.add_argument(
+        "p", nargs="+", metavar="P", help="probabilities ('/' starts another vector), a file or -"
+    )
     _common(e)
     e.set_defaults(run=_run_entropy)
 
@@ -97,11 +109,13 @@ def check_distribution(v: np.ndarray, name: str, normalize: bool) -> tuple[np.nd
         raise CLIError(
             f"{name} has a negative entry {v[i]:g} at index {i}; probabilities must be >= 0"
         )
-    total = float(v.sum())
     if normalize:
-        if total == 0:
+        top = float(v.max())
+        if top == 0:
             raise CLIError(f"{name} sums to 0 and cannot be normalised")
-        return v / total, ""
+        scaled = v / top  # in [0, 1] first, so that the sum of [1e308, 1e308] does not overflow
+        return scaled / scaled.sum(), ""
+    total = _sum(v)
     if abs(total - 1) > SUM_TOLERANCE:
         raise CLIError(
             f"{name} sums to {total:.6g}, not 1; pass --normalize to divide it by its sum"
@@ -115,6 +129,12 @@ def check_distribution(v: np.ndarray, name: str, normalize: bool) -> tuple[np.nd
     return v, note
 
 
+def _sum(v: np.ndarray) -> float:
+    """The sum of ``v`` (entries >= 0), ``inf`` past the largest float without a warning."""
+    top = float(v.max())
+    return top * float((v / top).sum()) if top > 0 and math.isfinite(top) else float(v.sum())
+
+
 def _unit(base: float | None) -> str:
     if base is None:
         return "nats"
@@ -123,32 +143,34 @@ def _unit(base: float | None) -> str:
     return "dits" if base == 10 else f"(log base {base:g})"
 
 
-def _check_base(base: float | None) -> None:
-    if base is not None and (not base > 0 or base == 1):
-        raise UsageError(f"--base must be positive and not 1, got {base:g}")
+def _check_options(args: argparse.Namespace) -> None:
+    check_base(args.base)
+    if not 0 <= args.digits <= 17:
+        raise UsageError(f"--digits must be between 0 and 17, got {args.digits}")
 
 
 def _run_entropy(args: argparse.Namespace) -> int:
-    from .. import entropy
-
-    _check_base(args.base)
+    _check_options(args)
     rows = parse_rows(args.p, "P")
     unit, d = _unit(args.base), args.digits
+    results = []
     for i, row in enumerate(rows):
         name = "P" if len(rows) == 1 else f"P{i + 1}"
         p, note = check_distribution(row, name, args.normalize)
         if note:
             print(note, file=sys.stderr)
-        h = float(entropy(p, base=args.base))
-        label = f"H({name})" if len(rows) == 1 else f"H({name}) for {_vec(p, d)}"
-        print(f"{label} = {fmt(h, d)} {unit}")
+        results.append({"name": name, "p": p, "entropy": float(ce.entropy(p, base=args.base))})
+    if args.json:
+        print(to_json({"unit": unit, "base": args.base, "distributions": results}))
+        return 0
+    for r in results:
+        label = f"H({r['name']})" if len(rows) == 1 else f"H({r['name']}) for {_vec(r['p'], d)}"
+        print(f"{label} = {fmt(r['entropy'], d)} {unit}")
     return 0
 
 
 def _run_pair(args: argparse.Namespace) -> int:
-    from .. import info
-
-    _check_base(args.base)
+    _check_options(args)
     groups = _split(args.vectors)
     if len(groups) != 2:
         raise UsageError(
@@ -172,7 +194,10 @@ def _run_pair(args: argparse.Namespace) -> int:
     h_p = float(info.entropy(p, base=b))
     h_pq = float(info.cross_entropy(p, q, base=b))
     kl = float(info.kl_divergence(p, q, base=b))
-    if args.which == "kl":
+    if args.json:
+        out = {"unit": unit, "base": b, "p": p, "q": q, "entropy_p": h_p}
+        print(to_json({**out, "cross_entropy": h_pq, "kl_divergence": kl}))
+    elif args.which == "kl":
         print(f"KL(P || Q) = {fmt(kl, d)} {unit}")
         print(f"  = H(P, Q) - H(P) = {fmt(h_pq, d)} - {fmt(h_p, d)}")
     else:

@@ -24,6 +24,7 @@ from .._core.reduction import check_normalizer, grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.validate import warn_if_probabilities
+from .._core.where import apply_where
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
 
@@ -46,6 +47,7 @@ def cross_entropy(
     softcap: float | None = None,
     temperature: float = 1.0,
     normalizer: float | None = None,
+    where: Any = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -91,6 +93,13 @@ def cross_entropy(
         whole optimisation step to each of its micro-batches: their losses
         (and gradients) then add up to the step's mean (gradient
         accumulation).
+    where : array_like of bool, optional, keyword-only
+        Which logits take part: ``input``'s shape (one flag per logit) or
+        ``input``'s shape without the class axis (one flag per row).  An
+        excluded logit is left out of the softmax (probability 0, gradient 0),
+        an excluded probability-target entry is dropped, and a row with no
+        included class gives no loss and is not counted by ``'mean'``
+        (optax's ``where=``).  Not combined with ``label_smoothing``.
 
     Returns
     -------
@@ -199,6 +208,7 @@ def cross_entropy(
         softcap=softcap,
         temperature=temperature,
         normalizer=normalizer,
+        where=where,
     )[0]
 
 
@@ -217,8 +227,21 @@ def _cross_entropy_rule(
     softcap: float | None = None,
     temperature: float = 1.0,
     normalizer: float | None = None,
+    where: Any = None,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    if where is not None:
+        masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
+        # a normalizer is the mean's divisor already: the rows are not counted again
+        inner = masked.reduction(reduction) if normalizer is None else reduction
+        return masked.finish(
+            _cross_entropy_rule(
+                masked.input, masked.target, weight, masked.ignore_index, inner,
+                label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap,
+                temperature=temperature, normalizer=normalizer, wrt=wrt,
+            ),
+            reduction if normalizer is None else "sum",
+        )  # fmt: skip
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(

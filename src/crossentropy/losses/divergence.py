@@ -1,4 +1,5 @@
-"""Kullback-Leibler divergence loss on log-probabilities (PyTorch's ``kl_div``)."""
+"""Kullback-Leibler divergence losses on log-probabilities: PyTorch's ``kl_div`` and the
+generalized (convex) KL divergence for unnormalised measures."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
 
-__all__ = ["kl_div"]
+__all__ = ["generalized_kl_div", "kl_div"]
 
 
 def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = False) -> Any:
@@ -75,8 +76,21 @@ def _kl_div_rule(
     *,
     wrt: tuple[str, ...] = (),
 ) -> tuple[Any, dict]:
+    return _kl("kl_div", input, target, reduction, log_target, False, wrt)
+
+
+def _kl(
+    fn: str,
+    input: Any,
+    target: Any,
+    reduction: str,
+    log_target: bool,
+    generalized: bool,
+    wrt: tuple[str, ...],
+) -> tuple[Any, dict]:
+    """The KL loss of ``kl_div``, plus ``e^x - p`` when ``generalized``."""
     p = prepare_pair_call(
-        "kl_div", input, target, reduction, allowed=("none", "mean", "batchmean", "sum")
+        fn, input, target, reduction, allowed=("none", "mean", "batchmean", "sum")
     )
     xp, x, t = p.xp, p.x, p.t
     if log_target:
@@ -86,16 +100,87 @@ def _kl_div_rule(
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
         loss = xp.where(positive, t * (log_t - x), -t * x)
+    if generalized:
+        loss = loss + xp.exp(x) - (et if log_target else t)
     denominator = None
     if p.reduction == "batchmean":
         p.reduction = "mean"
         denominator = x.shape[0] if x.ndim > 0 else 1
 
     def d_input() -> Any:
-        return -et if log_target else -t
+        g = -et if log_target else -t
+        return g + xp.exp(x) if generalized else g
 
     def d_target() -> Any:
         # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0
-        return et * (t - x + 1) if log_target else xp.where(positive, log_t + 1 - x, 0 * x)
+        if log_target:
+            return et * (t - x + (0 if generalized else 1))
+        return xp.where(positive, log_t + (0 if generalized else 1) - x, 0 * x)
 
     return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)
+
+
+def generalized_kl_div(
+    input: Any, target: Any, reduction: str = "mean", log_target: bool = False
+) -> Any:
+    r"""Generalized (convex) Kullback-Leibler divergence: KL for unnormalised measures.
+
+    :func:`kl_div` plus :math:`q - p`, element by element: a Bregman
+    divergence that stays non-negative when neither side sums to 1 (e.g.
+    intensities, counts, non-negative matrix factorisation).
+
+    Parameters
+    ----------
+    input : array_like, floating, any shape
+        Log of the model's measure, :math:`\log q`.
+    target : array_like, floating, same shape as ``input``
+        The reference measure :math:`p \ge 0` (its log when ``log_target``).
+    reduction : {'mean', 'batchmean', 'sum', 'none'}, default 'mean'
+        As :func:`kl_div`.
+    log_target : bool, default False
+        ``target`` holds :math:`\log p`.
+
+    Returns
+    -------
+    array
+        Scalar, or ``input``'s shape for ``'none'``; ``input``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        Shape mismatch or invalid ``reduction``.
+    DTypeError
+        Integer ``input`` or ``target``.
+
+    Notes
+    -----
+    .. math:: \ell = p\,(\log p - x) - p + e^{x} \quad (0 \log 0 = 0), \qquad
+              \partial\ell/\partial x = e^{x} - p
+
+    Summed over a vector it is :math:`D_{KL}(p\|q) + \sum q - \sum p`, which
+    is :func:`kl_div`'s sum when both sum to 1.  optax:
+    ``optax.losses.generalized_kl_divergence(log_predictions, targets)``
+    (formerly ``convex_kl_divergence``; summed over the last axis).
+
+    Examples
+    --------
+    :math:`q = e^0 = 1` against :math:`p = 2`: :math:`2 \log 2 - 2 + 1`:
+
+    >>> import crossentropy as ce
+    >>> round(float(ce.generalized_kl_div([0.0], [2.0], reduction="sum")), 4)
+    0.3863
+    """
+    return _generalized_kl_rule(input, target, reduction, log_target)[0]
+
+
+@defines_grad(generalized_kl_div, "input", "target")
+@numeric_guard
+def _generalized_kl_rule(
+    input: Any,
+    target: Any,
+    reduction: str = "mean",
+    log_target: bool = False,
+    *,
+    wrt: tuple[str, ...] = (),
+) -> tuple[Any, dict]:
+    return _kl("generalized_kl_div", input, target, reduction, log_target, True, wrt)
