@@ -1328,3 +1328,87 @@ class TestDemoPlot:
         for ax in fig.axes[1::2]:  # the accuracy axes
             bottom, top = ax.get_ylim()
             assert bottom <= 100 * lowest and top >= 100
+
+
+class TestEvalHidden:
+    """``eval --hidden H --head W --labels y [--bias b]``: the report of the logits
+    ``H @ W.T + b``, made one block of tokens at a time."""
+
+    @staticmethod
+    def _files(tmp_path, rng, n=83, d=5, v=9):
+        h = rng.normal(size=(n, d)).astype(np.float32)
+        w = rng.normal(size=(v, d)).astype(np.float32)
+        b = rng.normal(size=v).astype(np.float32)
+        y = np.argmax(h @ w.T + rng.normal(size=(n, v)), axis=1)
+        for name, a in (("h", h), ("w", w), ("b", b), ("y", y)):
+            np.save(tmp_path / f"{name}.npy", a)
+        logits = h.astype(np.float64) @ w.T.astype(np.float64) + b.astype(np.float64)
+        np.save(tmp_path / "logits.npy", logits)
+        return logits, y
+
+    def test_the_same_report_as_on_the_logits(self, capsys, tmp_path, rng):
+        logits, y = self._files(tmp_path, rng)
+        hidden = ["--hidden", tmp_path / "h.npy", "--head", tmp_path / "w.npy",
+                  "--bias", tmp_path / "b.npy", "--labels", tmp_path / "y.npy"]  # fmt: skip
+        got = _eval_json(capsys, *hidden, "--per-class", "--reliability", "--block-rows", "10")
+        want = _eval_json(capsys, tmp_path / "logits.npy", tmp_path / "y.npy", "--per-class",
+                          "--reliability")  # fmt: skip
+        assert got["hidden"] == str(tmp_path / "h.npy") and got["bias"] == str(tmp_path / "b.npy")
+        for key, value in want.items():
+            if key in ("predictions", "targets"):
+                continue
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-14), key
+            elif key not in ("per_class", "reliability"):
+                assert got[key] == value, key
+        oracle = _oracle(logits, y)
+        assert got["cross_entropy_nats"] == pytest.approx(oracle["cross_entropy_nats"], rel=1e-12)
+        code, out, _ = run(capsys, "eval", *hidden, "-q")
+        assert code == 0
+        assert out.startswith(f"{tmp_path / 'h.npy'}: 83 tokens, logits over 9 classes through")
+
+    def test_without_bias(self, capsys, tmp_path, rng):
+        self._files(tmp_path, rng)
+        h, w = np.load(tmp_path / "h.npy"), np.load(tmp_path / "w.npy")
+        y = np.load(tmp_path / "y.npy")
+        got = _eval_json(capsys, "--hidden", tmp_path / "h.npy", "--head", tmp_path / "w.npy",
+                         "--labels", tmp_path / "y.npy")  # fmt: skip
+        want = torch_oracle("cross_entropy", h.astype(np.float64) @ w.T.astype(np.float64), y)
+        assert got["cross_entropy_nats"] == pytest.approx(float(want), rel=1e-12)
+
+    @pytest.mark.parametrize(
+        ("argv", "match"),
+        [
+            (["--hidden", "h.npy", "--labels", "y.npy"], "--hidden needs --head"),
+            (["--hidden", "h.npy", "--head", "w.npy"], "--hidden needs --head"),
+            (["logits.npy", "y.npy", "--head", "w.npy"], "--head, --bias and --labels go with"),
+            (["logits.npy"], "PREDICTIONS and TARGETS are required"),
+            (["logits.npy", "--hidden", "h.npy", "--head", "w.npy", "--labels", "y.npy"],
+             "--hidden replaces PREDICTIONS and TARGETS"),
+            (["--hidden", "h.npy", "--head", "w.npy", "--labels", "y.npy", "--from", "probs"],
+             "--from probs does not apply"),
+        ],
+    )  # fmt: skip
+    def test_usage_errors(self, capsys, tmp_path, rng, monkeypatch, argv, match):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        code, _, err = run(capsys, "eval", *argv)
+        assert code == 2 and match in err
+
+    def test_data_errors(self, capsys, tmp_path, rng, monkeypatch):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        np.save("w6.npy", np.zeros((9, 6)))
+        code, _, err = run(capsys, "eval", "--hidden", "h.npy", "--head", "w6.npy", "--labels",
+                           "y.npy")  # fmt: skip
+        assert code == 1 and "HIDDEN h.npy has 5 features per token" in err
+        code, _, err = run(capsys, "eval", "--hidden", "h.npy", "--head", "w.npy", "--bias",
+                           "w.npy", "--labels", "y.npy")  # fmt: skip
+        assert code == 1 and "BIAS must hold one value per class of HEAD (9)" in err
+        code, _, err = run(capsys, "eval", "--hidden", "missing.npy", "--head", "w.npy",
+                           "--labels", "y.npy")  # fmt: skip
+        assert code == 1 and "HIDDEN: no such file" in err
+        np.save("y5.npy", np.arange(5))
+        code, _, err = run(capsys, "eval", "--hidden", "h.npy", "--head", "w.npy", "--labels",
+                           "y5.npy")  # fmt: skip
+        assert code == 1 and "TARGETS has 5 labels" in err
