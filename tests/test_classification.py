@@ -969,6 +969,18 @@ class TestNormalizer:
         with pytest.raises(ValueError, match=match):
             getattr(ce, fn)(np.zeros((2, 3)), np.array([0, 1]), **kw)
 
+    @pytest.mark.parametrize("probs", [False, True], ids=["indices", "probabilities"])
+    def test_with_where_and_temperature(self, rng, probs):
+        x = _logits(rng, (6, 5))
+        t = _prob_target(rng, (6, 5)) if probs else _index_target(rng, (6, 5))
+        mask = np.array([True, False, True, True, False, True])
+        kw = {"where": mask, "temperature": 1.5}
+        value, g = ce.value_and_grad(ce.cross_entropy)(x, t, normalizer=9.0, **kw)
+        total, g_sum = ce.value_and_grad(ce.cross_entropy)(x, t, reduction="sum", **kw)
+        assert_close(value, total / 9.0)
+        assert_close(g, g_sum / 9.0)
+        assert not np.any(g[~mask])
+
     def test_zero_d_arrays(self, rng):
         x, y = _step(rng)
         expected = ce.cross_entropy(x, y, normalizer=5.0)
