@@ -249,7 +249,7 @@ def _spec(options: LinearOptions, shard: VocabShard | None) -> Spec:
     def prepare(input: Any, linear_weight: Any, linear_bias: Any, target: Any, weight: Any) -> Any:
         return prepare_linear_call(input, linear_weight, target, linear_bias, weight, options, shard)
 
-    return Spec(prepare)
+    return Spec(prepare, host=shard is None)
 
 
 def _one(arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None) -> tuple:
@@ -340,7 +340,7 @@ def _k_dim_denominator(
     if weight is not None:
         check_floating(xp, weight, "weight")
         weight = xp.astype(weight, xp.float64 if weight.dtype == xp.float64 else xp.float32)
-    return counted_rows(xp, target, weight, n_vocab, options.ignore_index)[4]
+    return float(counted_rows(xp, target, weight, n_vocab, options.ignore_index)[4])
 
 
 def _k_dim_grads(xp: Any, parts: list, w_shape: tuple, probs: bool, t_shape: tuple) -> tuple:

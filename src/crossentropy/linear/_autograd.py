@@ -6,6 +6,12 @@ and what to return besides the loss.  Its differentiable arguments are the
 head's ``input``, ``linear_weight`` and ``linear_bias`` and the ``target``
 (class probabilities only); the rest (class weights, a teacher's head) is
 constant.
+
+float32/float64 CPU tensors are computed on NumPy views of their memory (the
+NumPy engine: NumPy's BLAS, its in-place block operations and fused kernels;
+no copy), and the results handed back as tensors: PyTorch's many small
+operations on a block each start its thread pool, which on a busy machine
+costs more than the block's arithmetic.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .._core.namespace import is_torch, numeric_guard
 from ._engine import evaluate, reduced_value
@@ -30,6 +38,7 @@ class Spec:
 
     prepare: Callable[..., Any]
     finish: Callable[..., tuple] = lambda c, loss, extras: (reduced_value(c, loss),)
+    host: bool = True  # CPU tensors may run on NumPy views (not with a shard's collectives)
 
 
 def needs_autograd(*arrays: Any) -> bool:
@@ -46,13 +55,49 @@ def _detach(a: Any) -> Any:
     return a.detach() if is_torch(a) else a
 
 
+def _host(spec: Spec, arrays: tuple) -> tuple | None:
+    """NumPy views of ``arrays`` when they are PyTorch CPU tensors that NumPy reads
+    as they are (float32/float64 floats, integer or boolean targets; ``None``
+    and NumPy arrays pass), else ``None``."""
+    if not spec.host or not any(a is not None and is_torch(a) for a in arrays):
+        return None
+    import torch
+
+    views = []
+    for a in arrays:
+        if a is None or isinstance(a, np.ndarray):
+            views.append(a)
+            continue
+        if not is_torch(a) or a.device.type != "cpu" or a.layout != torch.strided:
+            return None
+        if a.is_neg() or a.is_conj() or a.dtype in (torch.float16, torch.bfloat16):
+            return None
+        if a.is_complex():
+            return None
+        views.append(a.detach().numpy())
+    return tuple(views)
+
+
+def _tensors(values: Any) -> Any:
+    """NumPy results (arrays, scalars, in tuples or lists) as PyTorch tensors."""
+    if isinstance(values, (tuple, list)):
+        return type(values)(_tensors(v) for v in values)
+    if isinstance(values, (np.ndarray, np.generic)):
+        import torch
+
+        return torch.from_numpy(np.asarray(values))
+    return values
+
+
 @numeric_guard
 def value_and_grads(spec: Spec, arrays: tuple, need: tuple) -> tuple[tuple, tuple]:
     """``(outputs, (dinput, dlinear_weight, dlinear_bias, dtarget))`` without
     PyTorch autograd, the gradients flagged in ``need`` (else ``None``)."""
-    c = spec.prepare(*(_detach(a) for a in arrays))
+    host = _host(spec, arrays)
+    c = spec.prepare(*(host or (_detach(a) for a in arrays)))
     loss, grads, extras = evaluate(c, need)
-    return spec.finish(c, loss, extras), grads
+    outputs = spec.finish(c, loss, extras)
+    return (_tensors(outputs), _tensors(grads)) if host else (outputs, grads)
 
 
 @functools.cache
@@ -68,17 +113,20 @@ def torch_function() -> Any:
 
         @staticmethod
         def forward(ctx, spec, input, linear_weight, linear_bias, target, *rest):
-            c = spec.prepare(input, linear_weight, linear_bias, target, *rest)
+            arrays = (input, linear_weight, linear_bias, target, *rest)
+            host = _host(spec, arrays)
+            c = spec.prepare(*(host or arrays))
             ctx.reduction = c.reduction
             need = tuple(ctx.needs_input_grad[1:5])
             if c.reduction == "none":
                 loss, _, extras = evaluate(c, (False,) * 4)
-                ctx.save_for_backward(input, linear_weight, linear_bias, target, *rest)
+                ctx.save_for_backward(*arrays)
                 ctx.spec = spec
             else:
                 loss, grads, extras = evaluate(c, need)
-                ctx.grads = list(grads)
+                ctx.grads = list(_tensors(grads) if host else grads)
             outputs = spec.finish(c, loss, extras)
+            outputs = _tensors(outputs) if host else outputs
             ctx.mark_non_differentiable(*outputs[1:])
             return outputs
 
@@ -87,12 +135,15 @@ def torch_function() -> Any:
         def backward(ctx, grad_output, *_statistics):
             if ctx.reduction == "none":
                 saved = ctx.saved_tensors
-                c = ctx.spec.prepare(*saved)
+                host = _host(ctx.spec, saved)
+                c = ctx.spec.prepare(*(host or saved))
                 row_scale = grad_output.reshape(-1)
+                row_scale = row_scale.numpy() if host else row_scale
                 if c.kept is not None:
                     row_scale = row_scale[c.kept]
-                row_scale = row_scale.to(c.cdtype)
+                row_scale = c.xp.astype(row_scale, c.cdtype)
                 _, grads, _ = evaluate(c, tuple(ctx.needs_input_grad[1:5]), row_scale)
+                grads = _tensors(grads) if host else grads
                 rest = len(saved) - 4
             else:
                 grads = ctx.grads
