@@ -25,7 +25,7 @@ from crossentropy import metrics
 
 from ._progress import Progress
 from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, to_json
-from .hidden import HIDDEN_BLOCK_ELEMENTS, open_hidden
+from .hidden import HIDDEN_BLOCK_ELEMENTS, check_labels, hidden_names, open_hidden
 from .readers import Source, display_name, format_label, open_predictions, read_targets
 from .report import plot_reliability, report
 
@@ -274,8 +274,14 @@ def _inputs(args: argparse.Namespace) -> tuple[Source, np.ndarray, int | None]:
         raise UsageError("--hidden needs --head (the output layer) and --labels")
     if args.kind != "logits":
         raise UsageError(f"--hidden makes logits: --from {args.kind} does not apply")
-    targets = read_targets(args.labels)
-    source = open_hidden(args.hidden, args.head, args.bias)
+    with hidden_names():
+        targets = read_targets(args.labels)
+        source = open_hidden(args.hidden, args.head, args.bias)
+        try:
+            check_labels(source, targets)
+        except CLIError:
+            source.close()
+            raise
     rows = args.block_rows or max(1, HIDDEN_BLOCK_ELEMENTS // source.n_classes)
     return source, targets, rows
 
@@ -292,19 +298,20 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     source, targets, block_rows = _inputs(args)
     top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, source.n_classes)
-    try:
-        acc, warning = evaluate(
-            source,
-            targets,
-            kind=args.kind,
-            top_k=top_k,
-            bins=args.bins,
-            block_rows=block_rows,
-            progress=not (args.quiet or args.json),
-        )
-    finally:
-        source.close()
-    if warning:
+    with hidden_names(args.hidden is not None):  # the messages name --hidden's inputs
+        try:
+            acc, warning = evaluate(
+                source,
+                targets,
+                kind=args.kind,
+                top_k=top_k,
+                bins=args.bins,
+                block_rows=block_rows,
+                progress=not (args.quiet or args.json),
+            )
+        finally:
+            source.close()
+    if warning and args.hidden is None:  # its advice, --from probs, is not for a head's logits
         print(warning, file=sys.stderr)
     r = result(acc, source.n_classes)
     if args.plot is not None:
