@@ -186,8 +186,9 @@ def cross_entropy(
     10000.0
 
     Temperature 2 halves the logits ``[2, 0]``: the loss of class 0 is
-    :math:`\log(1 + e^{-1})`; a step of 4 counted targets split 1 + 3 gets
-    its mean from ``normalizer=4`` in each part:
+    :math:`\log(1 + e^{-1})`.  The four rows above as one step of two
+    micro-batches, of 1 and 3 rows: with ``normalizer=4`` (the step's count)
+    their losses add up to the step's mean, the 1.523 above:
 
     >>> x, y = np.array([[2.0, 0.0]]), np.array([0])
     >>> round(float(ce.cross_entropy(x, y, temperature=2.0)), 4), round(float(np.log1p(np.exp(-1))), 4)
