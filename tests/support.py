@@ -9,7 +9,9 @@ result, converted back with ``xp.to_numpy``, against an oracle computed in float
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +95,28 @@ def make_backend(name: str) -> Backend:
         import torch
 
         return Backend(name, torch)
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
     return Backend(name, jnp)
+
+
+@contextlib.contextmanager
+def jax_x64(enabled: bool = True) -> Iterator[None]:
+    """JAX's 64-bit types on (or off) inside the block only.
+
+    ``jax_enable_x64`` is process-global; its context manager sets it for this
+    thread until the block ends, so that tests of JAX's default (x64 off) and
+    of float64 inputs run in one process in any order.
+    """
+    import jax
+
+    context = getattr(jax, "enable_x64", None)
+    if context is None:  # JAX before 0.6
+        from jax.experimental import disable_x64, enable_x64
+
+        context = lambda on: enable_x64() if on else disable_x64()  # noqa: E731
+    with context(enabled):
+        yield
 
 
 def assert_close(
@@ -161,7 +179,7 @@ def torch_grad(fn: str, argnum: int, *args: Any, **kwargs: Any) -> tuple[np.ndar
 
 def finite_difference(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central finite-difference gradient of the scalar ``f(x).sum()`` w.r.t. float64 ``x``."""
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # reshape(-1) below must be a view
     g = np.zeros_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
     for i in range(flat.size):
@@ -173,3 +191,24 @@ def finite_difference(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         flat[i] = old
         gflat[i] = (up - down) / (2 * eps)
     return g
+
+
+def run_python(*args: str, timeout: float = 120.0) -> Any:
+    """Run ``python *args`` (``"-c", code`` or ``"-m", module, ...``) in a fresh
+    interpreter that imports this ``crossentropy`` and ``tests``, from the
+    repository's root; return the ``subprocess.CompletedProcess``.  A crash (a
+    negative return code, -11 for a segmentation fault) fails the caller's
+    assertion, not the test run."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import crossentropy
+
+    src = str(pathlib.Path(crossentropy.__file__).parent.parent)
+    root = str(pathlib.Path(__file__).parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, root]))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=root
+    )

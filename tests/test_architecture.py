@@ -173,10 +173,11 @@ def _inputs(rng: np.random.Generator, shape=(6, 5)) -> tuple[np.ndarray, np.ndar
 
 def test_value_and_grad_validates_numpy_once(prepared, rng):
     x, t = _inputs(rng)
-    value, g = ce.value_and_grad(ce.cross_entropy)(x, t, label_smoothing=0.1)
+    w = rng.uniform(0.5, 2.0, 5)  # a class weight: not the common call of kernels.quick
+    value, g = ce.value_and_grad(ce.cross_entropy)(x, t, w, label_smoothing=0.1)
     assert prepared == ["numpy"]
     with ce.kernels.disabled():
-        ref_value, ref_g = ce.value_and_grad(ce.cross_entropy)(x, t, label_smoothing=0.1)
+        ref_value, ref_g = ce.value_and_grad(ce.cross_entropy)(x, t, w, label_smoothing=0.1)
     assert prepared == ["numpy", "numpy"]
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(g, ref_g, rtol=1e-12, atol=1e-15)
@@ -186,12 +187,31 @@ def test_value_and_grad_validates_numpy_once(prepared, rng):
 def test_torch_cpu_tensors_validate_once(prepared, rng, grad):
     torch = pytest.importorskip("torch")
     x, t = _inputs(rng)
+    w = torch.from_numpy(rng.uniform(0.5, 2.0, 5))
     xt = torch.from_numpy(x).requires_grad_(grad)
-    value, g = ce.value_and_grad(ce.cross_entropy)(xt, torch.from_numpy(t))
+    value, g = ce.value_and_grad(ce.cross_entropy)(xt, torch.from_numpy(t), w)
     assert prepared == ["numpy"]  # validated on NumPy views of the tensors, once
-    expected = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t), w)
     np.testing.assert_allclose(value.detach().numpy(), expected.numpy(), rtol=1e-12)
     assert isinstance(g, torch.Tensor)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_the_common_call_is_validated_without_preparing(prepared, rng, kind):
+    """2-D logits, class indices, no weight: kernels.quick checks the call itself."""
+    x, t = _inputs(rng)
+    if kind == "torch":
+        torch = pytest.importorskip("torch")
+        x, t = torch.from_numpy(x), torch.from_numpy(t)
+    value, g = ce.value_and_grad(ce.cross_entropy)(x, t, label_smoothing=0.1)
+    loss = ce.cross_entropy(x, t, label_smoothing=0.1)
+    assert prepared == []
+    with ce.kernels.disabled():
+        ref_value, ref_g = ce.value_and_grad(ce.cross_entropy)(x, t, label_smoothing=0.1)
+    assert prepared == [kind]
+    np.testing.assert_allclose(np.asarray(value), np.asarray(ref_value), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(loss), np.asarray(ref_value), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(ref_g), rtol=1e-12, atol=1e-15)
 
 
 def test_a_declined_kernel_call_is_not_validated_again(prepared, rng, monkeypatch):

@@ -8,12 +8,19 @@ import pytest
 
 import crossentropy as ce
 from crossentropy.compat import optax as co
-from tests.support import finite_difference
+from tests.support import finite_difference, jax_x64
 
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
-jax.config.update("jax_enable_x64", True)  # optax in float64, as the tests' inputs
 jnp = jax.numpy
+
+
+@pytest.fixture(autouse=True)
+def _optax_in_float64():
+    """optax in float64, as the tests' inputs: for this module's tests only
+    (``jax_enable_x64`` is process-global; other modules test JAX's default)."""
+    with jax_x64(True):
+        yield
 
 YS = np.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]], dtype=np.float32)
 TS = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32)

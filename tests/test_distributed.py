@@ -16,6 +16,7 @@ fail with the case each rank was running.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pickle
@@ -523,6 +524,87 @@ def _(rank, world, group):
     return vocab_parallel_linear_cross_entropy(h, w, t, group=group, linear_bias=b)
 
 
+# disagreements that change the sequence of collectives: before the agreement covered
+# them, a rank ran one collective more (or fewer) and the others waited for the
+# process-group timeout; each runs on a group of its own with a short timeout
+
+
+@misuse("ce-no-grad-on-rank-1", probe=True)
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)
+    x.requires_grad_()
+    with torch.no_grad() if rank == 1 else contextlib.nullcontext():
+        return vocab_parallel_cross_entropy(x, t, group=group)
+
+
+@misuse("ce-requires-grad-on-rank-1", probe=True)
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)
+    return vocab_parallel_cross_entropy(x.requires_grad_(rank == 1), t, group=group)
+
+
+@misuse("ce-validate-on-rank-0-only", probe=True)
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)
+    return vocab_parallel_cross_entropy(x, t, group=group, validate=rank == 0)
+
+
+@misuse("ce-unvalidated-smoothing-on-rank-1", probe=True)
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)  # smoothing adds a row to the fused all-reduce
+    eps = 0.1 if rank == 1 else 0.0
+    return vocab_parallel_cross_entropy(x, t, group=group, validate=False, label_smoothing=eps)
+
+
+@misuse("ce-float-ignore-index-on-rank-1", probe=True)
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)
+    return vocab_parallel_cross_entropy(
+        x, t, group=group, ignore_index=-100.0 if rank == 1 else -100
+    )
+
+
+@misuse("linear-no-grad-on-rank-1", probe=True)
+def _(rank, world, group):
+    h, w, b, t, _ = _linear_problem(world, rank)
+    h.requires_grad_()  # its gradient is all-reduced: one collective more
+    with torch.no_grad() if rank == 1 else contextlib.nullcontext():
+        return vocab_parallel_linear_cross_entropy(h, w, t, group=group, linear_bias=b)
+
+
+@misuse("linear-input-requires-grad-on-rank-1", probe=True)
+def _(rank, world, group):
+    h, w, b, t, _ = _linear_problem(world, rank)
+    h.requires_grad_(rank == 1)
+    return vocab_parallel_linear_cross_entropy(h, w, t, group=group, linear_bias=b)
+
+
+@misuse("linear-unvalidated-on-rank-1-with-shard-sizes", probe=True)
+def _(rank, world, group):
+    h, w, b, t, sizes = _linear_problem(world, rank)  # rank 1 would skip every exchange
+    kw = {"validate": False, "shard_sizes": sizes} if rank == 1 else {}
+    return vocab_parallel_linear_cross_entropy(h, w, t, group=group, linear_bias=b, **kw)
+
+
+@misuse("linear-unvalidated-chunks-differ", probe=True)
+def _(rank, world, group):
+    h, w, b, t, _ = _linear_problem(world, rank)  # one collective per chunk
+    chunk = 1 if rank == 1 else 2
+    return vocab_parallel_linear_cross_entropy(
+        h, w, t, group=group, linear_bias=b, validate=False, chunk_size=chunk
+    )
+
+
+@misuse("linear-unvalidated-counted-rows-differ", probe=True)
+def _(rank, world, group):
+    h, w, b, t, _ = _linear_problem(world, rank)
+    if rank == 1:
+        t[0] = -100  # one row fewer: one chunk fewer at chunk_size=1
+    return vocab_parallel_linear_cross_entropy(
+        h, w, t, group=group, linear_bias=b, validate=False, chunk_size=1
+    )
+
+
 # -- the worker ----------------------------------------------------------------------
 
 
@@ -865,6 +947,12 @@ def _assert_one_rank_failed(errors: list[tuple[str, str]], fn: str, kind: str, o
             assert own in message, f"rank {rank}: rank 1's error not quoted: {message}"
 
 
+def _assert_quick(run: Run, case_id: str, limit_s: float = 20.0) -> None:
+    """Every rank stopped within ``limit_s`` (a hang would wait for the group's timeout)."""
+    for rank, rec in enumerate(_records(run, case_id)):
+        assert rec["seconds"] < limit_s, f"rank {rank} took {rec['seconds']:.1f} s"
+
+
 WORLD = pytest.mark.parametrize("world", WORLDS, ids=[f"{w}proc" for w in WORLDS])
 
 
@@ -1044,6 +1132,32 @@ class TestVocabParallelCrossEntropy:
         errors = _errors(runs(world), case_id)
         _assert_one_rank_failed(errors, "vocab_parallel_cross_entropy", kind, own)
 
+    @WORLD
+    @pytest.mark.parametrize(
+        ("case_id", "fragment"),
+        _by_id(
+            [
+                ("ce-no-grad-on-rank-1", "every rank must run in the same grad mode"),
+                ("ce-requires-grad-on-rank-1", "the same arguments must require grad"),
+                ("ce-validate-on-rank-0-only", "every rank must pass the same validate"),
+                ("ce-unvalidated-smoothing-on-rank-1", "calls differ in their options"),
+            ]
+        ),
+    )
+    def test_disagreement_raises_on_every_rank_at_once(
+        self, runs: Callable, world: int, case_id: str, fragment: str
+    ) -> None:
+        run = runs(world)
+        _assert_every_rank(_errors(run, case_id), "ValueError", fragment)
+        _assert_quick(run, case_id)
+
+    @WORLD
+    def test_float_ignore_index_on_one_rank(self, runs: Callable, world: int) -> None:
+        errors = _errors(runs(world), "ce-float-ignore-index-on-rank-1")
+        _assert_one_rank_failed(
+            errors, "vocab_parallel_cross_entropy", "TypeError", "ignore_index must be an integer"
+        )
+
     def test_no_process_group(self) -> None:
         assert not dist.is_initialized()
         logits = torch.randn(2, 3, dtype=torch.float64)
@@ -1161,6 +1275,29 @@ class TestVocabParallelLinearCrossEntropy:
         errors = _errors(runs(world), case_id)
         _assert_one_rank_failed(errors, "vocab_parallel_linear_cross_entropy", kind, own)
 
+    @WORLD
+    @pytest.mark.parametrize(
+        ("case_id", "fragment"),
+        _by_id(
+            [
+                ("linear-no-grad-on-rank-1", "every rank must run in the same grad mode"),
+                ("linear-input-requires-grad-on-rank-1", "the same arguments must require grad"),
+                (
+                    "linear-unvalidated-on-rank-1-with-shard-sizes",
+                    "every rank must pass the same validate",
+                ),
+                ("linear-unvalidated-chunks-differ", "calls differ in their options"),
+                ("linear-unvalidated-counted-rows-differ", "calls differ in their options"),
+            ]
+        ),
+    )
+    def test_disagreement_raises_on_every_rank_at_once(
+        self, runs: Callable, world: int, case_id: str, fragment: str
+    ) -> None:
+        run = runs(world)
+        _assert_every_rank(_errors(run, case_id), "ValueError", fragment)
+        _assert_quick(run, case_id)
+
     def test_no_process_group(self) -> None:
         assert not dist.is_initialized()
         h, w = torch.randn(2, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
@@ -1199,12 +1336,12 @@ class TestSingleRank:
 
     def test_validate_false_reads_no_values(self, single_rank: None, monkeypatch) -> None:
         """validate=False skips the digests (a host copy of the target per call on GPUs)."""
-        import crossentropy.distributed as cd
+        import crossentropy.distributed._agreement as agreement
 
         def no_digest(t: Any) -> str:
             raise AssertionError("digest computed with validate=False")
 
-        monkeypatch.setattr(cd, "_digest", no_digest)
+        monkeypatch.setattr(agreement, "digest", no_digest)
         logits = torch.randn(3, 4, dtype=torch.float64)
         target = torch.tensor([1, 0, 3])
         w = torch.rand(4, dtype=torch.float64)

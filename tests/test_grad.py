@@ -146,7 +146,7 @@ def test_grad_returns_only_the_gradient(rng):
 
 @pytest.mark.parametrize(
     "fn",
-    [ce.softmax, ce.log_softmax, ce.sigmoid, lambda x: (x**2).sum(), np.sum, ce.info.js_divergence],
+    [lambda x: (x**2).sum(), np.sum, ce.looks_like_probabilities],
 )
 def test_function_without_rule(fn):
     with pytest.raises(ValueError, match="has no gradient rule") as info:

@@ -392,10 +392,14 @@ class TestArguments:
 
     @pytest.mark.parametrize("name", TWO_ARGS)
     def test_shapes_not_broadcastable(self, xp, name):
-        p, q = xp.asarray(np.full((2, 3), 1 / 3)), xp.asarray(np.full((4, 2), 0.5))
-        msg = r"p of shape \(2, 3\) and q of shape \(4, 2\) cannot be broadcast together"
+        p, q = xp.asarray(np.full((2, 3), 1 / 3)), xp.asarray(np.full((4, 3), 1 / 3))
+        msg = r"p of shape \(2, 3\) and q of shape \(4, 3\) cannot be broadcast together"
         with pytest.raises(ValueError, match=msg):
             TWO_ARGS[name](p, q)
+        # along the axis of the vectors nothing broadcasts: a length-1 q is not a distribution
+        msg = r"p and q must have the same length along axis=-1 .*got 2 and 1"
+        with pytest.raises(ValueError, match=msg):
+            TWO_ARGS[name](xp.asarray(HALF), xp.asarray(np.array([1.0])))
 
     @pytest.mark.parametrize("name", ALL)
     def test_integer_input(self, xp, name):

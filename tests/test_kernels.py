@@ -638,18 +638,22 @@ class TestTorchThroughNumPyViews:
         v_np, g_np = value_and_grad_ce(xn, tn, w, **kw)
         self.inputs.clear()
 
+        # the common call (2-D, class indices, no weight) is validated without
+        # prepare_class_call (crossentropy.kernels.quick)
+        quick = option == "plain" and layout in ("rows", "columns")
         xt, tt, wt = self.tensors(x, t, w, dtype)
         with torch.no_grad():
             v = ce.cross_entropy(xt, tt, wt, **kw)
-        assert np.shares_memory(self.inputs[0], xt.numpy())
-        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 2
+        if not quick:
+            assert np.shares_memory(self.inputs[0], xt.numpy())
+        assert self.prepared == ([] if quick else ["numpy"]) and calls["cross_entropy"] == 2
         assert isinstance(v, torch.Tensor) and v.dtype == getattr(torch, dtype)
         np.testing.assert_array_equal(v.numpy(), v_np)
 
         xg = xt.clone().requires_grad_(True)
         loss = ce.cross_entropy(xg, tt, wt, **kw)
         assert type(loss.grad_fn).__name__.startswith("_CrossEntropy")
-        assert self.prepared == ["numpy"] and calls["cross_entropy"] == 3
+        assert self.prepared == ([] if quick else ["numpy"]) and calls["cross_entropy"] == 3
         seed = torch.linspace(0.5, 2.0, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
         (loss * seed).sum().backward()
         np.testing.assert_array_equal(loss.detach().numpy(), v_np)
@@ -1080,7 +1084,7 @@ class TestSwitches:
         finally:
             kernels.set_num_threads(None)
         assert kernels.get_num_threads() == 3
-        with pytest.raises(ValueError, match="number of threads must be >= 1, got 0"):
+        with pytest.raises(ValueError, match=r"number of threads must be in \[1, 65536\], got 0"):
             kernels.set_num_threads(0)
 
     def test_info(self):

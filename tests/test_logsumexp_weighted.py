@@ -166,8 +166,13 @@ def test_weighted_gradient(rng, axis):
     assert_close(g, finite_difference(f, a), rtol=1e-6, atol=1e-9)
 
 
-def test_bool_and_scalar_raise():
+def test_bool_raises_and_a_scalar_is_one_term():
     with pytest.raises(ce.DTypeError, match="x must have a floating-point dtype.*bool"):
         ce.logsumexp(np.array([True, False]))
-    with pytest.raises(ValueError, match="at least one dimension"):
-        ce.logsumexp(np.float64(1.0), b=1.0)
+    # a 0-d x is one term along axis 0 or -1, as in SciPy: log(b e^x)
+    out, sign = ce.logsumexp(np.float64(1.0), b=-2.0, return_sign=True)
+    ref = sp_lse(1.0, b=-2.0, return_sign=True)
+    assert_close(out, ref[0])
+    assert float(sign) == ref[1] == -1.0
+    with pytest.raises(ValueError, match="axis=1 is out of range"):
+        ce.logsumexp(np.float64(1.0), axis=1, b=1.0)

@@ -169,9 +169,16 @@ class _Reduction(_Common):
         with pytest.raises(ValueError, match=rf"axis={axis} is out of range.*{len(shape)} dim"):
             self.call(x, axis)
 
-    def test_scalar_raises(self, xp):
-        with pytest.raises(ValueError, match="x must have at least one dimension, got a scalar"):
-            self.call(xp.asarray(np.float64(1.5)))
+    @pytest.mark.parametrize("axis", [0, -1])
+    @pytest.mark.parametrize("value", [1.5, -INF, INF])
+    def test_scalar_as_torch(self, xp, axis, value):
+        # a 0-d input has one axis to reduce over, 0 or -1, as PyTorch and SciPy take it
+        a = np.asarray(value)
+        out = self.call(xp.asarray(a), axis)
+        assert_close(out, self.oracle(a, axis), backend=xp, dtype="float64")
+        assert tuple(out.shape) == ()
+        with pytest.raises(ValueError, match="axis=1 is out of range"):
+            self.call(xp.asarray(a), 1)
 
 
 class _Elementwise(_Common):

@@ -132,6 +132,8 @@ def test_sdist_holds_the_sources_tests_and_docs(dist):
     names, _ = _members(dist)
     for required in (
         "src/crossentropy/kernels/_ce.c",
+        "src/crossentropy/kernels/_ce_xla.cc",
+        "src/crossentropy/kernels/_ce_xla_kernel.c",
         "src/crossentropy/_version.py",
         "src/crossentropy/py.typed",
         "setup.py",

@@ -7,7 +7,7 @@ loss has an analytic gradient through :func:`value_and_grad`.
 from . import distributed, info, metrics, nn
 from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
 from ._version import __version__
-from .grad import grad, value_and_grad
+from .grad import grad, value_and_grad, vjp
 from .info import entropy
 from .linear import (
     TokenStats,
@@ -78,4 +78,5 @@ __all__ = [
     "softmax",
     "squared_hinge_loss",
     "value_and_grad",
+    "vjp",
 ]

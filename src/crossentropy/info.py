@@ -1,8 +1,8 @@
 r"""Information theory on probability vectors: entropy, cross-entropy, KL and JS divergence.
 
-Every function works along ``axis`` (default -1) of arrays holding probability
-vectors, returns one value per vector, and measures in nats unless ``base`` is
-given (``base=2`` for bits).  Zero-probability terms follow the convention
+Every function works along ``axis`` (default -1; ``dim=``, PyTorch's name, is
+accepted too) of arrays holding probability vectors, returns one value per
+vector, and measures in nats unless ``base`` is given (``base=2`` for bits).  Zero-probability terms follow the convention
 :math:`0 \log 0 = 0`.
 
 Note that :func:`crossentropy.info.cross_entropy` here is :math:`H(p, q)`
@@ -13,11 +13,14 @@ PyTorch loss on *logits*.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
+from ._core.aliases import axis_or_dim
 from ._core.namespace import namespace, numeric_guard, restore, to_bool, upcast
 from ._core.rules import defines_grad
-from ._core.validate import check_floating
+from ._core.validate import check_axis, check_floating
+from .jax_rules import jax_rule
 
 __all__ = ["cross_entropy", "entropy", "information", "js_divergence", "kl_divergence"]
 
@@ -29,6 +32,8 @@ def _probabilities(xp: Any, p: Any, name: str, axis: int | None) -> Any:
     exactly the numbers passed, as a user computing them by hand would.
     """
     check_floating(xp, p, name)
+    if axis is not None:
+        check_axis(axis)
     if axis is not None and (p.ndim == 0 or not -p.ndim <= axis < p.ndim):
         raise ValueError(f"axis={axis} is out of range for {name} with shape {tuple(p.shape)}")
     bad = ~((p >= 0) & (p <= 1))
@@ -37,9 +42,47 @@ def _probabilities(xp: Any, p: Any, name: str, axis: int | None) -> Any:
     return p
 
 
-def _prepare(names: tuple[str, ...], arrays: tuple, axis: int | None) -> tuple[Any, list, Any]:
-    xp, arrays = namespace(*arrays)
+@dataclass
+class _Vectors:
+    """Checked probability arrays, broadcast together, in their compute dtype."""
+
+    xp: Any
+    arrays: list
+    dtype: Any  # the result's dtype
+    shapes: dict  # each argument's own shape, by name
+    scale: float  # 1 / log(base)
+    axis: int | None  # the vectors' axis (None: element by element)
+
+    def finish(self, value: Any, grads: dict, cotangent: Any) -> tuple[Any, dict]:
+        """The value and the gradients in the result's dtype, times the scale of
+        the base and the cotangent (one per vector, or per element), each summed
+        back to its argument's shape."""
+        xp, out = self.xp, {}
+        for name, g in grads.items():
+            g = g * self.scale
+            if cotangent is not None:
+                ct = cotangent if self.axis is None else xp.expand_dims(cotangent, axis=self.axis)
+                g = g * ct
+            out[name] = restore(xp, _unbroadcast(xp, g, self.shapes[name]), self.dtype)
+        return restore(xp, value * self.scale, self.dtype), out
+
+
+def _prepare(names: tuple[str, ...], arrays: tuple, axis: int | None, base: Any) -> _Vectors:
+    """The arrays checked, broadcast together and in their common compute dtype.
+    Two arrays must have the same length along ``axis`` (the number of outcomes):
+    only the other axes broadcast."""
+    scale = _scale(base)
+    xp, arrays = namespace(*arrays, names=names, required=len(names))
+    shapes = {n: tuple(a.shape) for n, a in zip(names, arrays)}
     arrays = [_probabilities(xp, upcast(xp, a), n, axis) for n, a in zip(names, arrays)]
+    if len(arrays) == 2 and axis is not None:
+        a, b = (arr.shape[axis] for arr in arrays)
+        if a != b:
+            raise ValueError(
+                f"{names[0]} and {names[1]} must have the same length along axis={axis} (the "
+                f"number of outcomes), got {a} and {b} (shapes {tuple(arrays[0].shape)} and "
+                f"{tuple(arrays[1].shape)})"
+            )
     if len(arrays) == 2:
         try:
             arrays = list(xp.broadcast_arrays(*arrays))
@@ -49,7 +92,19 @@ def _prepare(names: tuple[str, ...], arrays: tuple, axis: int | None) -> tuple[A
                 f"{tuple(arrays[1].shape)} cannot be broadcast together"
             ) from None
     dtype = xp.result_type(*arrays)
-    return xp, [xp.astype(a, dtype) for a in arrays], dtype
+    arrays = [xp.astype(a, dtype) for a in arrays]
+    return _Vectors(xp, arrays, dtype, shapes, scale, axis)
+
+
+def _unbroadcast(xp: Any, g: Any, shape: tuple) -> Any:
+    """``g`` summed over the axes along which an argument of ``shape`` was broadcast."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(g, shape)
 
 
 def _log(xp: Any, p: Any) -> tuple[Any, Any]:
@@ -66,7 +121,6 @@ def _scale(base: float | None) -> float:
     return 1.0 / math.log(base)
 
 
-@numeric_guard
 def information(p: Any, *, base: float | None = None) -> Any:
     r"""Self-information (surprisal) :math:`I(p) = -\log p` of events of probability ``p``.
 
@@ -93,13 +147,23 @@ def information(p: Any, *, base: float | None = None) -> Any:
     >>> info.information([1.0, 0.5, 0.25], base=2)
     array([-0.,  1.,  2.])
     """
-    scale = _scale(base)
-    xp, (p,) = namespace(p)
-    x = _probabilities(xp, upcast(xp, p), "p", None)
-    return restore(xp, -xp.log(x) * scale, p.dtype)
+    return _information_rule(p, base=base)[0]
 
 
-def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
+@defines_grad(information, "p")
+@numeric_guard
+def _information_rule(
+    p: Any, *, base: float | None = None, wrt: tuple[str, ...] = (), cotangent: Any = None
+) -> tuple[Any, dict]:
+    v = _prepare(("p",), (p,), None, base)
+    (x,) = v.arrays
+    grads = {"p": -1 / x} if "p" in wrt else {}  # -inf at p = 0
+    return v.finish(-v.xp.log(x), grads, cotangent)
+
+
+def entropy(
+    p: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of probability vectors.
 
     Parameters
@@ -109,6 +173,8 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
         2 for bits; nats by default.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -142,28 +208,35 @@ def entropy(p: Any, *, axis: int = -1, base: float | None = None) -> Any:
     >>> round(float(ce.entropy([0.001, 0.001, 0.001, 0.999], base=2)), 4)
     0.0313
     """
-    return _entropy_rule(p, axis=axis, base=base)[0]
+    return _entropy_rule(p, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(entropy, "p")
 @numeric_guard
 def _entropy_rule(
-    p: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    scale = _scale(base)
-    xp, (x,), dtype = _prepare(("p",), (p,), axis)
+    axis = axis_or_dim(axis, dim, -1)
+    v = _prepare(("p",), (p,), axis, base)
+    xp, (x,) = v.xp, v.arrays
     log_p, pos = _log(xp, x)
-    value = -xp.sum(xp.where(pos, x * log_p, xp.zeros_like(x)), axis=axis) * scale
+    value = -xp.sum(xp.where(pos, x * log_p, xp.zeros_like(x)), axis=axis)
     grads = {}
-    if "p" in wrt:
-        # dH/dp_i = -(log p_i + 1): infinite at p_i = 0
-        grads["p"] = restore(
-            xp, -(xp.where(pos, log_p, xp.full_like(x, -math.inf)) + 1) * scale, dtype
-        )
-    return restore(xp, value, dtype), grads
+    if "p" in wrt:  # dH/dp_i = -(log p_i + 1): infinite at p_i = 0
+        grads["p"] = -(xp.where(pos, log_p, xp.full_like(x, -math.inf)) + 1)
+    return v.finish(value, grads, cotangent)
 
 
-def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def cross_entropy(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Cross-entropy :math:`H(p, q) = -\sum_i p_i \log q_i` between two distributions.
 
     Parameters
@@ -171,9 +244,12 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     p : array_like, floating
         Reference ("true") probability vectors along ``axis``.
     q : array_like, floating
-        Model probability vectors, broadcastable with ``p``.
+        Model probability vectors, of ``p``'s length along ``axis`` and
+        broadcastable with ``p`` along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -210,37 +286,50 @@ def cross_entropy(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> round(float(info.cross_entropy([0, 0, 1.], [0.1, 0.1, 0.8])), 4)
     0.2231
     """
-    return _cross_entropy_rule(p, q, axis=axis, base=base)[0]
+    return _cross_entropy_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(cross_entropy, "p", "q")
 @numeric_guard
 def _cross_entropy_rule(
-    p: Any, q: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    q: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    scale = _scale(base)
-    xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
+    axis = axis_or_dim(axis, dim, -1)
+    v = _prepare(("p", "q"), (p, q), axis, base)
+    xp, (x, y) = v.xp, v.arrays
     log_q, _ = _log(xp, y)
     log_q = xp.where(y > 0, log_q, xp.full_like(y, -math.inf))
-    terms = xp.where(x > 0, x * log_q, xp.zeros_like(x))
-    value = -xp.sum(terms, axis=axis) * scale
+    value = -xp.sum(xp.where(x > 0, x * log_q, xp.zeros_like(x)), axis=axis)
     grads = {}
     if "p" in wrt:
-        grads["p"] = restore(xp, -log_q * scale, dtype)
+        grads["p"] = -log_q
     if "q" in wrt:
-        grads["q"] = restore(xp, -x / y * scale, dtype)
-    return restore(xp, value, dtype), grads
+        grads["q"] = -x / y
+    return v.finish(value, grads, cotangent)
 
 
-def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def kl_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Kullback-Leibler divergence :math:`D_{KL}(p\|q) = \sum_i p_i \log(p_i / q_i)`.
 
     Parameters
     ----------
     p, q : array_like, floating
-        Probability vectors along ``axis``, broadcastable together.
+        Probability vectors along ``axis``, of the same length there and
+        broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -265,19 +354,26 @@ def kl_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.kl_divergence([0.2, 0.8], [0.2, 0.8]))
     0.0
     """
-    return _kl_divergence_rule(p, q, axis=axis, base=base)[0]
+    return _kl_divergence_rule(p, q, axis=axis, base=base, dim=dim)[0]
 
 
+@jax_rule(last_axis=True)
 @defines_grad(kl_divergence, "p", "q")
 @numeric_guard
 def _kl_divergence_rule(
-    p: Any, q: Any, *, axis: int = -1, base: float | None = None, wrt: tuple[str, ...] = ()
+    p: Any,
+    q: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    scale = _scale(base)
-    xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
-    value, grads = _kl(xp, x, y, axis, wrt)
-    grads = {k: restore(xp, g * scale, dtype) for k, g in grads.items()}
-    return restore(xp, value * scale, dtype), grads
+    axis = axis_or_dim(axis, dim, -1)
+    v = _prepare(("p", "q"), (p, q), axis, base)
+    value, grads = _kl(v.xp, *v.arrays, axis, wrt)
+    return v.finish(value, grads, cotangent)
 
 
 def _kl(xp: Any, x: Any, y: Any, axis: int, wrt: tuple[str, ...] = ()) -> tuple[Any, dict]:
@@ -293,16 +389,20 @@ def _kl(xp: Any, x: Any, y: Any, axis: int, wrt: tuple[str, ...] = ()) -> tuple[
     return value, grads
 
 
-@numeric_guard
-def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) -> Any:
+def js_divergence(
+    p: Any, q: Any, *, axis: int | None = None, base: float | None = None, dim: int | None = None
+) -> Any:
     r"""Jensen-Shannon divergence, the symmetric and bounded cousin of KL.
 
     Parameters
     ----------
     p, q : array_like, floating
-        Probability vectors along ``axis``, broadcastable together.
+        Probability vectors along ``axis``, of the same length there and
+        broadcastable together along the other axes.
     axis : int, default -1, keyword-only
     base : float, optional, keyword-only
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -323,8 +423,33 @@ def js_divergence(p: Any, q: Any, *, axis: int = -1, base: float | None = None) 
     >>> float(info.js_divergence([1.0, 0.0], [0.0, 1.0], base=2))   # disjoint supports
     1.0
     """
-    scale = _scale(base)
-    xp, (x, y), dtype = _prepare(("p", "q"), (p, q), axis)
+    return _js_divergence_rule(p, q, axis=axis, base=base, dim=dim)[0]
+
+
+@defines_grad(js_divergence, "p", "q")
+@numeric_guard
+def _js_divergence_rule(
+    p: Any,
+    q: Any,
+    *,
+    axis: int | None = None,
+    base: float | None = None,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
+) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim, -1)
+    v = _prepare(("p", "q"), (p, q), axis, base)
+    xp, (x, y) = v.xp, v.arrays
     m = (x + y) / 2
     value = (_kl(xp, x, m, axis)[0] + _kl(xp, y, m, axis)[0]) / 2
-    return restore(xp, value * scale, dtype)
+    # dJS/dp_i = log(p_i / m_i) / 2: -inf at p_i = 0 < q_i, log(2) / 2 where both are 0
+    log_m, _ = _log(xp, m)
+    grads = {}
+    for name, a in (("p", x), ("q", y)):
+        if name in wrt:
+            log_a, pos = _log(xp, a)
+            half_log2 = xp.full_like(a, math.log(2) / 2)
+            zero = xp.where(m > 0, xp.full_like(a, -math.inf), half_log2)
+            grads[name] = xp.where(pos, (log_a - log_m) / 2, zero)
+    return v.finish(value, grads, cotangent)

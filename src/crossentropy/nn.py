@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import losses, special
+from ._core.aliases import axis_or_dim
 
 __all__ = [
     "BCELoss",
@@ -64,14 +65,21 @@ class CrossEntropyLoss(_Module):
     _fn = staticmethod(losses.cross_entropy)
 
     def __init__(
-        self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *, axis=None
+        self,
+        weight=None,
+        ignore_index=-100,
+        reduction="mean",
+        label_smoothing=0.0,
+        *,
+        axis=None,
+        dim=None,
     ):
         super().__init__(
             weight=weight,
             ignore_index=ignore_index,
             reduction=reduction,
             label_smoothing=label_smoothing,
-            axis=axis,
+            axis=axis_or_dim(axis, dim),
         )
 
 
@@ -80,8 +88,13 @@ class NLLLoss(_Module):
 
     _fn = staticmethod(losses.nll_loss)
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", *, axis=None):
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, axis=axis)
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", *, axis=None, dim=None):
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            axis=axis_or_dim(axis, dim),
+        )
 
 
 class BCELoss(_Module):

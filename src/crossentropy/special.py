@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import mathops
+from ._core.aliases import axis_or_dim
 from ._core.namespace import is_floating, namespace, numeric_guard, restore, upcast
 from ._core.prepared import prepare_scores
 from ._core.rules import defines_grad
@@ -17,6 +18,8 @@ from ._core.signed_lse import as_inexact as weighted_inputs
 from ._core.signed_lse import signed_logsumexp
 from ._core.validate import check_floating
 from ._core.validate import looks_like_probabilities as probabilities_probe
+from .jax_rules import jax_rule
+from .kernels.custom_ops import compiled_softmax
 from .kernels.softmax import logsumexp_rows, softmax_rows
 
 __all__ = [
@@ -34,20 +37,21 @@ __all__ = [
 
 def logsumexp(
     x: Any,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = None,
     keepdims: bool = False,
     *,
     b: Any = None,
     return_sign: bool = False,
+    dim: int | tuple[int, ...] | None = None,
 ) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     Parameters
     ----------
     x : array_like
-        Input of any shape with at least one dimension: floating, complex, or
-        integer (computed in the library's default floating dtype, as SciPy
-        and ``torch.logsumexp`` do).
+        Input of any shape (a 0-d ``x``, axis 0 or -1, is its own
+        logsumexp): floating, complex, or integer (computed in the library's
+        default floating dtype, as SciPy and ``torch.logsumexp`` do).
     axis : int or tuple of int, default -1
         Axis or axes to reduce.
     keepdims : bool, default False
@@ -57,6 +61,8 @@ def logsumexp(
         subtract, and a zero weight removes its entry (even an infinite one).
     return_sign : bool, default False, keyword-only
         Return ``(log|S|, sign(S))``; otherwise a negative sum gives NaN.
+    dim : int or tuple of int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -69,6 +75,8 @@ def logsumexp(
     ------
     ValueError
         If ``axis`` is out of range or ``b`` does not broadcast to ``x``.
+    TypeError
+        If both ``axis`` and ``dim`` are given.
 
     See Also
     --------
@@ -101,45 +109,95 @@ def logsumexp(
     >>> round(float(r), 4), float(s)                       # log(e^2 - e), negative
     (1.5413, -1.0)
     """
-    return _logsumexp_rule(x, axis, keepdims, b=b, return_sign=return_sign)[0]
+    if b is None and not return_sign:
+        compiled = compiled_softmax("logsumexp", x, axis_or_dim(axis, dim, -1), keepdims)
+        if compiled is not None:  # inside torch.compile
+            return compiled
+    return _logsumexp_rule(x, axis, keepdims, b=b, return_sign=return_sign, dim=dim)[0]
 
 
+def _scores(x: Any, axis: Any) -> tuple[Any, Any, Any, bool]:
+    """``(xp, x, axis, scalar)``: a 0-d ``x`` as shape ``(1,)`` (its one axis is
+    0 or -1, as PyTorch allows), its axis checked; ``scalar`` says to reshape back."""
+    xp, x = prepare_scores(x)
+    scalar = x.ndim == 0
+    if scalar:
+        x = xp.reshape(x, (1,))
+    mathops.normalize_axes(axis, x.ndim)
+    return xp, x, axis, scalar
+
+
+def _expand(xp: Any, ct: Any, axis: Any, ndim: int) -> Any:
+    """A cotangent of a reduction over ``axis`` (axes dropped) with those axes back as 1."""
+    for a in sorted(mathops.normalize_axes(axis, ndim)):
+        ct = xp.expand_dims(ct, axis=a)
+    return ct
+
+
+@jax_rule(last_axis=True)
 @defines_grad(logsumexp, "x")
 @numeric_guard
 def _logsumexp_rule(
     x: Any,
-    axis: Any = -1,
+    axis: Any = None,
     keepdims: bool = False,
     *,
     b: Any = None,
     return_sign: bool = False,
+    dim: Any = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    xp, (x, b) = namespace(x, b)
-    if xp.isdtype(x.dtype, "bool"):
-        check_floating(xp, x, "x")  # raises: booleans are not numbers to exponentiate
-    if not is_floating(xp, x) or b is not None:
+    axis = axis_or_dim(axis, dim, -1)
+    xp, (x, b) = namespace(x, b, names=("x", "b"), required=1)
+    if not is_floating(xp, x):
+        try:
+            boolean = xp.isdtype(x.dtype, "bool")
+        except TypeError:  # a NumPy extension dtype (ml_dtypes' float8)
+            boolean = True
+        if boolean:
+            check_floating(xp, x, "x")  # raises: not numbers to exponentiate
+        x, b = weighted_inputs(xp, x, b)
+    elif b is not None:
         x, b = weighted_inputs(xp, x, b)
     if b is not None or return_sign or not is_floating(xp, x):
-        return _signed_logsumexp(xp, x, b, axis, keepdims, return_sign, wrt)
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = logsumexp_rows(x, axis, keepdims, "x" in wrt)  # fused CPU kernel, if it applies
+        return _signed_logsumexp(xp, x, b, axis, keepdims, return_sign, wrt, cotangent)
+    xp, x, axis, scalar = _scores(x, axis)
+    dtype = x.dtype
+    fast = logsumexp_rows(x, axis, True, "x" in wrt)  # fused CPU kernel, if it applies
     if fast is not None:
-        return fast
-    xc = upcast(xp, x)
-    lse = mathops.logsumexp(xp, xc, axis, True)
-    value = lse if keepdims else xp.squeeze(lse, axis=axis)
-    grads = {"x": restore(xp, xp.exp(xc - lse), x.dtype)} if "x" in wrt else {}
-    return restore(xp, value, x.dtype), grads
+        lse, grads = fast
+        p = grads.get("x")
+    else:
+        xc = upcast(xp, x)
+        lse = mathops.logsumexp(xp, xc, axis, True)
+        p = xp.exp(xc - lse) if "x" in wrt else None
+    value = xp.reshape(lse, ()) if scalar else lse if keepdims else xp.squeeze(lse, axis=axis)
+    grads = {}
+    if "x" in wrt:
+        if cotangent is not None:
+            ct = xp.reshape(cotangent, (1,)) if scalar else cotangent
+            p = p * (ct if keepdims else _expand(xp, ct, axis, x.ndim))
+        grads["x"] = restore(xp, xp.reshape(p, ()) if scalar else p, dtype)
+    return restore(xp, value, dtype), grads
 
 
 def _signed_logsumexp(
-    xp: Any, x: Any, b: Any, axis: Any, keepdims: bool, return_sign: bool, wrt: tuple
+    xp: Any,
+    x: Any,
+    b: Any,
+    axis: Any,
+    keepdims: bool,
+    return_sign: bool,
+    wrt: tuple,
+    cotangent: Any,
 ) -> tuple[Any, dict]:
     """``logsumexp`` with weights, a sign, or complex input (SciPy's semantics)."""
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension, got a scalar")
+    scalar = x.ndim == 0
+    if scalar:  # one term, along axis 0 or -1
+        mathops.normalize_axes(axis, 1)
+        x = xp.reshape(x, (1,))
+        b = None if b is None else xp.reshape(b, (1,))
     mathops.normalize_axes(axis, x.ndim)
     xc = upcast(xp, x)
     bc = None if b is None else xp.astype(b, xc.dtype)
@@ -149,24 +207,32 @@ def _signed_logsumexp(
         out = xp.where(sign < 0, xp.full_like(out, float("nan")), out)
     elif not real and return_sign:
         out = xp.real(out)
-    if not keepdims:
+    if scalar:
+        out, sign = xp.reshape(out, ()), xp.reshape(sign, ())
+    elif not keepdims:
         out, sign = xp.squeeze(out, axis=axis), xp.squeeze(sign, axis=axis)
     if real:
         out, sign = restore(xp, out, x.dtype), restore(xp, sign, x.dtype)
-    grads = {"x": restore(xp, weights, x.dtype)} if "x" in wrt else {}
+    grads = {}
+    if "x" in wrt:
+        if cotangent is not None:
+            ct = xp.reshape(cotangent, (1,)) if scalar else cotangent
+            weights = weights * (ct if keepdims else _expand(xp, ct, axis, x.ndim))
+        grads["x"] = restore(xp, xp.reshape(weights, ()) if scalar else weights, x.dtype)
     return ((out, sign) if return_sign else out), grads
 
 
-@numeric_guard
-def log_softmax(x: Any, axis: int = -1) -> Any:
+def log_softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Logarithm of :func:`softmax`, computed as ``x - logsumexp(x)``.
 
     Parameters
     ----------
     x : array_like, floating
-        Logits of any shape with at least one dimension.
+        Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -179,7 +245,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
     Never takes the log of a rounded-to-zero probability, so it stays exact
     where ``log(softmax(x))`` gives ``-inf``.  PyTorch:
-    ``torch.nn.functional.log_softmax(x, dim=axis)``.
+    ``torch.nn.functional.log_softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -189,24 +255,55 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     >>> ce.log_softmax([0.0, -1000.0]).round(4)   # log(softmax) would give -inf
     array([    0., -1000.])
     """
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("log_softmax", x, axis)  # fused CPU kernel, if it applies
-    if fast is not None:
-        return fast
-    return restore(xp, mathops.log_softmax(xp, upcast(xp, x), axis), x.dtype)
+    axis = axis_or_dim(axis, dim, -1)
+    compiled = compiled_softmax("log_softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
+    return _log_softmax_rule(x, axis)[0]
 
 
+def _softmax_family(kind: str, x: Any, axis: Any, wrt: tuple, cotangent: Any) -> tuple[Any, dict]:
+    """``softmax`` (kind ``"softmax"``) or ``log_softmax`` and its vector-Jacobian
+    product with ``cotangent`` (ones by default: the gradient of the sum)."""
+    xp, x, axis, scalar = _scores(x, axis)
+    y = softmax_rows(kind, x, axis)  # fused CPU kernel, if it applies
+    if y is None:
+        y = getattr(mathops, kind)(xp, upcast(xp, x), axis)
+    grads = {}
+    if "x" in wrt:
+        ct = xp.ones_like(y) if cotangent is None else xp.reshape(cotangent, y.shape)
+        if kind == "softmax":  # s * (ct - <ct, s>)
+            g = y * (ct - xp.sum(ct * y, axis=axis, keepdims=True))
+        else:  # ct - softmax * sum(ct)
+            g = ct - xp.exp(y) * xp.sum(ct, axis=axis, keepdims=True)
+        grads["x"] = restore(xp, xp.reshape(g, ()) if scalar else g, x.dtype)
+    return restore(xp, xp.reshape(y, ()) if scalar else y, x.dtype), grads
+
+
+@defines_grad(log_softmax, "x")
 @numeric_guard
-def softmax(x: Any, axis: int = -1) -> Any:
+def _log_softmax_rule(
+    x: Any,
+    axis: int | None = None,
+    *,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
+) -> tuple[Any, dict]:
+    return _softmax_family("log_softmax", x, axis_or_dim(axis, dim, -1), wrt, cotangent)
+
+
+def softmax(x: Any, axis: int | None = None, *, dim: int | None = None) -> Any:
     r"""Normalised exponentials along ``axis``: a probability vector per row.
 
     Parameters
     ----------
     x : array_like, floating
-        Logits of any shape with at least one dimension.
+        Logits of any shape (a 0-d ``x`` is one class along axis 0 or -1).
     axis : int, default -1
         The class axis.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -219,7 +316,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
               \quad m = \max_j x_j
 
     Invariant to adding a constant to every logit.  PyTorch:
-    ``torch.softmax(x, dim=axis)``.
+    ``torch.softmax(x, dim=axis)``, whose ``dim`` is accepted too.
 
     Examples
     --------
@@ -228,13 +325,28 @@ def softmax(x: Any, axis: int = -1) -> Any:
     array([0.659 , 0.2424, 0.0986])
     >>> ce.softmax([1e4, 0.0]).round(4)           # no overflow
     array([1., 0.])
+    >>> ce.softmax([[0.0, 0.0], [0.0, 0.0]], dim=0)   # PyTorch's dim=: each column sums to 1
+    array([[0.5, 0.5],
+           [0.5, 0.5]])
     """
-    xp, x = prepare_scores(x)
-    mathops.normalize_axes(axis, x.ndim)
-    fast = softmax_rows("softmax", x, axis)  # fused CPU kernel, if it applies
-    if fast is not None:
-        return fast
-    return restore(xp, mathops.softmax(xp, upcast(xp, x), axis), x.dtype)
+    axis = axis_or_dim(axis, dim, -1)
+    compiled = compiled_softmax("softmax", x, axis)  # inside torch.compile
+    if compiled is not None:
+        return compiled
+    return _softmax_rule(x, axis)[0]
+
+
+@defines_grad(softmax, "x")
+@numeric_guard
+def _softmax_rule(
+    x: Any,
+    axis: int | None = None,
+    *,
+    dim: int | None = None,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
+) -> tuple[Any, dict]:
+    return _softmax_family("softmax", x, axis_or_dim(axis, dim, -1), wrt, cotangent)
 
 
 @numeric_guard
@@ -262,9 +374,31 @@ def sigmoid(x: Any) -> Any:
     >>> ce.sigmoid([0.0, 2.0, -1e4]).round(4)
     array([0.5   , 0.8808, 0.    ])
     """
-    xp, (x,) = namespace(x)
+    return _sigmoid_rule(x)[0]
+
+
+def _elementwise(x: Any, value: Any, slope: Any, wrt: tuple, cotangent: Any) -> tuple[Any, dict]:
+    """``value(xp, x)`` elementwise and its gradient ``cotangent * slope(xp, x)``."""
+    xp, (x,) = namespace(x, names=("x",), required=1)
     check_floating(xp, x, "x")
-    return restore(xp, mathops.sigmoid(xp, upcast(xp, x)), x.dtype)
+    xc = upcast(xp, x)
+    grads = {}
+    if "x" in wrt:
+        g = slope(xp, xc)
+        if cotangent is not None:
+            g = g * cotangent
+        grads["x"] = restore(xp, g, x.dtype)
+    return restore(xp, value(xp, xc), x.dtype), grads
+
+
+@defines_grad(sigmoid, "x")
+@numeric_guard
+def _sigmoid_rule(x: Any, *, wrt: tuple[str, ...] = (), cotangent: Any = None) -> tuple[Any, dict]:
+    # sigma'(x) = sigma(x) sigma(-x), without the cancellation of 1 - sigma(x)
+    def slope(xp: Any, v: Any) -> Any:
+        return mathops.sigmoid(xp, v) * mathops.sigmoid(xp, -v)
+
+    return _elementwise(x, mathops.sigmoid, slope, wrt, cotangent)
 
 
 @numeric_guard
@@ -292,9 +426,19 @@ def log_sigmoid(x: Any) -> Any:
     >>> ce.log_sigmoid([0.0, -1e4]).round(4)    # log(sigmoid(-1e4)) would be -inf
     array([-6.9310e-01, -1.0000e+04])
     """
-    xp, (x,) = namespace(x)
-    check_floating(xp, x, "x")
-    return restore(xp, mathops.log_sigmoid(xp, upcast(xp, x)), x.dtype)
+    return _log_sigmoid_rule(x)[0]
+
+
+@defines_grad(log_sigmoid, "x")
+@numeric_guard
+def _log_sigmoid_rule(
+    x: Any, *, wrt: tuple[str, ...] = (), cotangent: Any = None
+) -> tuple[Any, dict]:
+    # (log sigma)'(x) = sigma(-x)
+    def slope(xp: Any, v: Any) -> Any:
+        return mathops.sigmoid(xp, -v)
+
+    return _elementwise(x, mathops.log_sigmoid, slope, wrt, cotangent)
 
 
 def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
@@ -328,5 +472,5 @@ def looks_like_probabilities(x: Any, axis: int = -1) -> bool:
     False
     """
     xp, x = prepare_scores(x)
-    (ax,) = mathops.normalize_axes(axis, x.ndim)
-    return bool(probabilities_probe(xp, x, ax))
+    (ax,) = mathops.normalize_axes(axis, max(x.ndim, 1))
+    return x.ndim > 0 and bool(probabilities_probe(xp, x, ax))

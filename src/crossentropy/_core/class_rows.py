@@ -52,15 +52,22 @@ def _target_weights(b: ClassCall) -> tuple[Any, Any]:
 
 
 def evaluate_log_prob_loss(
-    b: ClassCall, term: LogProbTerm, wrt: tuple[str, ...], rows: Any = None
+    b: ClassCall,
+    term: LogProbTerm,
+    wrt: tuple[str, ...],
+    rows: Any = None,
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    """The reduced loss :math:`\\sum_c \\tau_c f(l_c)` and its gradient w.r.t. ``"input"``.
+    """The reduced loss :math:`\\sum_c \\tau_c f(l_c)` and its gradient w.r.t. ``"input"``
+    (of ``sum(cotangent * value)`` with a ``cotangent``).
 
     ``rows`` (optional, the batch shape) marks the rows that count; the others
     give no loss, no gradient and no count in ``'mean'`` (the ``where=`` masks).
+    Rows whose class index is ``ignore_index`` give 0 whatever their logits.
     """
     xp = b.xp
-    logp = log_softmax(xp, b.x, -1)
+    x = b.x if b.probs else xp.where(b.valid[..., None], b.x, xp.zeros_like(b.x))
+    logp = log_softmax(xp, x, -1)
     tau, denom = _target_weights(b)
     if rows is not None:
         tau = xp.where(rows[..., None], tau, xp.zeros_like(tau))
@@ -75,5 +82,7 @@ def evaluate_log_prob_loss(
         u = xp.where(used, tau * term.slope(xp, logp), zero)
         g = u - xp.exp(logp) * xp.sum(u, axis=-1, keepdims=True)
         s = grad_scale(xp, loss, b.reduction, denom)
+        if cotangent is not None:
+            s = s * xp.expand_dims(xp.astype(cotangent, loss.dtype), axis=-1)
         grads["input"] = to_caller_layout(b, s * g)
     return value, grads

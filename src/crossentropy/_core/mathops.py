@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from .namespace import device
+from .validate import check_axis
 
 __all__ = [
     "log_sigmoid",
@@ -29,7 +30,9 @@ __all__ = [
 
 
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    """``axis`` (an int or a tuple) as non-negative axes, or ``ValueError`` if out of range."""
+    """``axis`` (an int or a tuple) as non-negative axes, or ``TypeError`` /
+    ``ValueError`` if it is not an integer or out of range."""
+    check_axis(axis, allow_tuple=True)
     axes = axis if isinstance(axis, tuple) else (axis,)
     for a in axes:
         if not -ndim <= a < ndim:
@@ -43,25 +46,43 @@ def size(shape: tuple) -> int:
 
 
 def shifted(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
-    """``(x - m, m)`` with ``m`` the max along ``axis`` (kept), or 0 where it is ±inf.
+    """``(x - m, m)`` with ``m`` the max along ``axis`` (kept), or 0 where it is ±inf
+    or the axis is empty.
 
     Replacing an infinite max by 0 keeps ``-inf - (-inf)`` and ``inf - inf``
     (NaN) out of rows that are all ``-inf`` or contain ``+inf``.
     """
-    m = xp.max(x, axis=axis, keepdims=True)
+    axes = normalize_axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+        return x, xp.zeros(shape, dtype=x.dtype, device=device(x))
+    m = xp.max(x, axis=axis)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    # the guard on the reduced shape, then the kept axes restored: a compiler
+    # (XLA) then fuses the guard into its consumers instead of a pass of its own
+    m = xp.reshape(m, tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
     return x - m, m
 
 
 def logsumexp(xp: Any, x: Any, axis: Any, keepdims: bool = True) -> Any:
-    """``log(sum(exp(x)))`` along ``axis`` on the max-shifted ``x``; ``-inf`` over an empty axis."""
+    """``log(sum(exp(x)))`` along ``axis`` on the max-shifted ``x``; ``-inf`` over an empty axis.
+
+    The terms equal to the max contribute exactly ``k`` (their number) to the
+    shifted sum; the others' sum ``r`` is added through ``log1p(k - 1 + r)``,
+    so that ``logsumexp([0, -40])`` is ``4.25e-18``, not ``log(1.0) = 0``
+    (SciPy's gh-18295).
+    """
     axes = normalize_axes(axis, x.ndim)
     if any(x.shape[a] == 0 for a in axes):
         shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
         out = xp.full(shape, -float("inf"), dtype=x.dtype, device=device(x))
     else:
         z, m = shifted(xp, x, axis)
-        out = xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True)) + m
+        ez = xp.exp(z)
+        top = z == 0  # the max itself (exp(0) = 1 exactly)
+        rest = xp.sum(xp.where(top, xp.zeros_like(ez), ez), axis=axis, keepdims=True)
+        k = xp.sum(xp.astype(top, x.dtype), axis=axis, keepdims=True)
+        out = xp.log1p((k - 1) + rest) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 

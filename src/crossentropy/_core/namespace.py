@@ -10,6 +10,7 @@ imported here: ``array_api_compat`` recognises their arrays without importing th
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
@@ -18,8 +19,10 @@ import numpy as np
 __all__ = [
     "compute_dtype",
     "device",
+    "index_dtype",
     "is_floating",
     "is_integer",
+    "is_numpy",
     "is_torch",
     "namespace",
     "numeric_guard",
@@ -29,36 +32,85 @@ __all__ = [
 ]
 
 
-def _as_array(x: Any) -> Any:
-    """Return ``x`` itself if it is an array, else a NumPy array of it."""
+def _as_array(x: Any, name: str) -> Any:
+    """Return ``x`` itself if it is an array, else a NumPy array of it.
+
+    NumPy subclasses become plain ``ndarray`` views (``np.matrix`` would keep
+    two dimensions through every reduction); masked arrays are refused, as
+    their mask would be silently dropped.
+    """
+    if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a masked array (numpy.ma): its mask would be ignored, so it is "
+                f"not accepted; pass a plain array instead, e.g. for class indices "
+                f"{name}.filled(ignore_index) (masked entries then count for nothing)"
+            )
+        return x.view(np.ndarray)
     if x is None or array_api_compat.is_array_api_obj(x):
         return x
     return np.asarray(x)
 
 
-def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
+def _label(names: Sequence[str], i: int) -> str:
+    return names[i] if i < len(names) else f"argument {i}"
+
+
+def namespace(*arrays: Any, names: Sequence[str] = (), required: int = 0) -> tuple[Any, list[Any]]:
     """Return ``(xp, arrays)``: the common namespace and the inputs as arrays.
 
     ``None`` entries pass through unchanged (optional arguments such as
-    ``weight``).  Mixing array libraries (a NumPy target with a PyTorch input)
-    is allowed when the non-matching ones are plain NumPy arrays or Python data:
-    they are moved to the library and device of the first real array, as
-    PyTorch users often pass a list or NumPy array as target.
+    ``weight``), except among the first ``required`` arrays.  Mixing array
+    libraries (a NumPy target with a PyTorch input) is allowed when the
+    non-matching ones are plain NumPy arrays or Python data: they are moved
+    to the library and device of the first real array, as PyTorch users
+    often pass a list or NumPy array as target.  Arrays of that library on
+    another device are an error.  ``names`` label the arrays in messages.
     """
-    converted = [_as_array(a) for a in arrays]
+    for i, a in enumerate(arrays[:required]):
+        if a is None:
+            raise TypeError(f"{_label(names, i)} must be an array, got None")
+    converted = [_as_array(a, _label(names, i)) for i, a in enumerate(arrays)]
     present = [a for a in converted if a is not None]
-    primary = next((a for a in present if not array_api_compat.is_numpy_array(a)), None)
-    if primary is None:
+    real = [i for i, a in enumerate(converted) if a is not None and not is_numpy(a)]
+    if not real:
         return array_api_compat.array_namespace(*present), converted
+    first = real[0]
+    primary = converted[first]
     xp = array_api_compat.array_namespace(primary)
     dev = array_api_compat.device(primary)
     out = []
-    for a in converted:
-        if a is not None and array_api_compat.is_numpy_array(a):
+    for i, a in enumerate(converted):
+        if a is not None and is_numpy(a):
             a = xp.asarray(a, device=dev)
+        elif a is not None and i != first and _same_library(a, xp) and _elsewhere(a, dev):
+            raise ValueError(
+                f"{_label(names, i)} is on device {device(a)} but "
+                f"{_label(names, first)} is on {dev}: move it there first, e.g. "
+                f"{_label(names, i)}.to({_label(names, first)}.device)"
+            )
         out.append(a)
     array_api_compat.array_namespace(*[a for a in out if a is not None])
     return xp, out
+
+
+def _elsewhere(a: Any, dev: Any) -> bool:
+    """True if ``a`` is on a device other than ``dev``; a traced JAX array (inside
+    ``jit``) has no device of its own, so it is on no other device."""
+    other = device(a)
+    return other is not None and dev is not None and other != dev
+
+
+def _same_library(a: Any, xp: Any) -> bool:
+    try:
+        return array_api_compat.array_namespace(a) is xp
+    except TypeError:  # not an array of a known library: array_namespace says so below
+        return False
+
+
+def is_numpy(x: Any) -> bool:
+    """True for a NumPy array (or NumPy scalar)."""
+    return array_api_compat.is_numpy_array(x)
 
 
 def device(x: Any) -> Any:
@@ -66,24 +118,47 @@ def device(x: Any) -> Any:
     return array_api_compat.device(x)
 
 
+def index_dtype(xp: Any) -> Any:
+    """The library's default integer dtype for indexing (the Array API's
+    ``default_dtypes()["indexing"]``): int64 for NumPy and PyTorch, int32 for
+    JAX unless ``jax_enable_x64`` is set, where asking for int64 would warn
+    and truncate."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return xp.int64 if info is None else info().default_dtypes()["indexing"]
+
+
 def is_torch(x: Any) -> bool:
     """True for a PyTorch tensor (without importing PyTorch)."""
     return array_api_compat.is_torch_array(x)
 
 
+def _numpy_bfloat16(dtype: Any) -> bool:
+    """True for ml_dtypes' bfloat16 in a NumPy array (a dtype NumPy itself lacks)."""
+    return isinstance(dtype, np.dtype) and dtype.kind == "V" and dtype.name == "bfloat16"
+
+
+def _numpy_extension(dtype: Any) -> bool:
+    """True for a NumPy dtype that is neither a number nor a bool (ml_dtypes' float8, ...)."""
+    return isinstance(dtype, np.dtype) and dtype.kind == "V"
+
+
 def is_floating(xp: Any, x: Any) -> bool:
-    """True if ``x`` has a real floating-point dtype."""
+    """True if ``x`` has a real floating-point dtype (ml_dtypes' bfloat16 included)."""
+    if _numpy_extension(x.dtype):
+        return _numpy_bfloat16(x.dtype)
     return xp.isdtype(x.dtype, "real floating")
 
 
 def is_integer(xp: Any, x: Any) -> bool:
     """True if ``x`` has a (signed or unsigned) integer dtype."""
-    return xp.isdtype(x.dtype, "integral")
+    return not _numpy_extension(x.dtype) and xp.isdtype(x.dtype, "integral")
 
 
 def _is_half(xp: Any, dtype: Any) -> bool:
     # the standard has no half-precision dtypes; libraries that do name them so
     # (NumPy compares any float64 dtype equal to None, so test presence first)
+    if _numpy_bfloat16(dtype):
+        return True
     return any(hasattr(xp, name) and dtype == getattr(xp, name) for name in ("float16", "bfloat16"))
 
 

@@ -19,18 +19,20 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .namespace import namespace, restore, upcast
+from .namespace import index_dtype, is_floating, namespace, restore, upcast
 from .reduction import REDUCTIONS, check_reduction, grad_scale, reduce
 from .shard import VocabShard
 from .validate import (
     check_batch,
     check_floating,
+    check_ignore_index,
     check_index_target,
     check_integer_target,
     check_same_shape,
     check_vector,
     class_axis,
     counted_mask,
+    widen_unsigned,
 )
 
 __all__ = [
@@ -69,6 +71,7 @@ class ClassCall:
     probs: bool  # probability targets
     ignore_index: int | None = None
     class_weight: Any = None  # weight over every class (the whole vocabulary if sharded)
+    n_total: int = 0  # classes the indices refer to (the whole vocabulary if sharded)
 
     @functools.cached_property
     def valid(self) -> Any:
@@ -76,20 +79,39 @@ class ClassCall:
         return counted_mask(self.xp, self.target, self.ignore_index)
 
     @functools.cached_property
-    def index(self) -> Any:
-        """(...) int64 class indices, ignored entries replaced by 0."""
+    def _indices(self) -> tuple[Any, Any]:
+        """``(index, unseen)``: the counted class indices in the library's index
+        dtype (0 elsewhere), and the mask of counted indices outside ``[0, C)``.
+
+        The range check raises on such an index, except where it cannot read
+        the values (inside ``jax.jit``): there the row's weight becomes NaN, so
+        that its loss and gradient, and any reduction over it, are NaN (a wrong
+        class is never read, and a negative index never wraps around)."""
         xp, t = self.xp, self.target
-        return xp.where(self.valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+        dtype = index_dtype(xp)
+        t = xp.astype(t, dtype)
+        inside = (t >= 0) & (t < (self.n_total or self.n_classes))
+        keep = self.valid & inside
+        return xp.where(keep, t, xp.zeros_like(t)), self.valid & ~inside
+
+    @property
+    def index(self) -> Any:
+        """(...) class indices (the library's index dtype), 0 where not counted."""
+        return self._indices[0]
 
     @functools.cached_property
     def w_t(self) -> Any:
-        """(...) weight of each counted target, 0 where ignored (index targets only)."""
+        """(...) weight of each counted target, 0 where ignored, NaN where out of
+        range (index targets only)."""
         xp = self.xp
+        index, unseen = self._indices
         if self.class_weight is None:
-            return xp.astype(self.valid, self.x.dtype)
-        t = self.index
-        w_t = xp.reshape(xp.take(self.class_weight, xp.reshape(t, (-1,)), axis=0), t.shape)
-        return xp.where(self.valid, w_t, xp.zeros_like(w_t))
+            w_t = xp.astype(self.valid, self.x.dtype)
+        else:
+            w_t = xp.take(self.class_weight, xp.reshape(index, (-1,)), axis=0)
+            w_t = xp.reshape(w_t, index.shape)
+            w_t = xp.where(self.valid, w_t, xp.zeros_like(w_t))
+        return xp.where(unseen, xp.full_like(w_t, float("nan")), w_t)
 
 
 def _class_last(xp: Any, a: Any, axis: int) -> Any:
@@ -115,9 +137,12 @@ def prepare_class_call(
     of ``shard.n_classes``: targets and ``weight`` refer to the whole
     vocabulary, and the call's ``weight`` is the shard's slice of it.
     """
-    xp, (input, target, weight) = namespace(input, target, weight)
+    xp, (input, target, weight) = namespace(
+        input, target, weight, names=("input", "target", "weight"), required=2
+    )
     check_floating(xp, input, "input")
     reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
     ax = class_axis(input.ndim, axis)
     n_classes = input.shape[ax]
     n_total = n_classes if shard is None else shard.n_classes
@@ -127,23 +152,20 @@ def prepare_class_call(
         check_vector(weight, n_total, "weight")
         weight = xp.astype(weight, x.dtype)
 
-    if (
-        probabilities
-        and tuple(target.shape) == tuple(input.shape)
-        and xp.isdtype(target.dtype, "real floating")
-    ):
+    if probabilities and tuple(target.shape) == tuple(input.shape) and is_floating(xp, target):
         t = xp.astype(_class_last(xp, target, ax), x.dtype, copy=False)  # no copy if same dtype
         return ClassCall(xp, x, ax, input.dtype, n_classes, weight, reduction, t, True)
 
     check_integer_target(xp, target)  # a float target of another shape: say so first
     check_batch(tuple(input.shape), tuple(target.shape), ax)
+    target, ignore_index = widen_unsigned(xp, target, ignore_index)
     check_index_target(xp, target, n_total, ignore_index)
     class_weight = weight
     if shard is not None and weight is not None:
         weight = weight[shard.offset : shard.offset + n_classes]
     return ClassCall(
         xp, x, ax, input.dtype, n_classes, weight, reduction, target, False,
-        ignore_index, class_weight,
+        ignore_index, class_weight, n_total,
     )  # fmt: skip
 
 
@@ -192,9 +214,12 @@ def prepare_pair_call(
     *extras: Any,
     allowed: tuple[str, ...] = REDUCTIONS,
     float_target: bool = True,
+    extra_names: tuple[str, ...] = ("weight", "pos_weight"),
 ) -> PairCall:
-    """Validate ``input``/``target`` (same shape, floating) and optional arrays."""
-    xp, (input, target, *extras) = namespace(input, target, *extras)
+    """Validate ``input``/``target`` (same shape, floating) and optional arrays
+    (named ``extra_names`` in messages)."""
+    names = ("input", "target", *extra_names)
+    xp, (input, target, *extras) = namespace(input, target, *extras, names=names, required=2)
     check_floating(xp, input, "input")
     if float_target:
         check_floating(xp, target, "target")
@@ -217,14 +242,22 @@ def broadcast_to_input(xp: Any, w: Any, shape: tuple, name: str) -> Any:
 
 
 def finish_pair(
-    p: PairCall, loss: Any, wrt: tuple[str, ...], local: dict, denominator: Any = None
+    p: PairCall,
+    loss: Any,
+    wrt: tuple[str, ...],
+    local: dict,
+    denominator: Any = None,
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    """Reduce ``loss`` and scale each local gradient in ``local`` (name -> thunk)."""
+    """Reduce ``loss`` and scale each local gradient in ``local`` (name -> thunk)
+    by the reduction's factor and the ``cotangent`` of the value (if given)."""
     xp = p.xp
     value = restore(xp, reduce(xp, loss, p.reduction, denominator), p.dtype)
     if not wrt:
         return value, {}
     s = grad_scale(xp, loss, p.reduction, denominator)
+    if cotangent is not None:
+        s = s * xp.astype(cotangent, loss.dtype)
     return value, {name: restore(xp, s * local[name](), p.dtype) for name in wrt}
 
 
@@ -232,9 +265,7 @@ def finish_pair(
 
 
 def prepare_scores(x: Any, name: str = "x") -> tuple[Any, Any]:
-    """``(xp, x)`` for a floating array with at least one dimension."""
-    xp, (x,) = namespace(x)
+    """``(xp, x)`` for a floating array of any shape (0-d included)."""
+    xp, (x,) = namespace(x, names=(name,), required=1)
     check_floating(xp, x, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a scalar")
     return xp, x

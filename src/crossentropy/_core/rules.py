@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Rule", "defines_grad", "differentiable_functions", "rule_of"]
+__all__ = ["Rule", "defines_grad", "differentiable_functions", "forward_of", "rule_of"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ def defines_grad(forward: Callable, *differentiable: str) -> Callable[[Callable]
 def rule_of(fn: Callable) -> Rule | None:
     """The rule registered for ``fn``, or ``None``."""
     return _RULES.get(fn)
+
+
+def forward_of(rule: Callable) -> tuple[Callable, Rule] | None:
+    """``(function, registration)`` of a registered ``rule``, or ``None``."""
+    return next(((f, r) for f, r in _RULES.items() if r.rule is rule), None)
 
 
 def differentiable_functions() -> list[str]:

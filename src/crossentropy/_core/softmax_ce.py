@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .mathops import one_hot, pick, shifted, size, xlogy0
-from .namespace import restore
+from .namespace import device, restore
 from .options import CrossEntropyOptions
 from .prepared import ClassCall, to_caller_layout
 from .reduction import grad_scale, reduce
@@ -53,8 +53,9 @@ def _probability_rows(
 
 
 def _index_rows(
-    b: ClassCall, z: Any, ez: Any, sez: Any, eps: float, n: int, need_grad: bool, shard: Any
-) -> tuple:
+    b: ClassCall, x: Any, z: Any, m: Any, ez: Any, sez: Any, eps: float, n: int,
+    need_grad: bool, shard: Any,
+) -> tuple:  # fmt: skip
     """The same tuple as :func:`_probability_rows` for rows with class-index
     targets (``d_target`` ``None``, ``counted`` the mask of counted rows)."""
     xp = b.xp
@@ -63,7 +64,10 @@ def _index_rows(
         target = target - shard.offset
         owned = (target >= 0) & (target < b.n_classes)
         target = xp.where(owned, target, xp.zeros_like(target))
-    zt = pick(xp, z, target)  # the shifted target logit
+    # the shifted target logit, picked from x: the shifted logits z = x - m are
+    # then read only by exp (and a row sum with smoothing), so that a compiler
+    # (XLA) fuses them into those passes instead of writing them out
+    zt = pick(xp, x, target) - m[..., 0]
     zs = None  # the (weighted) sum of the shifted logits, for smoothing
     if eps > 0:
         zs = xp.sum(z, axis=-1) if b.weight is None else xp.matmul(z, b.weight)
@@ -117,8 +121,14 @@ def cross_entropy_rows(
     """
     xp = b.xp
     n = b.n_classes if shard is None else shard.n_classes
+    if n == 0:  # no classes: every target is ignored (checked), or probabilities of nothing
+        loss, denom, g, d_target = _no_classes(b, need_grad)
+        return loss, denom if options.normalizer is None else options.normalizer, g, d_target
     eps, z_loss, softcap = options.label_smoothing, options.z_loss, options.softcap
     x, inv_t = b.x, 1.0
+    if not b.probs:  # rows that do not count: zeros, whatever their logits (NaN, -inf),
+        # so that no NaN reaches their loss or gradient (autograd's included)
+        x = xp.where(b.valid[..., None], x, xp.zeros_like(x))
     if options.temperature != 1:  # x / T with the cap / T: the capped logits over T
         inv_t, options = options.tempered()
         x, softcap = x * inv_t, options.softcap
@@ -131,8 +141,19 @@ def cross_entropy_rows(
     if b.probs:
         rows = _probability_rows(b, z, ez, sez, eps, n, need_grad)
     else:
-        rows = _index_rows(b, z, ez, sez, eps, n, need_grad, shard)
+        rows = _index_rows(b, x, z, m, ez, sez, eps, n, need_grad, shard)
     loss, lse, denom, g, d_target, counted, p = rows
+    # a +inf logit (a row whose shifted exponentials, over every shard, sum to
+    # +inf): NaN loss and gradients for the row, as log_softmax gives them
+    posinf = lse == float("inf")
+    if counted is not None:
+        posinf = posinf & counted
+    nan = xp.where(posinf, xp.full_like(loss, float("nan")), xp.ones_like(loss))
+    loss = loss * nan  # a product, so that autograd's gradient of the row is NaN too
+    if need_grad:
+        g = g * nan[..., None]
+        if d_target is not None:
+            d_target = d_target * nan[..., None]
 
     if z_loss:
         full_lse = lse + m[..., 0]
@@ -154,17 +175,30 @@ def cross_entropy_rows(
     return loss, denom, g, d_target
 
 
+def _no_classes(b: ClassCall, need_grad: bool) -> tuple[Any, Any, Any, Any]:
+    """:func:`cross_entropy_rows` of a call with C = 0: per-row losses of 0 and a
+    ``'mean'`` denominator of 0 (a NaN mean, as PyTorch's), empty gradients."""
+    xp = b.xp
+    loss = xp.zeros(b.x.shape[:-1], dtype=b.x.dtype, device=device(b.x))
+    g = xp.zeros_like(b.x) if need_grad else None
+    d_target = xp.zeros_like(b.x) if need_grad and b.probs else None
+    return loss, 0.0, g, d_target
+
+
 def evaluate_cross_entropy(
-    b: ClassCall, options: CrossEntropyOptions, wrt: tuple[str, ...]
+    b: ClassCall, options: CrossEntropyOptions, wrt: tuple[str, ...], cotangent: Any = None
 ) -> tuple[Any, dict]:
     """The reduced value and the gradients named in ``wrt`` (``"input"``,
-    ``"target"``) of cross-entropy on a prepared call, on the portable path."""
+    ``"target"``) of cross-entropy on a prepared call, on the portable path;
+    with ``cotangent`` (the value's shape) the gradients of ``sum(cotangent * value)``."""
     xp = b.xp
     loss, denom, d_input, d_target = cross_entropy_rows(b, options, bool(wrt))
     value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)
     grads = {}
     if wrt:
         s = grad_scale(xp, loss, b.reduction, denom)
+        if cotangent is not None:  # one per row (or one for the reduced value)
+            s = s * xp.expand_dims(xp.astype(cotangent, loss.dtype), axis=-1)
         if "input" in wrt:
             grads["input"] = to_caller_layout(b, s * d_input)
         if "target" in wrt:

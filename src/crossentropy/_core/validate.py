@@ -7,15 +7,20 @@ what was expected, so that a user can fix the call without reading our code.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
+import numpy as np
+
+from .caller import warn_at_caller
+from .device import assert_on_device, on_accelerator
 from .errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexError
-from .namespace import is_floating, is_integer, to_bool
+from .namespace import index_dtype, is_floating, is_integer, to_bool
 
 __all__ = [
+    "check_axis",
     "check_batch",
     "check_floating",
+    "check_ignore_index",
     "check_in_unit_interval",
     "check_index_target",
     "check_integer_target",
@@ -27,6 +32,7 @@ __all__ = [
     "counted_mask",
     "looks_like_probabilities",
     "warn_if_probabilities",
+    "widen_unsigned",
 ]
 
 
@@ -39,9 +45,43 @@ def check_floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
+def _is_int(value: Any) -> bool:
+    """True for a Python or NumPy integer (``bool`` excluded, as PyTorch does)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_ignore_index(ignore_index: Any) -> int | None:
+    """``ignore_index`` as a Python int (``None``: nothing ignored), or ``TypeError``.
+
+    As in PyTorch a float is refused, even one with an integral value: a float
+    compares inexactly with large class indices (``float(2**53) == 2**53 + 1``).
+    """
+    if ignore_index is None:
+        return None
+    if not _is_int(ignore_index):
+        raise TypeError(
+            f"ignore_index must be an integer (or None), got {ignore_index!r} of type "
+            f"{type(ignore_index).__name__}"
+        )
+    return int(ignore_index)
+
+
+def check_axis(axis: Any, allow_tuple: bool = False, allow_none: bool = False) -> None:
+    """``TypeError`` unless ``axis`` is an integer (or a tuple of them, or ``None``, where allowed)."""
+    if axis is None and allow_none:
+        return
+    if allow_tuple and isinstance(axis, tuple) and all(_is_int(a) for a in axis):
+        return
+    if not _is_int(axis):
+        what = "an integer" + (" or a tuple of integers" if allow_tuple else "")
+        what += " or None" if allow_none else ""
+        raise TypeError(f"axis must be {what}, got {axis!r} of type {type(axis).__name__}")
+
+
 def class_axis(ndim: int, axis: int | None, name: str = "input") -> int:
     """The non-negative class axis: ``axis`` if given, else PyTorch's (1 for
     batched input, 0 for unbatched ``(C,)`` input)."""
+    check_axis(axis, allow_none=True)
     if ndim == 0:
         raise ValueError(f"{name} must have at least 1 dimension (C,) or (N, C, ...), got a scalar")
     if axis is None:
@@ -105,6 +145,36 @@ def counted_mask(xp: Any, target: Any, ignore_index: int | None) -> Any:
     return xp.ones_like(target, dtype=xp.bool)
 
 
+_TORCH_UNSIGNED = ("torch.uint16", "torch.uint32", "torch.uint64")
+
+
+def widen_unsigned(xp: Any, target: Any, ignore_index: int | None) -> tuple[Any, int | None]:
+    """PyTorch's uint16/uint32/uint64 class indices (tensors it cannot compare) as
+    int64, and the ``ignore_index`` that marks the same entries; other targets as they are.
+
+    uint64 values beyond int64's range wrap to negative values, and so does an
+    ``ignore_index`` there (the wrap keeps equal values equal); such a value
+    that is not ``ignore_index`` is out of range and raises here, with its own value.
+    """
+    if str(target.dtype) not in _TORCH_UNSIGNED:
+        return target, ignore_index
+    t = xp.astype(target, xp.int64)
+    if str(target.dtype) != "torch.uint64":
+        return t, ignore_index
+    original = ignore_index
+    if ignore_index is not None and not 0 <= ignore_index < 1 << 64:
+        ignore_index = None  # no uint64 value equals it
+    elif ignore_index is not None and ignore_index >= 1 << 63:
+        ignore_index -= 1 << 64
+    wrapped = (t < 0) & counted_mask(xp, t, ignore_index)
+    if to_bool(xp.any(wrapped)):
+        raise TargetIndexError(
+            f"Target {int(t[wrapped][0]) + (1 << 64)} is out of bounds: class indices must "
+            f"lie in [0, C - 1] or equal ignore_index={original}"
+        )
+    return t, ignore_index
+
+
 def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int | None) -> Any:
     """Check a class-index target and return the mask of rows that count.
 
@@ -116,9 +186,23 @@ def check_index_target(xp: Any, target: Any, n_classes: int, ignore_index: int |
     valid = counted_mask(xp, target, ignore_index)
     too_big = target >= n_classes if n_classes <= info.max else xp.zeros_like(valid)
     bad = valid & ((target < 0) | too_big)
-    if to_bool(xp.any(bad)):
+    if on_accelerator(target):  # checked on the device: no host synchronisation
+        assert_on_device(
+            ~xp.any(bad),
+            f"Target out of bounds: class indices must lie in [0, {n_classes - 1}] for "
+            f"C={n_classes} classes"
+            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""),
+        )
+        return valid
+    if to_bool(xp.any(bad)):  # None inside jax.jit: the call makes such rows NaN
         first = target[bad][0]
-        count = int(xp.sum(xp.astype(bad, xp.int64)))
+        count = int(xp.sum(xp.astype(bad, index_dtype(xp))))
+        if n_classes == 0:
+            raise TargetIndexError(
+                f"Target {int(first)} is out of bounds: input has C=0 classes: every target "
+                f"must equal ignore_index={ignore_index} ({count} other value"
+                f"{'s' if count > 1 else ''})"
+            )
         raise TargetIndexError(
             f"Target {int(first)} is out of bounds: class indices must lie in "
             f"[0, {n_classes - 1}] for C={n_classes} classes"
@@ -167,10 +251,13 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
     Only up to 16 rows are inspected, so the check costs nothing on large
     inputs.  A single class (C == 1) or an empty input is never flagged;
-    ``None`` when the values cannot be read (inside ``jax.jit``).
+    ``None`` when the values cannot be read (inside ``jax.jit``) or not
+    without synchronising the host (an accelerator tensor).
     """
     if input.ndim == 0 or input.shape[axis] < 2 or math.prod(input.shape) == 0:
         return False
+    if on_accelerator(input):  # reading the values would synchronise the host
+        return None
     rows = xp.moveaxis(input, axis, -1) if axis % input.ndim != input.ndim - 1 else input
     # a few leading rows, sliced before any reshape so that nothing large is copied
     head = tuple(slice(0, min(n, _PROBE_ROWS if i == 0 else 2)) for i, n in enumerate(rows.shape[:-1]))
@@ -182,12 +269,11 @@ def looks_like_probabilities(xp: Any, input: Any, axis: int) -> bool | None:
 
 
 def warn_if_probabilities(xp: Any, input: Any, axis: int, fn: str) -> None:
-    """Warn if :func:`looks_like_probabilities` says so."""
+    """Warn if :func:`looks_like_probabilities` says so, at the caller's line."""
     if looks_like_probabilities(xp, input, axis):
-        warnings.warn(
+        warn_at_caller(
             f"{fn}: every inspected row of input lies in [0, 1] and sums to 1, so input "
             f"looks like probabilities; {fn} expects raw logits (it applies log_softmax "
             f"itself). Pass the scores from before softmax, or use nll_loss on log-probabilities.",
             ProbabilitiesAsLogitsWarning,
-            stacklevel=3,
         )

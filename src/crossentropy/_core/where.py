@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .namespace import is_floating, namespace
+from .namespace import index_dtype, is_floating, namespace
 from .validate import check_index_target, class_axis
 
 __all__ = ["Masked", "apply_where"]
@@ -85,7 +85,7 @@ def apply_where(
     """Mask ``input`` (excluded logits become ``-inf``) and ``target``.
 
     Class-index targets of rows with no included class become ``ignore_index``
-    (int64; -1 when it is ``None``), so that the loss skips them; probability targets are zeroed where
+    (the library's index dtype; -1 when it is ``None``), so that the loss skips them; probability targets are zeroed where
     excluded.  The class axis is PyTorch's (1, or 0 for ``(C,)`` input) unless
     ``axis`` is given.
     """
@@ -109,7 +109,7 @@ def apply_where(
         if ignore_index is None:  # skipped rows need a mark: -1, once no label is negative
             check_index_target(xp, target, input.shape[ax], None)
             ignore_index = -1
-        t = xp.astype(target, xp.int64)
+        t = xp.astype(target, index_dtype(xp))
         if tuple(t.shape) == tuple(rows.shape):  # other shapes: the loss says what is wrong
             t = xp.where(rows, t, xp.full_like(t, ignore_index))
     return Masked(xp, x, t, mask, rows, probs, ignore_index)

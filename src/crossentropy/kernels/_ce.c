@@ -88,6 +88,7 @@ typedef struct {
     int y32;
     int has_ignore;              /* rows whose class is `ignore` count for nothing */
     int64_t ignore;
+    int *bad;                    /* set when a class index lies outside [0, C) */
     const char *weight;          /* (C,) class weights, or NULL */
     char *loss;                  /* (R,) per-row loss, or NULL: then lsum (columns only) */
     double *lsum;                /* sum of the losses of each block of NB rows (columns) */
@@ -146,12 +147,35 @@ static inline Py_ssize_t ce_offset(const Py_ssize_t *s, Py_ssize_t r, Py_ssize_t
     return (r / D) * s[0] + (r % D) * s[1];
 }
 
-/* row r's class index, 0 for a row that does not count (*counts = 0) */
+/* a class index outside [0, C) was read: the call fails once the threads are done */
+static void ce_flag_bad(const ce_task *a) {
+    if (!a->bad) return; /* a caller that checked every index itself (the XLA handler) */
+#if defined(__GNUC__)
+    __atomic_store_n(a->bad, 1, __ATOMIC_RELAXED);
+#else
+    *(volatile int *)a->bad = 1;
+#endif
+}
+
+/* row r's class index, 0 for a row that does not count (*counts = 0).  The index
+   is read once (volatile: another thread may be writing the caller's array) and
+   range-checked where it is read, so that no value reaches memory outside the row;
+   an index outside [0, C) that is not `ignore` counts for nothing and flags the call. */
 static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
     const Py_ssize_t off = ce_offset(a->ys, r, a->D);
-    const int64_t y = a->y32 ? ((const int32_t *)a->y)[off] : ((const int64_t *)a->y)[off];
-    *counts = !(a->has_ignore && y == a->ignore);
-    return *counts ? y : 0;
+    const int64_t y = a->y32 ? ((const volatile int32_t *)a->y)[off]
+                             : ((const volatile int64_t *)a->y)[off];
+    if (a->has_ignore && y == a->ignore) {
+        *counts = 0;
+        return 0;
+    }
+    if ((uint64_t)y >= (uint64_t)a->C) { /* one compare: negative values wrap above C */
+        ce_flag_bad(a);
+        *counts = 0;
+        return 0;
+    }
+    *counts = 1;
+    return y;
 }
 
 /* ------------------------------------------------------------------ float */
@@ -287,8 +311,10 @@ static const char cross_entropy_doc[] =
     "              softcap, scale, online, columns, nthreads, dt, flags=0)\n\n"
     "Per-row loss (and the gradient scaled by `scale` when g != 0) of cross-entropy on\n"
     "raw pointers; dtype 0 is float32, 1 float64.  Strides are in elements.  Class\n"
-    "indices y (t == 0) are int64, or int32 if y32, already checked to lie in [0, C)\n"
-    "unless equal to ignore (when has_ignore).  loss receives the R per-row losses;\n"
+    "indices y (t == 0) are int64, or int32 if y32, in [0, C) or equal to ignore (when\n"
+    "has_ignore); each is range-checked where it is read, and a row whose index is out\n"
+    "of range counts for nothing.  Returns 1 if there was such a row, else 0.  Rows\n"
+    "that do not count get a loss and a gradient of 0.  loss receives the R per-row losses;\n"
     "with loss == 0 (columns only) lsum receives the sum of each block of 32 rows\n"
     "(16 in float64) in double.  online:\n"
     "0 for the default; a negative value -n selects the exact row path only, with\n"
@@ -302,7 +328,8 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     long long ignore;
     ce_task a;
     memset(&a, 0, sizeof a);
-    int flags = 0;
+    int flags = 0, bad = 0;
+    a.bad = &bad;
     if (!PyArg_ParseTuple(args, "innnnnnnnnnnnnnnnnniLinnnddddniin|i", &dtype, &a.O, &a.D, &a.C,
                           &x, &a.xs[0], &a.xs[1], &a.xs[2], &g, &a.gs[0], &a.gs[1], &a.gs[2], &t,
                           &a.ts[0], &a.ts[1], &a.ts[2], &y, &a.ys[0], &a.ys[1], &a.y32, &ignore,
@@ -351,14 +378,15 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return PyLong_FromLong(bad);
 }
 
 static const char target_weight_sum_doc[] =
-    "target_weight_sum(dtype, O, D, y, ys0, ys1, y32, ignore, has_ignore, weight)\n\n"
-    "The denominator of the weighted mean: the sum, in double, of weight[y] over the\n"
-    "rows that count (their number without weight); y and the flags as for\n"
-    "cross_entropy, weight (C,) of the dtype (0 or 1) or 0.";
+    "target_weight_sum(dtype, O, D, C, y, ys0, ys1, y32, ignore, has_ignore, weight)\n\n"
+    "(sum, bad): the denominator of the weighted mean, the sum in double of weight[y]\n"
+    "over the rows that count (their number without weight), and 1 if a class index\n"
+    "outside [0, C) was met (0 otherwise); y and the flags as for cross_entropy,\n"
+    "weight (C,) of the dtype (0 or 1) or 0.";
 
 static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
     int dtype;
@@ -366,10 +394,12 @@ static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
     long long ignore;
     ce_task a;
     memset(&a, 0, sizeof a);
-    if (!PyArg_ParseTuple(args, "innnnniLin", &dtype, &a.O, &a.D, &y, &a.ys[0], &a.ys[1], &a.y32,
-                          &ignore, &a.has_ignore, &weight))
+    int bad = 0;
+    a.bad = &bad;
+    if (!PyArg_ParseTuple(args, "innnnnniLin", &dtype, &a.O, &a.D, &a.C, &y, &a.ys[0], &a.ys[1],
+                          &a.y32, &ignore, &a.has_ignore, &weight))
         return NULL;
-    if ((dtype != 0 && dtype != 1) || a.O < 0 || a.D < 1 || !y) {
+    if ((dtype != 0 && dtype != 1) || a.O < 0 || a.D < 1 || a.C < 1 || !y) {
         PyErr_SetString(PyExc_ValueError, "target_weight_sum: invalid arguments");
         return NULL;
     }
@@ -383,7 +413,7 @@ static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
         const int64_t c = ce_class(&a, r, &counts);
         if (counts) sum += !weight ? 1.0 : dtype ? w64[c] : (double)w32[c];
     }
-    return PyFloat_FromDouble(sum);
+    return Py_BuildValue("(di)", sum, bad);
 }
 
 static const char softmax_doc[] =
@@ -685,12 +715,14 @@ CE_INLINE REAL SFX(capped)(REAL v, REAL cap, int on) { return on ? cap * SFX(vta
 
 /* ---- row kernels: one cache-resident row, vectorized along it ---- */
 
-/* max of the (capped) row, 0 if it is not finite (as the reference shifts) */
-CE_INLINE REAL SFX(row_max)(const REAL *x, Py_ssize_t C, REAL cap, int on) {
+/* max of the (capped) row, 0 if it is not finite (as the reference shifts);
+   *posinf = 1 if it is +inf */
+CE_INLINE REAL SFX(row_max)(const REAL *x, Py_ssize_t C, REAL cap, int on, int *posinf) {
     REAL mx = -INFINITY;
     CE_SIMD_MAX(mx)
     for (Py_ssize_t c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
     if (on) mx = cap * SFX(vtanh)(mx / cap); /* tanh is increasing */
+    *posinf = mx == INFINITY;
     return mx - mx == 0 ? mx : 0;
 }
 
@@ -738,9 +770,10 @@ CE_INLINE int SFX(row_online)(const REAL *x, Py_ssize_t C, REAL cap, int on, REA
 }
 
 CE_INLINE void SFX(row_stats)(const ce_task *a, const REAL *x, REAL cap, int on, REAL *m,
-                              double *S) {
+                              double *S, int *posinf) {
+    *posinf = 0;
     if (a->C > a->online && SFX(row_online)(x, a->C, cap, on, m, S)) return;
-    *m = SFX(row_max)(x, a->C, cap, on);
+    *m = SFX(row_max)(x, a->C, cap, on, posinf);
     *S = SFX(row_sumexp)(x, a->C, *m, cap, on);
 }
 
@@ -821,6 +854,14 @@ CE_INLINE void SFX(row_dtarget)(const REAL *x, const REAL *w, REAL *dt, Py_ssize
     }
 }
 
+/* a row that counts for nothing: loss 0 and, if asked for, a gradient row of 0 */
+static void SFX(row_zero)(const ce_task *a, Py_ssize_t r) {
+    ((REAL *)a->loss)[r] = 0;
+    if (!a->g) return;
+    REAL *g = (REAL *)a->g + ce_offset(a->gs, r, a->D);
+    for (Py_ssize_t c = 0; c < a->C; c++) g[c * a->gs[2]] = 0;
+}
+
 static void SFX(row_one)(const ce_task *a, Py_ssize_t r, int on, int weighted) {
     const Py_ssize_t C = a->C;
     const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
@@ -831,7 +872,9 @@ static void SFX(row_one)(const ce_task *a, Py_ssize_t r, int on, int weighted) {
     const REAL omeps = (REAL)(1 - eps), epsc = (REAL)(eps / C);
     REAL m;
     double S;
-    SFX(row_stats)(a, x, cap, on, &m, &S);
+    int posinf;
+    SFX(row_stats)(a, x, cap, on, &m, &S, &posinf);
+    if (posinf) S = NAN; /* a +inf logit: NaN loss and gradient row, as log_softmax gives */
     const double lse = SFX(vlog)(S), full = lse + m;
 
     if (a->t) {
@@ -1158,10 +1201,13 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
         }
     }
     for (Py_ssize_t r = lo; r < hi; r++) {
-        int done = 0;
+        int done = 0, counts = 1;
+        if (!probs && (ce_class(a, r, &counts), !counts)) {
+            SFX(row_zero)(a, r); /* ignored: nothing, whatever its logits (NaN, -inf) */
+            continue;
+        }
         if (!a->exact) {
-            int counts = 0;
-            const int smooth = !probs && a->eps > 0 && (ce_class(a, r, &counts), counts);
+            const int smooth = !probs && a->eps > 0;
 #define CE_FAST(on_, probs_, smooth_)                                                   \
     (store ? SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 1)                      \
            : SFX(fast_row)(a, r, scratch, on_, probs_, smooth_, 0))
@@ -1256,8 +1302,8 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
     }
     CE_SIMD
     for (int i = 0; i < NB; i++) {
+        S[i] = m[i] == INFINITY ? NAN : 0; /* a +inf logit: NaN loss and gradient row */
         m[i] = m[i] - m[i] == 0 ? m[i] : 0;
-        S[i] = 0;
         acc[i] = 0;
         acc2[i] = 0;
     }
@@ -1334,10 +1380,20 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
             for (int i = 0; i < NB; i++) acc[i] += wc * (k * xc[i] - m[i]);
         }
     }
+    int ignored = 0; /* rows that count for nothing: loss 0, gradient 0 (their logits may be NaN) */
+    int counted[NB];
     for (int i = 0; i < nb; i++) {
         int valid;
         double wt;
         y[i] = SFX(target)(a, r0 + i, &valid, &wt);
+        counted[i] = valid;
+        if (!valid) {
+            ignored = 1;
+            loss[i] = 0;
+            A[i] = B[i] = tg[i] = 0;
+            acc2[i] = 0;
+            continue;
+        }
         const double full = lse[i] + m[i];
         const REAL zy = k * X[y[i] * NB + i] - m[i];
         double l = wt * (lse[i] - (double)zy);
@@ -1370,6 +1426,11 @@ CE_INLINE void SFX(col_block)(const ce_task *a, Py_ssize_t r0, int nb, REAL *X, 
     }
     for (int i = 0; i < nb; i++)
         if (acc2[i] != 0) E[y[i] * NB + i] = tg[i];
+    if (ignored) {
+        for (int i = 0; i < nb; i++)
+            if (!counted[i])
+                for (Py_ssize_t c = 0; c < C; c++) E[c * NB + i] = 0;
+    }
     SFX(scatter)(a->g, a->gs, a->D, C, r0, nb, E);
 }
 
@@ -1398,6 +1459,27 @@ CE_HOT static void SFX(ce_cols)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
 
 /* ---- softmax family on rows: logsumexp, softmax, log_softmax ---- */
 
+/* log sum exp(x - m) for a finite row max m, the k terms equal to it (exactly 1
+   each) apart from the others' sum r: log1p(k - 1 + r), exact where r < eps;
+   one vectorized pass, as the sum of exponentials */
+static double SFX(log_shifted_sum)(const REAL *x, Py_ssize_t C, REAL m) {
+    double rest = 0, k = 0;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        Py_ssize_t n = C - c0 < CE_CHUNK ? C - c0 : CE_CHUNK;
+        const REAL *xc = x + c0;
+        REAL s = 0, t = 0;
+        CE_SIMD_SUM2(s, t)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const REAL z = xc[i] - m;
+            s += z == 0 ? 0 : SFX(vexp)(z);
+            t += z == 0 ? 1 : 0;
+        }
+        rest += s;
+        k += t;
+    }
+    return log1p((k - 1) + rest);
+}
+
 CE_HOT static void SFX(ce_softmax_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi,
                                         int *failed) {
     (void)failed;
@@ -1414,9 +1496,13 @@ CE_HOT static void SFX(ce_softmax_rows)(const ce_task *a, Py_ssize_t lo, Py_ssiz
                                            &Z, &W, Mk)
                          : SFX(fast_pass1)(x, NULL, NULL, NULL, C, 0, 0, 0, 0, 0, 0, 0, &m, &S,
                                            &Z, &W, Mk);
-        if (!fast) SFX(row_stats)(a, x, 0, 0, &m, &S);
+        int posinf;
+        if (!fast) SFX(row_stats)(a, x, 0, 0, &m, &S, &posinf);
         const double lse = log(S);
-        ((REAL *)a->loss)[r] = (REAL)(lse + m);
+        double full = lse + m;
+        /* near 0, log(S) loses the terms below the max (S = 1 + 4e-18 rounds to 1) */
+        if (fabs(full) < 1) full = m + SFX(log_shifted_sum)(x, C, m);
+        ((REAL *)a->loss)[r] = (REAL)full;
         if (a->mode == 1 && fast && store) { /* out holds exp(x - Mk) per chunk */
             for (Py_ssize_t c0 = 0, k = 0; c0 < C; c0 += FCH, k++) {
                 const Py_ssize_t n = C - c0 < FCH ? C - c0 : FCH;
@@ -1479,3 +1565,75 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
 }
 
 #endif /* CE_TYPED */
+
+#ifndef CE_TYPED /* ======================================= entry without Python */
+
+/* For a caller that holds no Python objects (the XLA FFI handler, _ce_xla.cc,
+   which runs on XLA's threads without the GIL): fill the constant tables once
+   (PyInit__ce does it for this module), then run the cross_entropy() entry above
+   with plain C arguments.  `stream`: a gradient of CE_STREAM_MIN bytes or more is
+   written with non-temporal stores (a fresh buffer on huge pages, whose zeroed
+   2 MiB pages are no longer in cache).  Returns nonzero if a thread could not
+   allocate its buffer. */
+void ce_capi_init(void) {
+    for (int i = 0; i < 1024; i++) {
+        ones_f32[i] = 1.0f;
+        ones_f64[i] = 1.0;
+    }
+}
+
+int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void *x,
+                          const int64_t *xs, void *g, const int64_t *gs, const void *t,
+                          const int64_t *ts, const void *y, const int64_t *ys, int y32,
+                          int64_t ignore, int has_ignore, const void *weight, void *loss,
+                          double eps, double z_loss, double softcap, double scale, int columns,
+                          int nthreads, void *dt, int stream) {
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    a.O = O;
+    a.D = D;
+    a.C = C;
+    a.x = x;
+    a.g = g;
+    a.dt = dt;
+    a.t = t;
+    a.y = y;
+    a.weight = weight;
+    a.loss = loss;
+    for (int k = 0; k < 3; k++) {
+        a.xs[k] = xs[k];
+        a.gs[k] = gs[k];
+        a.ts[k] = ts[k];
+    }
+    a.ys[0] = ys[0];
+    a.ys[1] = ys[1];
+    a.y32 = y32;
+    a.ignore = ignore;
+    a.has_ignore = has_ignore;
+    a.eps = eps;
+    a.zl = z_loss;
+    a.cap = softcap;
+    a.scale = scale;
+    a.online = dtype ? (1 << 17) : (1 << 18);
+    a.W = (double)C;
+    if (weight) {
+        double W = 0;
+        for (int64_t c = 0; c < C; c++)
+            W += dtype ? ((const double *)weight)[c] : (double)((const float *)weight)[c];
+        a.W = W;
+    }
+    const Py_ssize_t R = a.O * a.D;
+    const int nt = ce_threads_for(R * a.C, nthreads);
+#ifdef CE_HAVE_STREAM
+    a.stream = stream && a.g && (const char *)a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
+#else
+    (void)stream;
+#endif
+    if (columns) {
+        const Py_ssize_t nb = dtype ? 16 : 32;
+        return ce_parallel(&a, (R + nb - 1) / nb, nt, dtype ? ce_cols_f64 : ce_cols_f32);
+    }
+    return ce_parallel(&a, R, nt, dtype ? ce_rows_f64 : ce_rows_f32);
+}
+
+#endif /* entry without Python */

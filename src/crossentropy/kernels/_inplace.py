@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
-from .._core.namespace import namespace, restore
+from .._core.namespace import is_torch, namespace, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import prepare_class_call, rebind
 from .._core.softmax_ce import evaluate_cross_entropy
+from .._core.validate import check_ignore_index
 from ._launch import host_arrays, host_buffer, run, tensors
 from .cross_entropy import cross_entropy
-from .native import enabled, strided
+from .native import enabled
 
 __all__ = ["cross_entropy_value_and_grad"]
 
 
+@numeric_guard
 def cross_entropy_value_and_grad(
     input: Any,
     target: Any,
@@ -81,6 +85,7 @@ def cross_entropy_value_and_grad(
     >>> x.round(4)                                  # softmax - one-hot, in place
     array([[-0.341 ,  0.2424,  0.0986]])
     """
+    ignore_index = check_ignore_index(ignore_index)
     if overwrite_input:
         if out is not None:
             raise ValueError("pass either out= or overwrite_input=True, not both")
@@ -95,8 +100,8 @@ def cross_entropy_value_and_grad(
     )
     options = CrossEntropyOptions.checked(label_smoothing, z_loss, softcap)
     if out is not None:
-        buffer = _checked_buffer(input, out, host is not None)
-        if buffer is not None and _writes_directly(call, input, out, buffer):
+        buffer = _checked_buffer(input, out, host is not None, {"target": target, "weight": weight})
+        if buffer is not None and _writes_directly(call, out, buffer):
             result = run(call, options, True, out=buffer)
             if result is not None:
                 value = result[0] if host is None else tensors(result)[0]
@@ -113,39 +118,97 @@ def cross_entropy_value_and_grad(
     return value, out
 
 
-def _checked_buffer(input: Any, out: Any, on_host: bool) -> Any:
-    """``out`` (or its NumPy view for a host call), after checking its shape,
-    dtype and writability; ``None`` if the kernel cannot write into it."""
-    _, (inp,) = namespace(input)
+def _checked_buffer(input: Any, out: Any, on_host: bool, others: dict) -> Any:
+    """``out`` (or its NumPy view for a host call), after checking its type, shape,
+    dtype, writability and memory; ``None`` if the kernel cannot write into it.
+    ``others`` are the other arguments by name (target, weight), which ``out``
+    must not overlap."""
+    _, (inp,) = namespace(input, names=("input",), required=1)
+    what = "input, with overwrite_input=True," if out is input or _same_memory(out, inp) else "out"
+    if not _same_library(out, inp):
+        raise TypeError(
+            f"out must be an array of input's library ({type(inp).__name__}), "
+            f"got {type(out).__name__}"
+        )
     if tuple(out.shape) != tuple(inp.shape) or out.dtype != inp.dtype:
         raise ValueError(
             f"out must have input's shape {tuple(inp.shape)} and dtype {inp.dtype}, "
             f"got shape {tuple(out.shape)} and dtype {out.dtype}"
         )
     if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError("out (or input, with overwrite_input=True) is read-only")
+        raise ValueError(f"{what.removesuffix(',')} is read-only")
+    if math.prod(out.shape) and any(s == 0 and n > 1 for n, s in zip(out.shape, _strides(out))):
+        raise ValueError(
+            f"{what.removesuffix(',')} has a zero stride (an expanded or broadcast view, "
+            f"strides {_strides(out)}): several gradient entries would share one memory "
+            f"location; pass a buffer of its own, e.g. out=np.empty_like(input)"
+        )
+    if what == "out" and _overlap(out, inp):
+        raise ValueError("out overlaps input without being input itself: pass a separate buffer")
+    for name, a in others.items():
+        if a is not None and _overlap(out, a):
+            raise ValueError(
+                f"{what} shares memory with {name}, which the gradient would overwrite "
+                f"while it is read; pass a separate buffer"
+            )
     return host_buffer(out) if on_host else out
 
 
-def _writes_directly(call: Any, input: Any, out: Any, buffer: Any) -> bool:
+def _writes_directly(call: Any, out: Any, buffer: Any) -> bool:
     """True if the kernel may write the gradient into ``buffer``: its dtype is the
-    compute dtype, it is the input itself or shares no memory with it, and
-    autograd does not watch it."""
-    _, (inp,) = namespace(input)
+    compute dtype, and autograd does not watch it."""
     return (
         enabled()
         and call.x.dtype == buffer.dtype
-        and (_same_memory(inp, out) or not _may_overlap(inp, out))
         and (isinstance(out, np.ndarray) or not out.requires_grad)
     )
 
 
+def _same_library(out: Any, inp: Any) -> bool:
+    if isinstance(inp, np.ndarray):
+        return isinstance(out, np.ndarray)
+    if is_torch(inp):
+        return is_torch(out)
+    return type(out) is type(inp) and not array_api_compat.is_jax_array(out)
+
+
+def _strides(a: Any) -> tuple:
+    """Element strides of a NumPy array or PyTorch tensor (other libraries: none known)."""
+    if isinstance(a, np.ndarray):
+        return tuple(s // a.itemsize for s in a.strides)
+    return tuple(a.stride()) if is_torch(a) else (1,) * a.ndim
+
+
+def _address(a: Any) -> tuple | None:
+    """``(device, pointer, item size, byte strides)`` of a NumPy array or PyTorch
+    tensor (any dtype), or ``None``."""
+    if isinstance(a, np.ndarray):
+        return "cpu", a.__array_interface__["data"][0], a.itemsize, a.strides
+    if is_torch(a):
+        size = a.element_size()
+        return str(a.device), a.data_ptr(), size, tuple(s * size for s in a.stride())
+    return None
+
+
 def _same_memory(a: Any, b: Any) -> bool:
-    sa, sb = strided(a), strided(b)
-    return sa is not None and sb is not None and (sa.ptr, sa.strides) == (sb.ptr, sb.strides)
+    """True if ``a`` and ``b`` are the same elements of the same memory."""
+    ea, eb = _address(a), _address(b)
+    return ea is not None and ea == eb and tuple(a.shape) == tuple(b.shape)
 
 
-def _may_overlap(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return bool(np.may_share_memory(a, b))
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+def _extent(a: Any) -> tuple | None:
+    """``(device, first byte, one past the last byte)`` of a non-empty NumPy array
+    or PyTorch tensor, or ``None``."""
+    address = _address(a)
+    if address is None or math.prod(a.shape) == 0:
+        return None
+    where, ptr, size, strides = address
+    lo = ptr + sum((n - 1) * s for n, s in zip(a.shape, strides) if s < 0)
+    hi = ptr + sum((n - 1) * s for n, s in zip(a.shape, strides) if s > 0) + size
+    return where, lo, hi
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """True if the memory spans of ``a`` and ``b`` intersect (they may share memory)."""
+    ea, eb = _extent(a), _extent(b)
+    return ea is not None and eb is not None and ea[0] == eb[0] and ea[1] < eb[2] and eb[1] < ea[2]

@@ -17,14 +17,16 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
+from .._core.errors import TargetIndexError
 from .._core.namespace import restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import ClassCall
 from .._core.reduction import grad_scale, reduce
+from .._core.validate import check_index_target
 from . import native
 from .native import Strided, rows_geometry, strided
 
-__all__ = ["host_arrays", "host_buffer", "package", "run", "tensors"]
+__all__ = ["changed_target_error", "host_arrays", "host_buffer", "package", "run", "tensors"]
 
 #: classes up to this many are processed across rows (columns kernel)
 SMALL_C = 32
@@ -35,15 +37,16 @@ ROW_MODE = 0
 _COLUMN_BUFFER_LIMIT = 16 << 20
 #: rows per block of the columns kernel (float32, float64): a reduced loss
 #: comes back as one sum per block
-_COLUMN_ROWS = (32, 16)
+COLUMN_ROWS = (32, 16)
 #: class-index dtypes the kernel reads in place (codes of ``strided``)
 _INDEX_CODES = {2: 0, 4: 1}  # int64, int32 -> the kernel's y32 flag
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _contiguous(xp: Any, a: Any) -> Any:
+    """``a`` C-contiguous and aligned (a copy if it is not)."""
     if isinstance(a, (np.ndarray, np.generic)):  # unbatched input: 0-d ops give NumPy scalars
-        return np.ascontiguousarray(a)
+        return np.require(a, requirements=("C", "A"))
     return a.contiguous()
 
 
@@ -74,27 +77,56 @@ def _fold(lead: tuple, a: Strided, rows_first: bool, od: tuple | None) -> tuple 
 
 
 def _class_indices(b: ClassCall, lead: tuple, rows_first: bool, od: tuple) -> tuple:
-    """``(pointer, (s0, s1), y32, keep)``: the caller's class-index target as
-    the kernel reads it (row ``o * D + d`` at ``o * s0 + d * s1``, for the
-    logits' ``od = (O, D)``), in place when it is int64 or int32 and C-ordered
-    or folding like the logits, else as a contiguous int64 copy (``keep``)."""
+    """``(pointer, (s0, s1), y32, keep, (ignore, has_ignore))``: the caller's
+    class-index target as the kernel reads it (row ``o * D + d`` at ``o * s0 +
+    d * s1``, for the logits' ``od = (O, D)``), in place when it is int64 or
+    int32 and C-ordered or folding like the logits, else as a contiguous int64
+    copy (``keep``), and the kernel's ``ignore_index`` arguments for it."""
     t = b.target
     if isinstance(t, np.generic):
         t = np.asarray(t)
     y = strided(t)
     if y is not None and y.code in _INDEX_CODES:
+        ignore = _ignore(b.ignore_index)
         if _c_ordered(y):
-            return y.ptr, (od[1], 1), _INDEX_CODES[y.code], y
+            return y.ptr, (od[1], 1), _INDEX_CODES[y.code], y, ignore
         geo = rows_geometry(lead, y.strides, rows_first)
         if geo is not None and geo[:2] == od:
-            return y.ptr, geo[2:], _INDEX_CODES[y.code], y
+            return y.ptr, geo[2:], _INDEX_CODES[y.code], y, ignore
+    t, ignore = _int64_copy(t, b.ignore_index)
+    return strided(t).ptr, (od[1], 1), 0, t, ignore
+
+
+def _int64_copy(t: Any, ignore_index: int | None) -> tuple[Any, tuple[int, int]]:
+    """A contiguous, aligned int64 copy of the class indices ``t`` (any integer
+    dtype, NumPy or PyTorch) and the kernel's ``(ignore, has_ignore)`` for it.
+
+    Every value converts exactly, except uint64 values beyond int64's range,
+    which become -1 (out of range for the kernel, as they were).  An
+    ``ignore_index`` that only uint64 can hold marks its rows with int64's
+    minimum, which no converted value equals.
+    """
+    uint64 = str(t.dtype).removeprefix("torch.") == "uint64"
+    marker = None
+    if uint64 and ignore_index is not None and _INT64_MAX < ignore_index < 1 << 64:
+        marker = t == ignore_index
     if isinstance(t, np.ndarray):
-        t = np.ascontiguousarray(t, dtype=np.int64)
+        y = np.array(t, dtype=np.int64, order="C")  # a copy: aligned, whatever t was
+        if uint64:
+            y[t > _INT64_MAX] = -1
+        if marker is not None:
+            y[marker] = _INT64_MIN
     else:
         import torch
 
-        t = t.to(torch.int64).contiguous()
-    return strided(t).ptr, (od[1], 1), 0, t
+        y = t.to(torch.int64).contiguous().clone()
+        if uint64:
+            y[t.to(torch.int64) < 0] = -1  # the wrapped values
+        if marker is not None:
+            y[marker] = _INT64_MIN
+    if marker is not None:
+        return y, (_INT64_MIN, 1)
+    return y, _ignore(ignore_index)
 
 
 def _c_ordered(a: Strided) -> bool:
@@ -107,12 +139,12 @@ def _c_ordered(a: Strided) -> bool:
     return True
 
 
-def _ignore(b: ClassCall) -> tuple[int, int]:
-    """``(ignore, has_ignore)``: the kernel's ``ignore_index`` arguments."""
-    i = b.ignore_index
-    if i is None or not _INT64_MIN <= int(i) <= _INT64_MAX:
-        return 0, 0  # no int64 class index equals it
-    return int(i), 1
+def _ignore(ignore_index: int | None) -> tuple[int, int]:
+    """``(ignore, has_ignore)``: the kernel's ``ignore_index`` arguments for int64
+    (or int32) class indices; an integer beyond int64's range equals none of them."""
+    if ignore_index is None or not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        return 0, 0
+    return int(ignore_index), 1
 
 
 class _Plan(NamedTuple):
@@ -127,6 +159,7 @@ class _Plan(NamedTuple):
     yp: int  # class indices: pointer (0 for probabilities)
     ys: tuple  # and strides of o, d
     y32: int  # 1 if the class indices are int32
+    ignore: tuple  # (ignore, has_ignore) for those class indices
     wp: int  # contiguous class weights, or 0
     keep: tuple  # arrays the pointers point into, alive until the call returns
 
@@ -157,7 +190,7 @@ def _plan(b: ClassCall, x: Strided, g_strides: tuple | None) -> _Plan | None:
         if gg is None:
             return None
         gs = (gg[2], gg[3], g_strides[-1])
-    tp, ts, y = 0, (0, 0, 0), (0, (0, 0), 0, None)
+    tp, ts, y = 0, (0, 0, 0), (0, (0, 0), 0, None, (0, 0))
     if t is not None:
         tg = _fold(lead, t, not columns, od)
         if tg is None:
@@ -168,7 +201,7 @@ def _plan(b: ClassCall, x: Strided, g_strides: tuple | None) -> _Plan | None:
     weight = None if b.weight is None else _contiguous(b.xp, b.weight)
     wp = 0 if weight is None else strided(weight).ptr
     xs = (geo[2], geo[3], x.strides[-1])
-    return _Plan(columns, od, xs, gs, tp, ts, y[0], y[1], y[2], wp, (t, y[3], weight))
+    return _Plan(columns, od, xs, gs, tp, ts, y[0], y[1], y[2], y[4], wp, (t, y[3], weight))
 
 
 def _launch(
@@ -184,12 +217,30 @@ def _launch(
     per_row: bool,
 ) -> None:
     p, lp = plan, strided(loss).ptr
-    native.extension.cross_entropy(
+    bad = native.extension.cross_entropy(
         x.code, *p.od, b.n_classes, x.ptr, *p.xs, gp, *p.gs, p.tp, *p.ts,
-        p.yp, *p.ys, p.y32, *_ignore(b), p.wp, lp if per_row else 0, 0 if per_row else lp,
+        p.yp, *p.ys, p.y32, *p.ignore, p.wp, lp if per_row else 0, 0 if per_row else lp,
         options.label_smoothing, options.z_loss, options.softcap or 0.0, scale, ROW_MODE,
         int(p.columns), native.get_num_threads(), dtp, int(reused),
     )  # fmt: skip
+    if bad:
+        _raise_bad_target(b)
+
+
+def _raise_bad_target(b: ClassCall) -> None:
+    """The kernel met a class index outside ``[0, C)`` that the checks before it
+    did not see (the target changed meanwhile): the same error as the check."""
+    check_index_target(b.xp, b.target, b.n_classes, b.ignore_index)
+    raise changed_target_error(b.n_classes)
+
+
+def changed_target_error(n_classes: int) -> TargetIndexError:
+    """The error of a class index outside ``[0, C)`` that the kernel read after
+    the checks had passed: the target changed during the call."""
+    return TargetIndexError(
+        f"a class index outside [0, {n_classes - 1}] (C={n_classes}) was read while "
+        f"computing: the target changed during the call (another thread writing it?)"
+    )
 
 
 def _grad_shape(b: ClassCall, x: Strided) -> tuple:
@@ -212,7 +263,12 @@ def _denominator(b: ClassCall, x: Strided, p: _Plan) -> float:
     """What ``'mean'`` divides by: the rows, or the weights of the counted targets."""
     if b.probs:
         return float(p.od[0] * p.od[1])
-    return native.extension.target_weight_sum(x.code, *p.od, p.yp, *p.ys, p.y32, *_ignore(b), p.wp)
+    total, bad = native.extension.target_weight_sum(
+        x.code, *p.od, b.n_classes, p.yp, *p.ys, p.y32, *p.ignore, p.wp
+    )
+    if bad:
+        _raise_bad_target(b)
+    return total
 
 
 def _on_host(a: Any) -> Any:
@@ -284,7 +340,7 @@ def run(
         loss = _empty(xp, b.x, tuple(x.shape[:-1]))
     else:  # the columns kernel sums each block's losses (no per-row array)
         rows = plan.od[0] * plan.od[1]
-        nb = _COLUMN_ROWS[x.code]
+        nb = COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
     host = native.numpy_namespace()
     scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) * inv_t if need_grad else 1.0

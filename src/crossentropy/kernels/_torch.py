@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -29,7 +30,7 @@ from .._core.reduction import reduce
 from .._core.softmax_ce import cross_entropy_rows
 from ._launch import package, run, tensors
 
-__all__ = ["autograd_cross_entropy"]
+__all__ = ["attach_gradient", "autograd_cross_entropy"]
 
 
 @functools.cache
@@ -43,13 +44,13 @@ def _function() -> Any:
 
         @staticmethod
         def forward(ctx: Any, x: Any, call: tuple) -> Any:
-            b, options, value, g_full = call
+            prepare, value, g_full, axis, class_last, per_row = call
             ctx.save_for_backward(x)  # no copy: guards against in-place changes
-            ctx.call = (b, options)
+            ctx.prepare = prepare  # () -> (ClassCall, options), for a recomputation
             ctx.grad = g_full
-            ctx.axis = b.axis  # the class axis of g_full (the caller's layout), moved
-            ctx.class_last = not isinstance(b.x, np.ndarray)  # last when x is b.x
-            ctx.per_row = b.reduction == "none"
+            ctx.axis = axis  # the class axis of g_full (the caller's layout), moved
+            ctx.class_last = class_last  # last when x is the call's class-last view
+            ctx.per_row = per_row
             return value
 
         @staticmethod
@@ -63,13 +64,13 @@ def _function() -> Any:
             g, ctx.grad = ctx.grad, None
             if g is None:
                 (x,) = ctx.saved_tensors  # raises if x was modified in place since the forward
-                g = tensors(run(*ctx.call, True))[1]
+                g = tensors(run(*ctx.prepare(), True))[1]
             axis = ctx.axis
             if ctx.class_last and axis != g.ndim - 1:
                 g, axis = torch.movedim(g, axis, -1), g.ndim - 1
             if ctx.per_row:
                 return g.mul_(grad_value.unsqueeze(axis)), None
-            if bool(grad_value == 1):
+            if grad_value.is_cpu and grad_value.item() == 1.0:  # loss.backward()
                 return g, None
             return g.mul_(grad_value), None
 
@@ -81,7 +82,7 @@ def _differentiable_grad(ctx: Any, x: Any, grad_value: Any) -> Any:
     autograd through the portable path with ``create_graph=True``."""
     import torch
 
-    b, options = ctx.call
+    b, options = ctx.prepare()
 
     def tensor(a: Any) -> Any:  # NumPy views of the caller's tensors, as tensors again
         return a if a is None or isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
@@ -116,6 +117,28 @@ def autograd_cross_entropy(
     if result is None:
         return None
     value, g_full, dt_full = tensors(result)
+    class_last = x is None
     x = b.x if x is None else x
-    value = _function().apply(x, (b, options, value, g_full))
+    call = (lambda: (b, options), value, g_full, b.axis, class_last, b.reduction == "none")
+    value = _function().apply(x, call)
     return package(b, wrt, value, g_full, dt_full)
+
+
+def attach_gradient(x: Any, value: Any, g: Any, per_row: bool, prepare: Callable) -> Any:
+    """``value`` (the loss of the 2-D class-last tensor ``x``) as an autograd node
+    whose backward hands over ``g``, the gradient the kernel computed with it;
+    ``prepare()`` gives the ``(ClassCall, options)`` to compute it again with.
+
+    ``x`` must be a plain tensor with storage (its ``data_ptr`` was read): the
+    node is made by ``torch._C._FunctionBase.apply`` directly, without the
+    Python wrapper of ``Function.apply``, whose work (unwrapping tensors of
+    finished ``torch.func`` transforms) does not apply to it and costs as
+    much as the rest of a small call."""
+    return _plain_apply()(x, (prepare, value, g, 1, False, per_row))
+
+
+@functools.cache
+def _plain_apply() -> Callable:
+    import torch
+
+    return super(torch.autograd.Function, _function()).apply

@@ -74,14 +74,19 @@ def info() -> dict:
     return out
 
 
+#: the most threads :func:`set_num_threads` accepts (the kernels use at most 256)
+MAX_THREADS = 1 << 16
+
+
 def get_num_threads() -> int:
     """Threads the kernels use: :func:`set_num_threads`, else
-    ``CROSSENTROPY_NUM_THREADS``, else the CPUs this process may run on."""
+    ``CROSSENTROPY_NUM_THREADS`` (at most :data:`MAX_THREADS`), else the CPUs
+    this process may run on."""
     if _THREADS:
         return _THREADS[0]
     env = os.environ.get("CROSSENTROPY_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), MAX_THREADS)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -89,11 +94,14 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads (``None``: back to the default)."""
+    """Use ``n`` threads, an integer in ``[1, 65536]`` (``None``: back to the default)."""
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"number of threads must be an integer or None, got {n!r}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"number of threads must be in [1, {MAX_THREADS}], got {n!r}")
     _THREADS.clear()
     if n is not None:
-        if int(n) < 1:
-            raise ValueError(f"number of threads must be >= 1, got {n!r}")
         _THREADS.append(int(n))
 
 

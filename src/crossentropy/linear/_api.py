@@ -18,12 +18,14 @@ from .._core.namespace import namespace, numeric_guard
 from .._core.rules import defines_grad
 from .._core.shard import VocabShard
 from .._core.validate import check_floating
+from ..kernels.custom_ops import torch_call, traced_as
 from ._autograd import Spec, needs_autograd, torch_function, value_and_grads
 from ._prepare import LinearOptions, counted_rows, prepare_linear_call
 
 __all__ = ["linear_cross_entropy", "sharded_linear_cross_entropy"]
 
 _DIFFERENTIABLE = ("input", "linear_weight", "linear_bias", "target")
+_ARGUMENTS = ("input", "linear_weight", "target", "linear_bias", "weight")
 
 
 def linear_cross_entropy(
@@ -210,6 +212,9 @@ def linear_cross_entropy(
     >>> round(float(ce.linear_cross_entropy(h, W, np.array([[0.5, 0.5]]))), 4)
     0.8133
     """
+    routed = torch_call("linear_cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     options = LinearOptions.checked(
         reduction=reduction,
         ignore_index=ignore_index,
@@ -252,11 +257,14 @@ def _spec(options: LinearOptions, shard: VocabShard | None) -> Spec:
     return Spec(prepare, host=shard is None)
 
 
-def _one(arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None) -> tuple:
+def _one(
+    arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None, cotangent: Any = None
+) -> tuple:
     """``(value, grads)`` of a call with a 2-D ``linear_weight``.  ``need`` is
     ``()`` for the ``autograd.Function`` (``grads`` then ``None``), a tuple of
     flags for the gradients ``(input, linear_weight, linear_bias, target)``
-    without autograd, or ``None`` for the value alone."""
+    without autograd, or ``None`` for the value alone; with ``cotangent`` (the
+    value's shape) the gradients are those of ``sum(cotangent * value)``."""
     input, linear_weight, target, linear_bias, weight = arrays
     spec = _spec(options, shard)
     if need == ():
@@ -265,15 +273,17 @@ def _one(arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None) 
         value = torch_function().apply(spec, input, linear_weight, linear_bias, target, weight)
         return value[0], None
     outputs, grads = value_and_grads(spec, (input, linear_weight, linear_bias, target, weight),
-                                     need or (False,) * 4)  # fmt: skip
+                                     need or (False,) * 4, cotangent)  # fmt: skip
     return outputs[0], grads
 
 
-def _run(arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None) -> tuple:
+def _run(
+    arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None, cotangent: Any = None
+) -> tuple:
     """``(value, grads)`` as :func:`_one`, a K-dimensional ``linear_weight`` included."""
-    xp, arrays = namespace(*arrays)
+    xp, arrays = namespace(*arrays, names=_ARGUMENTS, required=3)
     if arrays[1].ndim <= 2:
-        return _one(tuple(arrays), options, shard, need)
+        return _one(tuple(arrays), options, shard, need, cotangent)
     input, linear_weight, target, linear_bias, weight = arrays
     positions, probs = _k_dim_positions(xp, input, linear_weight, target, linear_bias)
     if options.reduction == "mean" and options.loss.normalizer is None:
@@ -286,7 +296,10 @@ def _run(arrays: tuple, options: LinearOptions, shard: Any, need: tuple | None) 
         w_k = linear_weight[every + k + every]
         b_k = None if linear_bias is None else linear_bias[every + k]
         t_k = target[every + every + k] if probs else target[every + k]
-        value, grads = _one((input, w_k, t_k, b_k, weight), options, shard, need)
+        ct_k = cotangent
+        if cotangent is not None and options.reduction == "none":  # one per position
+            ct_k = xp.reshape(cotangent, (input.shape[0], -1))[:, len(values)]
+        value, grads = _one((input, w_k, t_k, b_k, weight), options, shard, need, ct_k)
         values.append(value)
         parts.append(grads)
     if options.reduction == "none":
@@ -358,6 +371,7 @@ def _k_dim_grads(xp: Any, parts: list, w_shape: tuple, probs: bool, t_shape: tup
     return dx, dw, db, dt
 
 
+@traced_as(linear_cross_entropy, "linear")
 @defines_grad(linear_cross_entropy, *_DIFFERENTIABLE)
 @numeric_guard
 def _linear_cross_entropy_rule(
@@ -377,6 +391,7 @@ def _linear_cross_entropy_rule(
     temperature: float = 1.0,
     normalizer: float | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if "linear_bias" in wrt and linear_bias is None:
         raise ValueError("cannot differentiate with respect to linear_bias: it is None")
@@ -392,7 +407,8 @@ def _linear_cross_entropy_rule(
         normalizer=normalizer,
     )
     need = tuple(name in wrt for name in _DIFFERENTIABLE)
-    value, grads = _run((input, linear_weight, target, linear_bias, weight), options, None, need)
+    arrays = (input, linear_weight, target, linear_bias, weight)
+    value, grads = _run(arrays, options, None, need, cotangent)
     if need[3] and grads[3] is None:
         raise ValueError(
             "linear_cross_entropy is differentiable with respect to target only for class "

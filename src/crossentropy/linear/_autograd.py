@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._core.namespace import is_torch, numeric_guard
-from ._engine import evaluate, reduced_value
+from ._engine import cotangent_rows, evaluate, reduced_value
 
 __all__ = ["Spec", "needs_autograd", "torch_function", "value_and_grads"]
 
@@ -90,12 +90,18 @@ def _tensors(values: Any) -> Any:
 
 
 @numeric_guard
-def value_and_grads(spec: Spec, arrays: tuple, need: tuple) -> tuple[tuple, tuple]:
+def value_and_grads(
+    spec: Spec, arrays: tuple, need: tuple, cotangent: Any = None
+) -> tuple[tuple, tuple]:
     """``(outputs, (dinput, dlinear_weight, dlinear_bias, dtarget))`` without
-    PyTorch autograd, the gradients flagged in ``need`` (else ``None``)."""
+    PyTorch autograd, the gradients flagged in ``need`` (else ``None``); with
+    ``cotangent`` (the loss's shape), those of ``sum(cotangent * loss)``."""
     host = _host(spec, arrays)
     c = spec.prepare(*(host or (_detach(a) for a in arrays)))
-    loss, grads, extras = evaluate(c, need)
+    if host and is_torch(cotangent):
+        cotangent = cotangent.detach().cpu().numpy()
+    row_scale = cotangent_rows(c, cotangent) if any(need) else None
+    loss, grads, extras = evaluate(c, need, row_scale)
     outputs = spec.finish(c, loss, extras)
     return (_tensors(outputs), _tensors(grads)) if host else (outputs, grads)
 

@@ -242,6 +242,7 @@ def _linear_distillation_loss_rule(
     normalizer: float | None = None,
     chunk_size: Any = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if "student_bias" in wrt and student_bias is None:
         raise ValueError("cannot differentiate with respect to student_bias: it is None")
@@ -251,5 +252,5 @@ def _linear_distillation_loss_rule(
     need = tuple(name in wrt for name in _DIFFERENTIABLE) + (False,)
     arrays = (student_input, student_weight, student_bias, target, teacher_input,
               teacher_weight, teacher_bias)  # fmt: skip
-    outputs, grads = value_and_grads(_spec(options, objective), arrays, need)
+    outputs, grads = value_and_grads(_spec(options, objective), arrays, need, cotangent)
     return outputs[0], {n: g for n, g, w in zip(_DIFFERENTIABLE, grads, need) if w}

@@ -16,11 +16,11 @@ from typing import Any
 
 import array_api_compat
 
-from .._core.namespace import compute_dtype, restore
+from .._core.namespace import compute_dtype, index_dtype, restore
 from .._core.reduction import grad_scale, reduce
 from ._blocks import Grads, cast, spans
 
-__all__ = ["evaluate", "expand", "reduced_value"]
+__all__ = ["cotangent_rows", "evaluate", "expand", "reduced_value"]
 
 
 def _accumulators(c: Any, need: tuple, vocab_spans: list) -> Grads:
@@ -51,6 +51,21 @@ def _put(c: Any, acc: Any, rows: Any, value: Any) -> Any:
         return c.ops.put_rows(acc, rows, value)
     acc.append(value)
     return acc
+
+
+def cotangent_rows(c: Any, cotangent: Any) -> Any:
+    """What each counted row's gradient is multiplied by for the gradient of
+    ``sum(cotangent * value)``: the reduction's factor times ``cotangent`` (one
+    per row for ``'none'``); ``None`` without a cotangent (``evaluate``'s default)."""
+    if cotangent is None or not c.n_kept:
+        return None
+    xp = c.xp
+    ct = xp.astype(cotangent, c.cdtype)
+    if c.reduction == "none":
+        rows = xp.reshape(ct, (-1,))
+        return rows if c.kept is None else xp.take(rows, c.kept, axis=0)
+    ones = xp.ones((c.n_kept,), dtype=c.cdtype, device=array_api_compat.device(c.x))
+    return ones * (grad_scale(xp, ones, c.reduction, c.denom) * ct)
 
 
 def evaluate(c: Any, need: tuple, row_scale: Any = None) -> tuple[Any, tuple, dict]:
@@ -131,7 +146,7 @@ def expand(c: Any, kept_rows: Any) -> Any:
     pad = xp.zeros((1,) + tuple(kept_rows.shape[1:]), dtype=kept_rows.dtype, device=dev)
     table = xp.concat([kept_rows, pad], axis=0)
     # each row's position among the counted ones, or the zero row at the end
-    position = xp.cumulative_sum(xp.astype(c.valid, xp.int64)) - 1
+    position = xp.cumulative_sum(xp.astype(c.valid, index_dtype(xp))) - 1
     position = xp.where(c.valid, position, xp.full_like(position, c.n_kept))
     return xp.take(table, position, axis=0)
 

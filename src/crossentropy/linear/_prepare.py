@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._core.errors import DTypeError
-from .._core.namespace import compute_dtype, device, is_floating, is_integer, namespace
+from .._core.namespace import (
+    compute_dtype,
+    device,
+    index_dtype,
+    is_floating,
+    is_integer,
+    namespace,
+)
 from .._core.options import CrossEntropyOptions
 from .._core.reduction import check_normalizer, check_reduction
 from .._core.shard import VocabShard
-from .._core.validate import check_floating, check_index_target, check_vector
+from .._core.validate import (
+    check_floating,
+    check_ignore_index,
+    check_index_target,
+    check_vector,
+    widen_unsigned,
+)
 from ._arrayops import Functional, TorchOps, ops_for
 from ._softmax import Softmax
 
@@ -85,7 +99,7 @@ class LinearOptions:
         reduction = check_reduction(reduction)
         return cls(
             reduction=reduction,
-            ignore_index=ignore_index,
+            ignore_index=check_ignore_index(ignore_index),
             loss=CrossEntropyOptions.checked(
                 label_smoothing, z_loss, softcap, temperature, check_normalizer(normalizer, reduction)
             ),
@@ -227,12 +241,13 @@ def counted_rows(
     xp: Any, target: Any, weight: Any, n_total: int, ignore_index: int | None
 ) -> tuple[Any, Any, Any, int, Any]:
     """``(t, valid, kept, n_kept, denom)`` of the flattened class-index ``target``:
-    int64 indices (0 where ignored), the counted rows' mask, their indices (``None``
+    indices in the library's index dtype (0 where ignored), the counted rows' mask, their indices (``None``
     when every row counts) and number, and the ``'mean'`` denominator."""
-    flat = xp.reshape(target, (-1,))
+    flat, ignore_index = widen_unsigned(xp, xp.reshape(target, (-1,)), ignore_index)
     valid = check_index_target(xp, flat, n_total, ignore_index)
-    t = xp.where(valid, xp.astype(flat, xp.int64), xp.zeros_like(flat, dtype=xp.int64))
-    n_kept = int(xp.sum(xp.astype(valid, xp.int64)))
+    index = index_dtype(xp)
+    t = xp.where(valid, xp.astype(flat, index), xp.zeros_like(flat, dtype=index))
+    n_kept = int(xp.sum(xp.astype(valid, index)))
     kept = None if n_kept == flat.shape[0] else xp.nonzero(valid)[0]
     if weight is None:
         return t, valid, kept, n_kept, n_kept
@@ -276,6 +291,12 @@ def chunk_rows(xp: Any, options: Any, n_vocab: int, dtypes: tuple, n_kept: int) 
     return max(1, min(token_chunk, max(n_kept, 1)))
 
 
+def vocab_block(options: Any, n_vocab: int) -> int:
+    """Vocabulary entries per block: the caller's or the default, at most ``V``
+    (and 1 for ``V = 0``: no block, but no loop step of 0)."""
+    return max(1, min(options.chunk_size[1] or _VOCAB_BLOCK, n_vocab))
+
+
 def prepare_linear_call(
     input: Any,
     linear_weight: Any,
@@ -290,7 +311,13 @@ def prepare_linear_call(
     ``linear_weight`` holds this shard's rows and targets index the whole
     vocabulary.  ``objective`` defaults to :class:`._softmax.Softmax`."""
     xp, (input, linear_weight, target, linear_bias, weight) = namespace(
-        input, linear_weight, target, linear_bias, weight
+        input,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        names=("input", "linear_weight", "target", "linear_bias", "weight"),
+        required=3,
     )
     check_floating(xp, input, "input")
     check_floating(xp, linear_weight, "linear_weight")
@@ -325,7 +352,7 @@ def prepare_linear_call(
     return LinearCall(
         xp=xp,
         ops=ops,
-        x=xp.reshape(input, (-1, d)),
+        x=_rows(xp, input),
         w=linear_weight,
         bias=scaled_bias(xp, linear_bias, cdtype, inv_t),
         bias_dtype=None if linear_bias is None else linear_bias.dtype,
@@ -348,7 +375,7 @@ def prepare_linear_call(
         inv_t=inv_t,
         filter_eps=options.filter_eps,
         chunk=chunk_rows(xp, options, n_vocab, dtypes, n_kept),
-        block=min(options.chunk_size[1] or _VOCAB_BLOCK, n_vocab),
+        block=vocab_block(options, n_vocab),
         objective=objective,
         shard=shard,
         t_dtype=target.dtype if probs else None,
@@ -370,10 +397,12 @@ def prepare_distill_call(
     """Validate a distillation call: ``student`` and ``teacher`` are ``(input,
     weight, bias)`` (``bias`` may be ``None``), ``target`` ``None`` or class
     indices whose ``ignore_index`` entries mark the rows that do not count."""
-    xp, arrays = namespace(*student, *teacher, target)
-    (xs, ws, bs), (xt, wt, bt), target = arrays[:3], arrays[3:6], arrays[6]
     names = (("student_input", "student_weight", "student_bias"),
              ("teacher_input", "teacher_weight", "teacher_bias"))  # fmt: skip
+    xp, (xs, ws, xt, wt, bs, bt, target) = namespace(
+        student[0], student[1], teacher[0], teacher[1], student[2], teacher[2], target,
+        names=(*names[0][:2], *names[1][:2], names[0][2], names[1][2], "target"), required=4,
+    )  # fmt: skip
     for (x, w, b), (nx, nw, nb) in zip(((xs, ws, bs), (xt, wt, bt)), names):
         check_floating(xp, x, nx)
         check_floating(xp, w, nw)
@@ -390,7 +419,7 @@ def prepare_distill_call(
         )
     batch, n_vocab = tuple(xs.shape[:-1]), ws.shape[0]
     if target is None:
-        target = xp.zeros(batch, dtype=xp.int64, device=device(xs))
+        target = xp.zeros(batch, dtype=index_dtype(xp), device=device(xs))
     elif tuple(target.shape) != batch:
         raise ValueError(
             f"target has shape {tuple(target.shape)}, expected {batch}: the inputs' shape "
@@ -402,13 +431,18 @@ def prepare_distill_call(
     loss = options.loss
     inv_t = 1.0 / loss.temperature
     return LinearCall(
-        xp=xp, ops=ops, x=xp.reshape(xs, (-1, xs.shape[-1])), w=ws,
+        xp=xp, ops=ops, x=_rows(xp, xs), w=ws,
         bias=scaled_bias(xp, bs, dtypes[1], inv_t), bias_dtype=None if bs is None else bs.dtype,
         weight=None, t=t, probs=False, valid=valid, kept=kept, n_kept=n_kept,
         denom=denom if loss.normalizer is None else loss.normalizer,
         shape=batch, in_shape=tuple(xs.shape), out_dtype=dtypes[0], cdtype=dtypes[1],
         gdtype=dtypes[2], reduction=options.reduction, eps=0.0, z_loss=0.0, softcap=None,
         inv_t=inv_t, filter_eps=0.0, chunk=chunk_rows(xp, options, n_vocab, dtypes, n_kept),
-        block=min(options.chunk_size[1] or _VOCAB_BLOCK, n_vocab), objective=objective,
-        teacher=Head(xp.reshape(xt, (-1, xt.shape[-1])), wt, scaled_bias(xp, bt, dtypes[1], inv_t)),
+        block=vocab_block(options, n_vocab), objective=objective,
+        teacher=Head(_rows(xp, xt), wt, scaled_bias(xp, bt, dtypes[1], inv_t)),
     )  # fmt: skip
+
+
+def _rows(xp: Any, input: Any) -> Any:
+    """``input (..., D)`` as ``(N, D)`` rows (``(-1, 0)`` would be ambiguous at ``D = 0``)."""
+    return xp.reshape(input, (math.prod(input.shape[:-1]), input.shape[-1]))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.namespace import device, to_bool
+from .._core.namespace import device, index_dtype, to_bool
 from ..kernels import blas
 from ._arrayops import NumpyOps
 from ._blocks import ChunkOut, Grads, add_products, cast, logits_block, take_rows, zeros_rows
@@ -143,7 +143,7 @@ def _logits_blocks(
     r = _Rows([], [], None if shifted else zero, zero, zero, zero if c.probs else None, zero, 0.0)
     if stats:
         r.ent, r.best = zero, zero - float("inf")
-        r.amax = xp.zeros((n,), dtype=xp.int64, device=device(zero))
+        r.amax = xp.zeros((n,), dtype=index_dtype(xp), device=device(zero))
     for j0, j1 in spans:
         out = None if flat is None else xp.reshape(flat[n * j0 : n * j1], (j1 - j0, n))
         b = logits_block(c, c.w, c.bias, xt, (j0, j1), out)
@@ -185,7 +185,7 @@ def _argmax_update(xp: Any, r: _Rows, b: Any, j0: int) -> None:
     """Keep the largest logit of each row and its first class."""
     bm = xp.max(b, axis=0)
     better = bm > r.best
-    r.amax = xp.where(better, xp.astype(xp.argmax(b, axis=0), xp.int64) + j0, r.amax)
+    r.amax = xp.where(better, xp.astype(xp.argmax(b, axis=0), index_dtype(xp)) + j0, r.amax)
     r.best = xp.where(better, bm, r.best)
 
 

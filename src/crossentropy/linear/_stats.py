@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.namespace import device, namespace, numeric_guard, restore
+from .._core.namespace import device, index_dtype, namespace, numeric_guard, restore
 from .._core.rules import defines_grad
 from .._core.validate import counted_mask
 from ._autograd import Spec, needs_autograd, torch_function, value_and_grads
@@ -41,8 +41,9 @@ class TokenStats:
         :math:`\operatorname{lse}(y)`, the log of the softmax's normaliser.
     entropy : array, floating
         :math:`-\sum_v p_v \log p_v` of the softmax.
-    argmax : array, int64
-        The most probable class (the first one on ties); -1 where the target
+    argmax : array, integer
+        The most probable class (the first one on ties), in the library's
+        index dtype (int64, int32 in JAX without x64); -1 where the target
         is ignored.
     correct : array, bool
         ``argmax == target`` (top-1 accuracy); False where ignored.
@@ -126,9 +127,10 @@ def linear_cross_entropy_stats(
     -------
     TokenStats
         ``loss`` as :func:`linear_cross_entropy` returns it; the other fields
-        have the target's shape, ``input``'s dtype (``argmax`` int64,
-        ``correct`` and ``counted`` bool) and array library, and are 0 (-1,
-        False) where the target is ``ignore_index``: pass
+        have the target's shape, ``input``'s dtype (``argmax`` the library's
+        index dtype, int64 but in JAX without x64; ``correct`` and ``counted``
+        bool) and array library, and are 0 (-1, False) where the target is
+        ``ignore_index``: pass
         ``ignore_index=None`` to have every token's statistics.
 
     Raises
@@ -198,8 +200,9 @@ def _finish(c: Any, loss: Any, extras: dict) -> tuple:
     for name in _PER_TOKEN:
         value = expand(c, extras.get(name, zeros))
         outputs.append(restore(xp, xp.reshape(value, c.shape), c.out_dtype))
-    amax = extras.get("argmax", xp.zeros((0,), dtype=xp.int64, device=device(c.x)))
-    amax = xp.where(c.valid, expand(c, amax), xp.full_like(c.valid, -1, dtype=xp.int64))
+    index = index_dtype(xp)
+    amax = extras.get("argmax", xp.zeros((0,), dtype=index, device=device(c.x)))
+    amax = xp.where(c.valid, expand(c, amax), xp.full_like(c.valid, -1, dtype=index))
     outputs.append(xp.reshape(amax, c.shape))
     return tuple(outputs)
 
@@ -219,10 +222,16 @@ def _spec(options: LinearOptions) -> Spec:
     return Spec(prepare, _finish)
 
 
-def _stats(arrays: tuple, options: LinearOptions, need: tuple | None) -> tuple:
+def _stats(
+    arrays: tuple, options: LinearOptions, need: tuple | None, cotangent: Any = None
+) -> tuple:
     """``(TokenStats, grads)``: through the ``autograd.Function`` for tensors that
-    need it, else with the gradients flagged in ``need`` (``None``: none)."""
-    xp, (input, linear_weight, target, linear_bias, weight) = namespace(*arrays)
+    need it, else with the gradients flagged in ``need`` (``None``: none), those
+    of ``sum(cotangent * loss)`` with a ``cotangent``."""
+    names = ("input", "linear_weight", "target", "linear_bias", "weight")
+    xp, (input, linear_weight, target, linear_bias, weight) = namespace(
+        *arrays, names=names, required=3
+    )
     if linear_weight.ndim != 2:
         raise ValueError(
             f"linear_cross_entropy_stats needs a 2-D linear_weight (V, D), got shape "
@@ -233,10 +242,11 @@ def _stats(arrays: tuple, options: LinearOptions, need: tuple | None) -> tuple:
         outputs = torch_function().apply(spec, input, linear_weight, linear_bias, target, weight)
     else:
         ordered = (input, linear_weight, linear_bias, target, weight)
-        outputs, grads = value_and_grads(spec, ordered, (need or (False,) * 3) + (False,))
+        need = (need or (False,) * 3) + (False,)
+        outputs, grads = value_and_grads(spec, ordered, need, cotangent)
     loss, logprob, lse, entropy, zl, amax = outputs
     counted = counted_mask(xp, target, options.ignore_index)
-    correct = counted & (amax == xp.astype(target, xp.int64))
+    correct = counted & (amax == xp.astype(target, amax.dtype))
     return TokenStats(loss, logprob, lse, entropy, amax, correct, zl, counted), grads
 
 
@@ -259,6 +269,7 @@ def _linear_cross_entropy_stats_rule(
     temperature: float = 1.0,
     normalizer: float | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if "linear_bias" in wrt and linear_bias is None:
         raise ValueError("cannot differentiate with respect to linear_bias: it is None")
@@ -274,5 +285,6 @@ def _linear_cross_entropy_stats_rule(
         normalizer=normalizer,
     )
     need = tuple(name in wrt for name in _DIFFERENTIABLE)
-    stats, grads = _stats((input, linear_weight, target, linear_bias, weight), options, need)
+    arrays = (input, linear_weight, target, linear_bias, weight)
+    stats, grads = _stats(arrays, options, need, cotangent)
     return stats, {n: g for n, g, w in zip(_DIFFERENTIABLE, grads, need) if w}

@@ -9,6 +9,8 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
 from .._core.validate import check_in_unit_interval
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"]
 
@@ -70,9 +72,14 @@ def binary_cross_entropy(
     >>> float(ce.binary_cross_entropy([0.0], [1.0]))                # clamped, not inf
     100.0
     """
+    routed = torch_call("binary_cross_entropy", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _bce_rule(input, target, weight, reduction)[0]
 
 
+@jax_rule
+@traced_as(binary_cross_entropy, "elements")
 @defines_grad(binary_cross_entropy, "input", "target")
 @numeric_guard
 def _bce_rule(
@@ -82,6 +89,7 @@ def _bce_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call(
         "binary_cross_entropy", input, target, reduction, weight, float_target=False
@@ -106,7 +114,7 @@ def _bce_rule(
     def d_target() -> Any:
         return ww * (log_q - log_p)
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, cotangent=cotangent)
 
 
 def binary_cross_entropy_with_logits(
@@ -164,9 +172,14 @@ def binary_cross_entropy_with_logits(
     >>> float(ce.binary_cross_entropy_with_logits([-1e4], [1.0]))           # exact, not 100
     10000.0
     """
+    routed = torch_call("binary_cross_entropy_with_logits", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _bce_logits_rule(input, target, weight, reduction, pos_weight)[0]
 
 
+@jax_rule
+@traced_as(binary_cross_entropy_with_logits, "elements")
 @defines_grad(binary_cross_entropy_with_logits, "input", "target")
 @numeric_guard
 def _bce_logits_rule(
@@ -177,6 +190,7 @@ def _bce_logits_rule(
     pos_weight: Any = None,
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call(
         "binary_cross_entropy_with_logits", input, target, reduction, weight, pos_weight
@@ -200,7 +214,7 @@ def _bce_logits_rule(
     def d_target() -> Any:
         return ww * (-x - (0 if pw is None else (pw - 1) * log_sig))
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target})
+    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, cotangent=cotangent)
 
 
 def sigmoid_focal_loss(
@@ -277,6 +291,7 @@ def sigmoid_focal_loss(
     return _sigmoid_focal_rule(inputs, targets, alpha, gamma, reduction)[0]
 
 
+@jax_rule
 @defines_grad(sigmoid_focal_loss, "inputs")
 @numeric_guard
 def _sigmoid_focal_rule(
@@ -287,6 +302,7 @@ def _sigmoid_focal_rule(
     reduction: str = "none",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     alpha, gamma = float(alpha), float(gamma)
     if not alpha <= 1:
@@ -310,4 +326,4 @@ def _sigmoid_focal_rule(
         ratio = xp.where(q > 0, bce / xp.where(q > 0, q, xp.ones_like(q)), xp.ones_like(q))
         return a_t * qg * (s - t + gamma * ratio * s * s_neg * (1 - 2 * t))
 
-    return finish_pair(p, loss, wrt, {"inputs": d_inputs})
+    return finish_pair(p, loss, wrt, {"inputs": d_inputs}, cotangent=cotangent)

@@ -16,6 +16,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._core.aliases import axis_or_dim
 from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
@@ -23,10 +24,13 @@ from .._core.prepared import ClassCall, prepare_class_call, rebind, to_caller_la
 from .._core.reduction import check_normalizer, grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
-from .._core.validate import warn_if_probabilities
+from .._core.validate import check_ignore_index, warn_if_probabilities
 from .._core.where import apply_where
+from ..jax_rules import jax_rule
 from ..kernels.cross_entropy import cross_entropy as kernel_cross_entropy
 from ..kernels.cross_entropy import host_arrays
+from ..kernels.custom_ops import torch_call, traced_as
+from ..kernels.quick import quick_cross_entropy
 
 __all__ = ["cross_entropy", "nll_loss"]
 
@@ -48,6 +52,7 @@ def cross_entropy(
     temperature: float = 1.0,
     normalizer: float | None = None,
     where: Any = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Cross-entropy between logits and targets: ``log_softmax`` + ``nll_loss`` in one step.
 
@@ -68,7 +73,10 @@ def cross_entropy(
         Rescaling weight per class.
     ignore_index : int, default -100
         Class-index target value that contributes neither loss nor gradient
-        nor denominator.  Unused for probability targets.
+        nor denominator, whatever the logits of its row (NaN padding
+        included); ``None`` ignores nothing.  An integer of any width (a
+        float raises ``TypeError``, as in PyTorch).  Unused for probability
+        targets.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
         ``'mean'`` divides by the summed weight of the counted targets (the
         number of counted targets without ``weight``); for probability targets
@@ -100,6 +108,8 @@ def cross_entropy(
         an excluded probability-target entry is dropped, and a row with no
         included class gives no loss and is not counted by ``'mean'``
         (optax's ``where=``).  Not combined with ``label_smoothing``.
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -115,10 +125,14 @@ def cross_entropy(
         (an ``IndexError`` and a ``ValueError``).
     DTypeError
         Integer ``input``, or a floating target whose shape is not ``input``'s.
+    TypeError
+        ``ignore_index`` or ``axis`` that is not an integer, a masked array.
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``,
         ``label_smoothing``, ``temperature`` or ``normalizer`` (not positive,
         or given with a reduction other than ``'mean'``).
+    TypeError
+        Both ``axis`` and ``dim`` given.
 
     Warns
     -----
@@ -197,6 +211,17 @@ def cross_entropy(
     >>> round(sum(float(ce.cross_entropy(p, t, normalizer=4)) for p, t in parts), 4)
     1.523
     """
+    arguments = locals()
+    if where is None and _untempered(temperature, normalizer):  # the common call, checked cheaply
+        fast = quick_cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss,
+            softcap, dim,
+        )  # fmt: skip
+        if fast is not None:
+            return fast
+    routed = torch_call("cross_entropy", arguments)  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _cross_entropy_rule(
         input,
         target,
@@ -210,9 +235,18 @@ def cross_entropy(
         temperature=temperature,
         normalizer=normalizer,
         where=where,
+        dim=dim,
     )[0]
 
 
+def _untempered(temperature: Any, normalizer: Any) -> bool:
+    """True for the default ``temperature`` and ``normalizer`` (which the quick path
+    does not take; ``True`` is a bad temperature, left to the full validation)."""
+    return normalizer is None and temperature == 1 and not isinstance(temperature, bool)
+
+
+@jax_rule
+@traced_as(cross_entropy, "classes")
 @defines_grad(cross_entropy, "input", "target")
 @numeric_guard
 def _cross_entropy_rule(
@@ -229,8 +263,12 @@ def _cross_entropy_rule(
     temperature: float = 1.0,
     normalizer: float | None = None,
     where: Any = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
+    ignore_index = check_ignore_index(ignore_index)  # before the host views use it
     if where is not None:
         masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
         # a normalizer is the mean's divisor already: the rows are not counted again
@@ -240,9 +278,16 @@ def _cross_entropy_rule(
                 masked.input, masked.target, weight, masked.ignore_index, inner,
                 label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap,
                 temperature=temperature, normalizer=normalizer, wrt=wrt,
+                cotangent=cotangent,
             ),
             reduction if normalizer is None else "sum",
         )  # fmt: skip
+    common = _untempered(temperature, normalizer)
+    if wrt and cotangent is None and common:  # value_and_grad: the common call, checked cheaply
+        args = (input, target, weight, ignore_index, reduction, label_smoothing)
+        fast = quick_cross_entropy(*args, axis, z_loss, softcap, None, wrt)
+        if fast is not None:
+            return fast
     # PyTorch CPU tensors the kernel takes: validated and prepared as NumPy views
     host = host_arrays(input, target, weight, ignore_index)
     call = prepare_class_call(
@@ -262,12 +307,13 @@ def _cross_entropy_rule(
             "cross_entropy is differentiable with respect to target only for class "
             "probabilities (a floating target of input's shape), not class indices"
         )
-    fast = kernel_cross_entropy(call, options, wrt, source=input if host else None)
-    if fast is not None:
-        return fast
+    if cotangent is None:  # the kernels seed the gradient with one number
+        fast = kernel_cross_entropy(call, options, wrt, source=input if host else None)
+        if fast is not None:
+            return fast
     if host is not None:  # the kernel declined the views: the caller's own arrays
         call = rebind(call, input, target, weight)
-    return evaluate_cross_entropy(call, options, wrt)
+    return evaluate_cross_entropy(call, options, wrt, cotangent)
 
 
 # -- nll_loss -----------------------------------------------------------------------
@@ -298,8 +344,15 @@ def _at_targets(b: ClassCall, values: Any) -> Any:
     return to_caller_layout(b, xp.where(hot, values[..., None], xp.zeros((), dtype=values.dtype)))
 
 
-def _nll(b: ClassCall, wrt: tuple[str, ...], normalizer: Any = None) -> tuple[Any, dict]:
+def _nll(
+    b: ClassCall, wrt: tuple[str, ...], cotangent: Any, normalizer: Any = None
+) -> tuple[Any, dict]:
     xp = b.xp
+    if b.n_classes == 0:  # every target ignored (checked): zeros, a NaN mean (0 / normalizer)
+        loss = xp.zeros(b.x.shape[:-1], dtype=b.x.dtype, device=device(b.x))
+        grads = {"input": to_caller_layout(b, xp.zeros_like(b.x))} if "input" in wrt else {}
+        denom = 0.0 if normalizer is None else normalizer
+        return restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype), grads
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
     loss = xp.where(b.valid, loss, xp.zeros_like(loss))
@@ -308,6 +361,8 @@ def _nll(b: ClassCall, wrt: tuple[str, ...], normalizer: Any = None) -> tuple[An
     grads = {}
     if "input" in wrt:
         s = grad_scale(xp, loss, b.reduction, denom)
+        if cotangent is not None:
+            s = s * xp.astype(cotangent, loss.dtype)
         grads["input"] = _at_targets(b, -(s * b.w_t))
     return restore(xp, value, b.dtype), grads
 
@@ -321,6 +376,7 @@ def nll_loss(
     *,
     axis: int | None = None,
     normalizer: float | None = None,
+    dim: int | None = None,
 ) -> Any:
     r"""Negative log-likelihood loss on log-probabilities.
 
@@ -337,7 +393,8 @@ def nll_loss(
     weight : array_like, shape (C,), optional
         Rescaling weight per class.
     ignore_index : int, default -100
-        Target value that is skipped (no loss, no gradient, not counted).
+        Target value that is skipped (no loss, no gradient, not counted);
+        an integer, or ``None`` to skip nothing.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
@@ -347,6 +404,8 @@ def nll_loss(
         ``normalizer`` instead of the local sum of weights (the count of
         tokens of a whole step, for gradient accumulation; see
         :func:`cross_entropy`).
+    dim : int, optional, keyword-only
+        PyTorch's name for ``axis`` (give one of them).
 
     Returns
     -------
@@ -359,6 +418,8 @@ def nll_loss(
         A class index outside ``[0, C)`` that is not ``ignore_index``.
     DTypeError
         Integer ``input`` or a floating ``target``.
+    TypeError
+        ``ignore_index`` or ``axis`` that is not an integer.
     ValueError
         Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
         ``normalizer``.
@@ -383,11 +444,16 @@ def nll_loss(
     >>> round(float(ce.nll_loss(logp, np.array([2]), normalizer=2)), 4)   # half of it
     0.1116
     """
+    routed = torch_call("nll_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _nll_loss_rule(
-        input, target, weight, ignore_index, reduction, axis=axis, normalizer=normalizer
+        input, target, weight, ignore_index, reduction, axis=axis, normalizer=normalizer, dim=dim
     )[0]
 
 
+@jax_rule
+@traced_as(nll_loss, "classes")
 @defines_grad(nll_loss, "input")
 @numeric_guard
 def _nll_loss_rule(
@@ -399,9 +465,12 @@ def _nll_loss_rule(
     *,
     axis: int | None = None,
     normalizer: float | None = None,
+    dim: int | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
+    axis = axis_or_dim(axis, dim)
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )
-    return _nll(call, wrt, check_normalizer(normalizer, call.reduction))
+    return _nll(call, wrt, cotangent, check_normalizer(normalizer, call.reduction))

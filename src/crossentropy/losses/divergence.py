@@ -8,6 +8,8 @@ from typing import Any
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["generalized_kl_div", "kl_div"]
 
@@ -53,6 +55,9 @@ def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = 
     .. math:: \ell = p\,(\log p - x) \quad (0 \log 0 = 0), \qquad
               \ell = e^{t}\,(t - x) \ \text{with log\_target}
 
+    The :math:`0 \log 0 = 0` rule holds at exact zeros; a negative or NaN
+    target gives NaN, as PyTorch's ``xlogy(t, t)`` does.
+
     PyTorch: ``torch.nn.functional.kl_div``.
 
     Examples
@@ -63,9 +68,14 @@ def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = 
     >>> round(float(ce.kl_div(np.log(q), p, reduction="batchmean")), 4)
     0.5108
     """
+    routed = torch_call("kl_div", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _kl_div_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
+@traced_as(kl_div, "elements")
 @defines_grad(kl_div, "input", "target")
 @numeric_guard
 def _kl_div_rule(
@@ -75,8 +85,9 @@ def _kl_div_rule(
     log_target: bool = False,
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    return _kl("kl_div", input, target, reduction, log_target, False, wrt)
+    return _kl("kl_div", input, target, reduction, log_target, False, wrt, cotangent)
 
 
 def _kl(
@@ -87,6 +98,7 @@ def _kl(
     log_target: bool,
     generalized: bool,
     wrt: tuple[str, ...],
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     """The KL loss of ``kl_div``, plus ``e^x - p`` when ``generalized``."""
     p = prepare_pair_call(
@@ -97,9 +109,12 @@ def _kl(
         et = xp.exp(t)
         loss = et * (t - x)
     else:
+        # 0 log 0 = 0 at exact zeros only: a negative or NaN target gives NaN, as
+        # PyTorch's xlogy(t, t) does
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
-        loss = xp.where(positive, t * (log_t - x), -t * x)
+        nan = xp.full_like(t, float("nan"))
+        loss = xp.where(positive, t * (log_t - x), xp.where(t == 0, -t * x, nan))
     if generalized:
         loss = loss + xp.exp(x) - (et if log_target else t)
     denominator = None
@@ -112,12 +127,15 @@ def _kl(
         return g + xp.exp(x) if generalized else g
 
     def d_target() -> Any:
-        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0
+        # at p = 0 the derivative log p + 1 - x diverges; PyTorch reports NaN there, we 0;
+        # NaN below 0 (and for NaN), where the loss is not defined
         if log_target:
             return et * (t - x + (0 if generalized else 1))
-        return xp.where(positive, log_t + (0 if generalized else 1) - x, 0 * x)
+        g = log_t + (0 if generalized else 1) - x
+        return xp.where(positive, g, xp.where(t == 0, 0 * x, nan))
 
-    return finish_pair(p, loss, wrt, {"input": d_input, "target": d_target}, denominator)
+    local = {"input": d_input, "target": d_target}
+    return finish_pair(p, loss, wrt, local, denominator, cotangent=cotangent)
 
 
 def generalized_kl_div(
@@ -173,6 +191,7 @@ def generalized_kl_div(
     return _generalized_kl_rule(input, target, reduction, log_target)[0]
 
 
+@jax_rule
 @defines_grad(generalized_kl_div, "input", "target")
 @numeric_guard
 def _generalized_kl_rule(
@@ -182,5 +201,6 @@ def _generalized_kl_rule(
     log_target: bool = False,
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    return _kl("generalized_kl_div", input, target, reduction, log_target, True, wrt)
+    return _kl("generalized_kl_div", input, target, reduction, log_target, True, wrt, cotangent)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.mathops import one_hot, pick
-from .._core.namespace import numeric_guard, restore, to_bool
+from .._core.namespace import namespace, numeric_guard, restore, to_bool
 from .._core.prepared import finish_pair, prepare_class_call, prepare_pair_call, to_caller_layout
 from .._core.reduction import grad_scale, reduce
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["hinge_loss", "multi_margin_loss", "multiclass_hinge_loss", "squared_hinge_loss"]
 
@@ -28,7 +30,7 @@ def multi_margin_loss(
     ----------
     input : array_like, floating, shape (N, C) or (C,)
         Scores.
-    target : array_like, integer, shape (N,) or ()
+    target : array_like, integer, shape (N,) or () (or (1,) for (C,) input, a batch of one)
         Class indices in ``[0, C)``.
     p : {1, 2}, default 1
         1 for the hinge, 2 for the squared hinge.
@@ -66,9 +68,14 @@ def multi_margin_loss(
     >>> float(ce.multi_margin_loss([[0.1, 0.2, 0.4, 0.8]], [3]))   # (0.3+0.4+0.6)/4
     0.325
     """
+    routed = torch_call("multi_margin_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _multi_margin_rule(input, target, p, margin, weight, reduction)[0]
 
 
+@jax_rule
+@traced_as(multi_margin_loss, "classes")
 @defines_grad(multi_margin_loss, "input")
 @numeric_guard
 def _multi_margin_rule(
@@ -80,9 +87,14 @@ def _multi_margin_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
+    xp, (input, target) = namespace(input, target, names=("input", "target"), required=2)
+    single = input.ndim == 1 and tuple(target.shape) == (1,)
+    if single:  # (C,) scores with a (1,) target: a batch of one, as PyTorch takes it
+        input = xp.reshape(input, (1, input.shape[0]))
     b = prepare_class_call(input, target, weight, reduction=reduction)
     xp, x, C = b.xp, b.x, b.n_classes
     if x.ndim > 2:
@@ -97,11 +109,21 @@ def _multi_margin_rule(
     value = restore(xp, reduce(xp, loss, b.reduction), b.dtype)
     grads = {}
     if "input" in wrt:
-        s = grad_scale(xp, loss, b.reduction)
+        s = _seed(xp, loss, b.reduction, cotangent)
         dz = active if p == 1 else 2 * z * active  # dl/dx_i for i != y, before w/C
         g = dz - xp.sum(dz, axis=-1, keepdims=True) * (1 - other)
-        grads["input"] = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
+        g = to_caller_layout(b, (s * b.w_t / C)[..., None] * g)
+        grads["input"] = xp.reshape(g, (C,)) if single else g
     return value, grads
+
+
+def _seed(xp: Any, loss: Any, reduction: str, cotangent: Any) -> Any:
+    """What each row's gradient is multiplied by: the reduction's factor and the
+    cotangent (if any)."""
+    s = grad_scale(xp, loss, reduction)
+    if cotangent is not None:
+        s = s * xp.astype(cotangent, loss.dtype)
+    return s
 
 
 def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "mean") -> Any:
@@ -145,9 +167,14 @@ def hinge_loss(input: Any, target: Any, margin: float = 1.0, reduction: str = "m
     >>> ce.hinge_loss([2.0, 0.5, -1.0], [1, 1, 1], reduction="none")
     array([0. , 0.5, 2. ])
     """
+    routed = torch_call("hinge_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
+@traced_as(hinge_loss, "elements")
 @defines_grad(hinge_loss, "input")
 @numeric_guard
 def _hinge_rule(
@@ -157,11 +184,18 @@ def _hinge_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     pr, z, active = _margins("hinge_loss", input, target, margin, reduction)
     xp, y = pr.xp, pr.t
     loss = xp.where(active, z, xp.zeros_like(z))
-    return finish_pair(pr, loss, wrt, {"input": lambda: xp.where(active, -y, xp.zeros_like(y))})
+    return finish_pair(
+        pr,
+        loss,
+        wrt,
+        {"input": lambda: xp.where(active, -y, xp.zeros_like(y))},
+        cotangent=cotangent,
+    )
 
 
 def _margins(fn: str, input: Any, target: Any, margin: float, reduction: str) -> tuple:
@@ -223,6 +257,7 @@ def squared_hinge_loss(
     return _squared_hinge_rule(input, target, margin, reduction)[0]
 
 
+@jax_rule
 @defines_grad(squared_hinge_loss, "input")
 @numeric_guard
 def _squared_hinge_rule(
@@ -232,11 +267,12 @@ def _squared_hinge_rule(
     reduction: str = "mean",
     *,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     pr, z, active = _margins("squared_hinge_loss", input, target, margin, reduction)
     xp, y = pr.xp, pr.t
     h = xp.where(active, z, xp.zeros_like(z))
-    return finish_pair(pr, h * h, wrt, {"input": lambda: -2 * y * h})
+    return finish_pair(pr, h * h, wrt, {"input": lambda: -2 * y * h}, cotangent=cotangent)
 
 
 def multiclass_hinge_loss(
@@ -307,6 +343,7 @@ def multiclass_hinge_loss(
     return _multiclass_hinge_rule(input, target, p, margin, weight, reduction, axis=axis)[0]
 
 
+@jax_rule
 @defines_grad(multiclass_hinge_loss, "input")
 @numeric_guard
 def _multiclass_hinge_rule(
@@ -319,6 +356,7 @@ def _multiclass_hinge_rule(
     *,
     axis: int | None = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
@@ -334,6 +372,6 @@ def _multiclass_hinge_rule(
     if "input" in wrt:
         dz = xp.astype(z > 0, x.dtype) if p == 1 else 2 * h
         best = one_hot(xp, xp.argmax(wrong, axis=-1), C, x.dtype)
-        s = grad_scale(xp, loss, b.reduction)
+        s = _seed(xp, loss, b.reduction, cotangent)
         grads["input"] = to_caller_layout(b, (s * b.w_t * dz)[..., None] * (best - hot))
     return value, grads

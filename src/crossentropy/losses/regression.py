@@ -7,6 +7,8 @@ from typing import Any
 from .._core.namespace import numeric_guard
 from .._core.prepared import finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
+from ..jax_rules import jax_rule
+from ..kernels.custom_ops import torch_call, traced_as
 
 __all__ = ["mse_loss"]
 
@@ -59,14 +61,30 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
     >>> round(float(ce.mse_loss(pred2, onehot, reduction="sum")) / 3, 2)
     0.34
     """
+    routed = torch_call("mse_loss", locals())  # autocast, torch.compile
+    if routed is not None:
+        return routed
     return _mse_rule(input, target, reduction)[0]
 
 
+@jax_rule
+@traced_as(mse_loss, "elements")
 @defines_grad(mse_loss, "input", "target")
 @numeric_guard
 def _mse_rule(
-    input: Any, target: Any, reduction: str = "mean", *, wrt: tuple[str, ...] = ()
+    input: Any,
+    target: Any,
+    reduction: str = "mean",
+    *,
+    wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     p = prepare_pair_call("mse_loss", input, target, reduction)
     diff = p.x - p.t
-    return finish_pair(p, diff * diff, wrt, {"input": lambda: 2 * diff, "target": lambda: -2 * diff})
+    return finish_pair(
+        p,
+        diff * diff,
+        wrt,
+        {"input": lambda: 2 * diff, "target": lambda: -2 * diff},
+        cotangent=cotangent,
+    )

@@ -17,6 +17,7 @@ from .._core.namespace import numeric_guard
 from .._core.prepared import prepare_class_call
 from .._core.rules import defines_grad
 from .._core.where import apply_where
+from ..jax_rules import jax_rule
 
 __all__ = ["focal_cross_entropy", "generalized_cross_entropy", "poly1_cross_entropy"]
 
@@ -31,6 +32,7 @@ def _evaluate(
     axis: int | None,
     where: Any,
     wrt: tuple[str, ...],
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     rows = None
     if where is not None:
@@ -41,7 +43,7 @@ def _evaluate(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis,
         probabilities=True,
     )  # fmt: skip
-    return evaluate_log_prob_loss(call, term, wrt, rows)
+    return evaluate_log_prob_loss(call, term, wrt, rows, cotangent)
 
 
 def _finite(value: float, name: str, low: float, high: float = math.inf, open_low: bool = False) -> float:
@@ -155,6 +157,7 @@ def focal_cross_entropy(
     )[0]
 
 
+@jax_rule
 @defines_grad(focal_cross_entropy, "input")
 @numeric_guard
 def _focal_rule(
@@ -168,9 +171,10 @@ def _focal_rule(
     axis: int | None = None,
     where: Any = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     term = _focal_term(_finite(gamma, "gamma", 0.0))
-    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt)
+    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt, cotangent)
 
 
 # -- poly-1 -------------------------------------------------------------------------
@@ -255,6 +259,7 @@ def poly1_cross_entropy(
     )[0]
 
 
+@jax_rule
 @defines_grad(poly1_cross_entropy, "input")
 @numeric_guard
 def _poly1_rule(
@@ -268,9 +273,10 @@ def _poly1_rule(
     axis: int | None = None,
     where: Any = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     term = _poly1_term(_finite(epsilon, "epsilon", -1.0))
-    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt)
+    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt, cotangent)
 
 
 # -- generalized cross-entropy ------------------------------------------------------
@@ -350,6 +356,7 @@ def generalized_cross_entropy(
     return _gce_rule(input, target, q, weight, ignore_index, reduction, axis=axis, where=where)[0]
 
 
+@jax_rule
 @defines_grad(generalized_cross_entropy, "input")
 @numeric_guard
 def _gce_rule(
@@ -363,6 +370,7 @@ def _gce_rule(
     axis: int | None = None,
     where: Any = None,
     wrt: tuple[str, ...] = (),
+    cotangent: Any = None,
 ) -> tuple[Any, dict]:
     term = _gce_term(_finite(q, "q", 0.0, 1.0, open_low=True))
-    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt)
+    return _evaluate(term, input, target, weight, ignore_index, reduction, axis, where, wrt, cotangent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._core.namespace import device, namespace, numeric_guard
+from ..._core.namespace import device, index_dtype, namespace, numeric_guard
 from ...info import cross_entropy as distribution_cross_entropy
 from ...losses import (
     binary_cross_entropy,
@@ -138,7 +138,7 @@ def sparse_categorical_crossentropy(
     xp, (y_true, y_pred) = namespace(y_true, y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[axis] == 1:
         y_true = xp.squeeze(y_true, axis=axis)
-    y_true = xp.astype(y_true, xp.int64)
+    y_true = xp.astype(y_true, index_dtype(xp))
     if from_logits:
         return cross_entropy(y_pred, y_true, reduction="none", axis=axis, ignore_index=ignore_class)
     logp = log_of_normalized(xp, y_pred, axis)
@@ -326,7 +326,7 @@ def categorical_generalized_cross_entropy(y_true: Any, y_pred: Any, q: float) ->
     array([1.])
     """
     xp, (y_true, y_pred) = namespace(y_true, y_pred)
-    labels = xp.astype(y_true, xp.int64)
+    labels = xp.astype(y_true, index_dtype(xp))
     return generalized_cross_entropy(xp.log(y_pred), labels, q, reduction="none", axis=-1)
 
 
@@ -432,7 +432,7 @@ def categorical_hinge(y_true: Any, y_pred: Any) -> Any:
             "categorical_hinge: y_true must hold one-hot rows (one 1, the rest 0) or all-zero rows"
         )
     n = y_pred.shape[-1]
-    index = xp.where(count == 1, xp.argmax(y_true, axis=-1), xp.full_like(count, n, dtype=xp.int64))
+    index = xp.where(count == 1, xp.argmax(y_true, axis=-1), xp.full_like(count, n, dtype=index_dtype(xp)))
     padded = xp.concat([y_pred, xp.zeros_like(y_pred[..., :1])], axis=-1)
     return multiclass_hinge_loss(padded, index, reduction="none", axis=-1)
 

@@ -11,12 +11,14 @@ smoothing, the sum of the logits (one fused all-reduce ``SUM``).  Each
 process's logits gradient is then local.  Communication is ``O(N)`` floats per
 call, whatever the vocabulary size.
 
-Before computing, the processes exchange a few facts about the call (shard
-widths, batch shape, a digest of the target, the options) with one small
-``all_gather_object``: a call that would give wrong results or hang (a
-different batch size or target on one process, a shard of the wrong width,
-targets out of range) raises the same clear error on every process instead.
-``validate=False`` skips that exchange.
+Before computing, the processes agree on the call (``_agreement``): one
+all-gather of a few integers (shard width, ``validate``, grad mode, which
+arguments require grad, a checksum of the options, shapes and dtypes), then,
+unless ``validate=False``, one small ``all_gather_object`` of the whole
+description (digests of the target and class weights included).  A call that
+would give wrong results or hang (a different batch size, target, option or
+grad mode on one process, a shard of the wrong width, targets out of range)
+raises the same clear error on every process instead.
 
 PyTorch is needed (imported on first use); the collectives are
 ``torch.distributed``'s, so any backend works: gloo for CPU tensors, nccl for
@@ -27,19 +29,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._core.namespace import is_torch, namespace, restore
-from ._core.options import CrossEntropyOptions
-from ._core.prepared import prepare_class_call, to_caller_layout
-from ._core.reduction import check_normalizer, grad_scale, reduce
-from ._core.shard import VocabShard
-from ._core.softmax_ce import cross_entropy_rows
-from ._core.validate import check_floating, check_label_smoothing, class_axis
-from .linear import LinearOptions, default_chunk_size, sharded_linear_cross_entropy
+from .._core.namespace import is_torch, namespace, restore
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import prepare_class_call, to_caller_layout
+from .._core.reduction import check_normalizer, grad_scale, reduce
+from .._core.shard import VocabShard
+from .._core.softmax_ce import cross_entropy_rows
+from .._core.validate import (
+    check_floating,
+    check_ignore_index,
+    check_label_smoothing,
+    class_axis,
+    counted_mask,
+    widen_unsigned,
+)
+from ..linear import LinearOptions, default_chunk_size, sharded_linear_cross_entropy
+from ._agreement import Layout, call_facts
+from ._agreement import layout as agreed_layout
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -65,28 +75,9 @@ class _ShardedCall:
     shard: VocabShard
 
 
-# -- the agreement step -------------------------------------------------------------
-
-
-def _dist() -> Any:
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(
-            "vocabulary-parallel losses need an initialised process group: call "
-            "torch.distributed.init_process_group(...) first (torchrun sets the "
-            "environment for it)"
-        )
-    return dist
-
-
-def _digest(t: Any) -> str:
-    """A digest of a tensor's values (equal digests: equal tensors)."""
-    import torch
-
-    data = t.detach().reshape(-1).cpu().contiguous()
-    raw = data.view(torch.uint8).numpy()  # the bytes: any dtype, bfloat16 included
-    return hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()
+def _options(common: tuple, **more: Any) -> dict:
+    """The options by name: the values of ``_COMMON_OPTIONS``, then ``more``."""
+    return dict(zip(_COMMON_OPTIONS, common, strict=True), **more)
 
 
 def _fact(normalizer: Any) -> Any:
@@ -94,125 +85,18 @@ def _fact(normalizer: Any) -> Any:
     return None if normalizer is None else repr(float(normalizer))
 
 
-def _target_fact(target: Any) -> tuple:
-    return tuple(target.shape), str(target.dtype), _digest(target)
-
-
-def _describe(values: list) -> str:
-    return ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
-
-
-@dataclass
-class _Layout:
-    rank: int
-    world: int
-    sizes: list[int]
-
-    @property
-    def offset(self) -> int:
-        return sum(self.sizes[: self.rank])
-
-    @property
-    def n_classes(self) -> int:
-        return sum(self.sizes)
-
-
-def _agree(fn: str, group: Any, facts: dict, error: BaseException | None) -> _Layout:
-    """Exchange ``facts`` (and any local error) with every process; raise the
-    same error everywhere if the call is inconsistent, else return the layout.
-
-    ``facts["width"]`` is this process's shard width; every other entry must be
-    equal on all processes (the names are used in the messages).
-    """
-    dist = _dist()
-    rank, world = dist.get_rank(group), dist.get_world_size(group)
-    mine = {"error": None if error is None else f"{type(error).__name__}: {error}", **facts}
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, mine, group=group)
-
-    failed = [(r, g["error"]) for r, g in enumerate(gathered) if g["error"] is not None]
-    if error is not None:
-        raise error
-    if failed:
-        r, message = failed[0]
-        raise RuntimeError(f"{fn} failed on rank {r} of {world}, so every rank stops: {message}")
-    for key in facts:
-        if key in ("width", "shard_sizes"):
-            continue
-        values = [g[key] for g in gathered]
-        if any(v != values[0] for v in values):
-            raise ValueError(f"{fn}: every rank must pass the same {key}, got {_describe(values)}")
-    sizes = [g["width"] for g in gathered]
-    declared = [g["shard_sizes"] for g in gathered]
-    if any(d is not None for d in declared):
-        if any(d != declared[0] for d in declared):
-            raise ValueError(
-                f"{fn}: every rank must pass the same shard_sizes, got {_describe(declared)}"
-            )
-        expected = list(declared[0])
-        if len(expected) != world:
-            raise ValueError(
-                f"{fn}: shard_sizes has {len(expected)} entries for a group of {world} "
-                f"ranks, got {expected}"
-            )
-        wrong = [r for r in range(world) if sizes[r] != expected[r]]
-        if wrong:
-            r = wrong[0]
-            raise ValueError(
-                f"{fn}: rank {r}'s shard has width {sizes[r]}, but shard_sizes says "
-                f"{expected[r]} (shard widths: {_describe(sizes)})"
-            )
-    if any(s < 1 for s in sizes):
-        raise ValueError(f"{fn}: every shard needs at least one class, got {_describe(sizes)}")
-    return _Layout(rank, world, sizes)
-
-
-def _layout(
-    fn: str,
-    group: Any,
-    shard_sizes: Sequence[int] | None,
-    validate: bool,
-    facts: Callable[[bool], dict],
-    device: Callable[[], Any],
-) -> _Layout:
-    """The shard layout: agreed (``validate``), declared, or all-gathered.
-
-    ``facts(describe)`` checks this rank's arguments and returns ``{"width":
-    its shard width}``, plus (``describe``) what every rank must agree on; with
-    ``validate`` any error it raises is first reported to every rank, so that
-    all of them stop.
-    """
-    if validate:
-        error, found = None, {}
-        try:
-            found = {"shard_sizes": _sizes_arg(shard_sizes), **facts(True)}
-        except Exception as e:  # reported to every rank before raising here
-            error = e
-        return _agree(fn, group, found, error)
-    width = facts(False)["width"]
-    dist = _dist()
-    rank, world = dist.get_rank(group), dist.get_world_size(group)
-    if shard_sizes is not None:
-        return _Layout(rank, world, list(_sizes_arg(shard_sizes)))
+def _requires_grad(x: Any) -> bool:
+    """True if autograd will differentiate with respect to ``x`` in this call."""
     import torch
 
-    mine = torch.tensor([width], dtype=torch.int64, device=device())
-    out = [torch.empty_like(mine) for _ in range(world)]
-    dist.all_gather(out, mine, group=group)
-    return _Layout(rank, world, [int(o) for o in out])
+    return torch.is_grad_enabled() and bool(getattr(x, "requires_grad", False))
 
 
-def _sizes_arg(shard_sizes: Sequence[int] | None) -> tuple | None:
-    if shard_sizes is None:
-        return None
-    try:
-        sizes = tuple(int(s) for s in shard_sizes)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"shard_sizes must be a sequence of ints (every rank's shard width, in rank "
-            f"order), got {shard_sizes!r}"
-        ) from None
-    return sizes
+def _counted(target: Any, ignore_index: int | None) -> int:
+    """The number of target entries that are not ``ignore_index``."""
+    xp, (target,) = namespace(target)
+    target, ignore_index = widen_unsigned(xp, target, ignore_index)
+    return int(xp.sum(xp.astype(counted_mask(xp, target, ignore_index), xp.int64)))
 
 
 def _smoothing(label_smoothing: float, mode: str, n_classes: int) -> float:
@@ -250,7 +134,7 @@ def _check_tensor(x: Any, name: str) -> None:
 
 
 def _shard(
-    layout: _Layout, weight: Any, group: Any, label_smoothing: float, mode: str
+    layout: Layout, weight: Any, group: Any, label_smoothing: float, mode: str
 ) -> tuple[VocabShard, float]:
     """The shard descriptor with its collectives over ``group``, and the
     label smoothing in PyTorch's form."""
@@ -286,17 +170,6 @@ def _shard(
         all_sum_input_grad=all_sum_input_grad,
     )
     return shard, _smoothing(label_smoothing, _check_mode(mode), n)
-
-
-def _call_facts(target: Any, weight: Any, common: tuple, **more: Any) -> dict:
-    """What every rank must pass alike: the target, the class weights, the options
-    (``common``: the values of ``_COMMON_OPTIONS``, then ``more``)."""
-    options = dict(zip(_COMMON_OPTIONS, common, strict=True), **more)
-    return {
-        "target (shape, dtype, digest of the values)": _target_fact(target),
-        "class weight (digest of the values)": None if weight is None else _digest(weight),
-        "options": tuple((k, repr(v)) for k, v in options.items()),
-    }
 
 
 # -- vocab_parallel_cross_entropy ---------------------------------------------------
@@ -356,8 +229,11 @@ def vocab_parallel_cross_entropy(
         ``all_gather_object``) and raise the same error on every rank when
         they disagree: batch shape, target values (by digest), dtypes,
         options, class weights, shard widths.  ``False`` saves that exchange
-        (a host synchronisation on GPUs); mismatched calls may then hang or
-        give wrong results.
+        and the digests; what changes the sequence of collectives (``validate``
+        itself, grad mode, which arguments require grad, the options, shapes
+        and dtypes, by checksum) is still compared through one all-gather of
+        a few integers, which every call makes.  With ``False``, targets that
+        differ between ranks give wrong results.
     normalizer : float > 0, optional, keyword-only
         With ``reduction='mean'`` only: divide the summed losses by it instead
         of the summed weight of the counted targets (the count of a whole
@@ -423,27 +299,33 @@ def vocab_parallel_cross_entropy(
 
     common = (ignore_index, reduction, label_smoothing, label_smoothing_mode, z_loss, softcap)
 
-    def facts(describe: bool) -> dict:
+    def facts() -> tuple[int, dict, Callable[[], dict]]:
         for name, x in (("logits_shard", logits_shard), ("target", target), ("weight", weight)):
             if x is not None:
                 _check_tensor(x, name)
         _check_mode(label_smoothing_mode)
+        check_ignore_index(ignore_index)
+        check_normalizer(normalizer, reduction)
         check_floating(namespace(logits_shard)[0], logits_shard, "logits_shard")
         ax = class_axis(logits_shard.ndim, axis, "logits_shard")
-        width = int(logits_shard.shape[ax])
-        if not describe:
-            return {"width": width}
-        check_normalizer(normalizer, reduction)
         batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
-        return {
-            "width": width,
-            "batch shape (logits_shard's shape without the class axis)": batch,
-            "logits dtype": str(logits_shard.dtype),
-            **_call_facts(target, weight, common, axis=axis, normalizer=_fact(normalizer)),
-        }
+        options = _options(common, axis=axis, normalizer=_fact(normalizer))
+        cheap, costly = call_facts(target, weight, options)
+        return (
+            int(logits_shard.shape[ax]),
+            {
+                "batch shape (logits_shard's shape without the class axis)": batch,
+                "logits dtype": str(logits_shard.dtype),
+                **cheap,
+            },
+            costly,
+        )
 
     fn = "vocab_parallel_cross_entropy"
-    layout = _layout(fn, group, shard_sizes, validate, facts, lambda: logits_shard.device)
+    grads = {"logits_shard": _requires_grad(logits_shard)}
+    layout = agreed_layout(
+        fn, group, shard_sizes, validate, facts, grads, lambda: logits_shard.device
+    )
     shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
     options = CrossEntropyOptions.checked(
         eps, z_loss, softcap, normalizer=check_normalizer(normalizer, reduction)
@@ -573,7 +455,7 @@ def vocab_parallel_linear_cross_entropy(
 
     common = (ignore_index, reduction, label_smoothing, label_smoothing_mode, z_loss, softcap)
 
-    def facts(describe: bool) -> dict:
+    def facts() -> tuple[int, dict, Callable[[], dict]]:
         named = (
             ("input", input),
             ("weight_shard", weight_shard),
@@ -585,6 +467,8 @@ def vocab_parallel_linear_cross_entropy(
             if x is not None:
                 _check_tensor(x, name)
         _check_mode(label_smoothing_mode)
+        check_ignore_index(ignore_index)
+        check_normalizer(normalizer, reduction)
         xp = namespace(input)[0]
         check_floating(xp, input, "input")
         check_floating(xp, weight_shard, "weight_shard")
@@ -599,20 +483,32 @@ def vocab_parallel_linear_cross_entropy(
                 f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
                 f"got shape {tuple(linear_bias.shape)}"
             )
-        check_normalizer(normalizer, reduction)
-        if not describe:
-            return {"width": width}
-        return {
-            "width": width,
-            "input shape": tuple(input.shape),
-            "weight_shard's feature size D": int(weight_shard.shape[1]),
-            "dtypes": (str(input.dtype), str(weight_shard.dtype)),
-            "linear_bias given": linear_bias is not None,
-            **_call_facts(target, weight, common, chunk_size=chunk_size, normalizer=_fact(normalizer)),
-        }
+        options = _options(common, chunk_size=chunk_size, normalizer=_fact(normalizer))
+        cheap, costly = call_facts(target, weight, options)
+        return (
+            width,
+            {
+                "input shape": tuple(input.shape),
+                "weight_shard's feature size D": int(weight_shard.shape[1]),
+                "dtypes": (str(input.dtype), str(weight_shard.dtype)),
+                "linear_bias given": linear_bias is not None,
+                # the number of chunks, and so of collectives, follows from it
+                "number of counted rows (target != ignore_index)": _counted(target, ignore_index),
+                **cheap,
+            },
+            costly,
+        )
 
     fn = "vocab_parallel_linear_cross_entropy"
-    layout = _layout(fn, group, shard_sizes, validate, facts, lambda: input.device)
+    grads = {
+        name: _requires_grad(x)
+        for name, x in (
+            ("input", input),
+            ("weight_shard", weight_shard),
+            ("linear_bias", linear_bias),
+        )
+    }
+    layout = agreed_layout(fn, group, shard_sizes, validate, facts, grads, lambda: input.device)
     shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
     rows = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
     block = chunk_size[1] if isinstance(chunk_size, (tuple, list)) else None

@@ -1,0 +1,185 @@
+"""The fused cross-entropy kernel inside ``jax.jit``: an XLA FFI custom call on CPU.
+
+:func:`cross_entropy` takes a prepared
+:class:`~crossentropy._core.prepared.ClassCall` of JAX arrays (tracers under
+``jit``) and returns what the reference
+:func:`~crossentropy._core.softmax_ce.evaluate_cross_entropy` returns, with the
+per-row losses and the gradient computed in one pass by the C kernel
+(``_ce.c``, compiled with the handler ``_ce_xla.cc`` into the optional
+extension ``_ce_xla``), or ``None`` when it does not apply: the extension was
+not built (JAX absent at build time), kernels disabled, fewer than
+:data:`MIN_CLASSES` classes or :data:`MIN_SIZE` logits (where XLA's own fused
+loops are as fast), or a K-dim input whose class count is too large for the
+columns kernel.  Half-precision logits run on their float32 copy, as on the
+portable path.
+
+What XLA sees is ``jax.lax.platform_dependent``: the custom call on CPU, the
+portable formula (the same arrays through ``_core.softmax_ce``) on GPU and TPU.
+The custom call is wrapped in a ``jax.custom_jvp`` whose JVP is JAX's
+derivative of the portable formula, so that second derivatives
+(``jax.hessian``, a gradient of a gradient) stay exact; under ``jax.vmap`` it
+batches as ``vmap_method="broadcast_all"``: the handler runs the kernel once
+per batch element.  The kernel's threads (:func:`~.native.get_num_threads`)
+are fixed when a function is traced.
+
+The reduction happens around the call: the ``'mean'`` denominator (summed
+weights of the counted targets) is computed by XLA first and its reciprocal
+passed in, so that the kernel writes the gradient of the reduced loss
+directly.  A class index outside ``[0, C)`` (which ``jit`` cannot check) gives
+that row a NaN loss and gradient, as on the portable path.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .._core.namespace import index_dtype, restore
+from .._core.options import CrossEntropyOptions
+from .._core.prepared import ClassCall
+from .._core.reduction import grad_scale, reduce
+from .._core.softmax_ce import cross_entropy_rows
+from . import native
+
+__all__ = ["MIN_CLASSES", "MIN_SIZE", "available", "cross_entropy"]
+
+#: the custom call's name in XLA's registry
+TARGET = "crossentropy_cross_entropy"
+#: fewer logits than this stay on XLA's own loops (a custom call costs a few microseconds)
+MIN_SIZE = 1 << 14
+#: rows shorter than this stay on XLA's own loops, which are as fast there: the
+#: kernel wins on long rows (one read of each row instead of XLA's several) and on
+#: large gradients (huge pages; measured: C=100 2x slower, 512 even, 1000 1.5x faster)
+MIN_CLASSES = 512
+#: the columns kernel (small C or a K-dim layout) keeps three (C, 32) blocks per thread
+_COLUMNS_MAX_C = (16 << 20) // (3 * 32 * 8)
+
+
+@functools.cache
+def _extension() -> Any:
+    """The compiled handler module, or ``None`` if it was not built."""
+    try:
+        return importlib.import_module(__package__ + "._ce_xla")
+    except ImportError:
+        return None
+
+
+def available() -> bool:
+    """True if the XLA handler was built (JAX was importable at build time)."""
+    return _extension() is not None
+
+
+@functools.cache
+def _registered() -> str:
+    import jax
+
+    jax.ffi.register_ffi_target(TARGET, _extension().cross_entropy, platform="cpu")
+    return TARGET
+
+
+def _applies(b: ClassCall) -> bool:
+    xp, x = b.xp, b.x
+    if not (available() and native.enabled()) or x.dtype not in (xp.float32, xp.float64):
+        return False
+    if b.n_classes < MIN_CLASSES or math.prod(x.shape) < MIN_SIZE:
+        return False
+    inner = math.prod(x.shape[b.axis : -1])  # D of a K-dim layout (N, C, d1, ..., dK)
+    return inner == 1 or b.n_classes <= _COLUMNS_MAX_C  # the columns kernel's buffers
+
+
+def _ignore(b: ClassCall) -> tuple[int, bool]:
+    """``(ignore_index, has_ignore)`` as the handler compares int64 indices."""
+    i = b.ignore_index
+    if i is None or not -(1 << 63) <= int(i) < (1 << 63):
+        return 0, False  # no index equals it
+    return int(i), True
+
+
+def _caller_layout(b: ClassCall, a: Any) -> Any:
+    return a if b.axis == a.ndim - 1 else b.xp.moveaxis(a, -1, b.axis)
+
+
+class _Rows:
+    """Per-row losses and scaled gradients of one call, as a function of arrays:
+    the custom call on CPU, the portable formula elsewhere and for derivatives."""
+
+    def __init__(self, b: ClassCall, options: CrossEntropyOptions, grads: tuple[bool, bool]):
+        self.b, self.options, self.grads = b, options, grads
+
+    def portable(self, x: Any, target: Any, weight: Any, scale: Any) -> tuple:
+        b, xp = self.b, self.b.xp
+        t = xp.moveaxis(target, b.axis, -1) if b.probs and b.axis != x.ndim - 1 else target
+        w = weight if b.weight is not None else None
+        call = replace(b, x=xp.moveaxis(x, b.axis, -1), target=t, weight=w, class_weight=w)
+        loss, _, g, dt = cross_entropy_rows(call, self.options, any(self.grads))
+        empty = xp.zeros((0,), dtype=x.dtype)
+        g = _caller_layout(b, scale * g) if self.grads[0] else empty
+        dt = _caller_layout(b, scale * dt) if self.grads[1] else empty
+        return loss, g, dt
+
+    def fused(self, x: Any, target: Any, weight: Any, scale: Any) -> tuple:
+        import jax
+
+        b, o = self.b, self.options
+        shape = lambda want: x.shape if want else (0,)  # noqa: E731
+        results = (
+            jax.ShapeDtypeStruct(x.shape[: b.axis] + x.shape[b.axis + 1 :], x.dtype),
+            jax.ShapeDtypeStruct(shape(self.grads[0]), x.dtype),
+            jax.ShapeDtypeStruct(shape(self.grads[1]), x.dtype),
+        )
+        ignore, has_ignore = _ignore(b)
+        call = jax.ffi.ffi_call(_registered(), results, vmap_method="broadcast_all")
+        return call(
+            x, target, weight, scale,
+            axis=np.int64(b.axis), ignore_index=np.int64(ignore), has_ignore=has_ignore,
+            probabilities=bool(b.probs), label_smoothing=np.float64(o.label_smoothing),
+            z_loss=np.float64(o.z_loss), softcap=np.float64(o.softcap or 0.0),
+            threads=np.int64(native.get_num_threads()),
+        )  # fmt: skip
+
+    def __call__(self, *arrays: Any) -> tuple:
+        import jax
+
+        @jax.custom_jvp
+        def rows(*arrays: Any) -> tuple:
+            return jax.lax.platform_dependent(*arrays, cpu=self.fused, default=self.portable)
+
+        @rows.defjvp
+        def derivative(primals: tuple, tangents: tuple) -> tuple:
+            return jax.jvp(self.portable, primals, tangents)
+
+        return rows(*arrays)
+
+
+def cross_entropy(
+    b: ClassCall, options: CrossEntropyOptions, wrt: tuple[str, ...]
+) -> tuple[Any, dict] | None:
+    """``(value, {name: gradient})`` of cross-entropy on JAX arrays through the
+    custom call, as ``evaluate_cross_entropy(b, options, wrt)`` returns it, or
+    ``None`` if it does not apply."""
+    if not _applies(b):
+        return None
+    xp, x = b.xp, b.x
+    if b.probs:
+        target, denom = _caller_layout(b, b.target), float(math.prod(x.shape[:-1]))
+    else:
+        target, denom = b.target, xp.sum(b.w_t)
+        if target.dtype not in (xp.int32, xp.int64):
+            target = xp.astype(target, index_dtype(xp))
+    weight = b.weight if b.weight is not None else xp.zeros((0,), dtype=x.dtype)
+    stand_in = xp.zeros((), dtype=x.dtype)  # the dtype of the losses, for grad_scale
+    scale = grad_scale(xp, stand_in, b.reduction, denom)
+    rows = _Rows(b, options, ("input" in wrt, "target" in wrt))
+    loss, g, dt = rows(_caller_layout(b, x), target, weight, scale)
+    value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)
+    grads = {}
+    if "input" in wrt:
+        grads["input"] = restore(xp, g, b.dtype)
+    if "target" in wrt:
+        grads["target"] = restore(xp, dt, b.dtype)
+    return value, grads

@@ -1,0 +1,203 @@
+"""The fused CPU kernel under ``jax.jit`` (an XLA FFI custom call) against the portable path.
+
+The same jitted call runs twice, through the custom call and with the kernels
+disabled (XLA's own loops over ``_core.softmax_ce``); values and gradients must
+agree to rounding, the jaxpr must hold the custom call exactly when it should,
+and an out-of-range class index must give NaN on both paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+from crossentropy.kernels import native, xla
+from tests.support import assert_close, jax_x64
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+
+pytestmark = pytest.mark.skipif(not xla.available(), reason="XLA handler not built")
+
+N, C = 40, 600  # 24000 logits, 600 classes: the custom call applies
+
+
+def _fresh(fn):
+    """``fn`` as a new function object: JAX caches traces per function, and the
+    path (kernels enabled or not) is decided when a function is traced."""
+    return lambda *args: fn(*args)
+
+
+def _uses_kernel(fn, *args) -> bool:
+    return "ffi_call" in str(jax.make_jaxpr(_fresh(fn))(*args))
+
+
+def _both(fn, *args):
+    """``(fused, portable)`` results of the jitted ``fn``; asserts which path each took."""
+    assert _uses_kernel(fn, *args)
+    fused = jax.jit(_fresh(fn))(*args)
+    with native.disabled():
+        assert not _uses_kernel(fn, *args)
+        portable = jax.jit(_fresh(fn))(*args)
+    return fused, portable
+
+
+def _same(fused, portable, x64):
+    tol = {"rtol": 1e-12, "atol": 1e-14} if x64 else {"rtol": 2e-6, "atol": 1e-7}
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(portable)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert_close(np.asarray(a), np.asarray(b), **tol)
+
+
+CONFIGS = {
+    "plain": {},
+    "weight+ignore": {"weight": True, "ignore_index": 3},
+    "smoothing": {"label_smoothing": 0.1},
+    "z_loss+softcap": {"z_loss": 1e-3, "softcap": 5.0},
+    "sum": {"reduction": "sum"},
+    "none": {"reduction": "none"},
+}
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_class_indices(config, x64, rng):
+    kw = dict(CONFIGS[config])
+    with jax_x64(x64):
+        x = jnp.asarray(rng.normal(0, 3, (N, C)))
+        y = rng.integers(0, C, N)
+        if "ignore_index" in kw:
+            y[::4] = kw["ignore_index"]
+        y = jnp.asarray(y)
+        if kw.pop("weight", False):
+            kw["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, C))
+
+        def f(x):
+            return jnp.sum(ce.cross_entropy(x, y, **kw))
+
+        _same(*_both(jax.value_and_grad(f), x), x64)
+        _same(*_both(f, x), x64)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+def test_probabilities_and_their_gradient(x64, rng):
+    with jax_x64(x64):
+        x = jnp.asarray(rng.normal(0, 3, (N, C)))
+        p = jnp.asarray(rng.dirichlet(np.ones(C), N))
+        f = jax.value_and_grad(lambda x, p: ce.cross_entropy(x, p, label_smoothing=0.05), (0, 1))
+        _same(*_both(f, x, p), x64)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_runs_on_the_float32_copy(dtype, rng):
+    x = jnp.asarray(rng.normal(0, 3, (N, C)), dtype=getattr(jnp, dtype))
+    y = jnp.asarray(rng.integers(0, C, N))
+    fused, portable = _both(jax.value_and_grad(lambda x: ce.cross_entropy(x, y)), x)
+    for a, b in zip(fused, portable):  # the same float32 numbers, rounded once
+        assert a.dtype == b.dtype == x.dtype
+        assert_close(
+            np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-2, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("shape_axis", [((4, C, 8), None), ((4, 8, C), -1)], ids=["K-dim", "axis"])
+def test_other_class_axes(shape_axis, rng):
+    shape, axis = shape_axis
+    with jax_x64(True):
+        x = jnp.asarray(rng.normal(size=shape))
+        rows = shape[:1] + shape[2:] if axis is None else shape[:-1]
+        y = jnp.asarray(rng.integers(0, C, rows))
+        f = jax.value_and_grad(lambda x: ce.cross_entropy(x, y, axis=axis))
+        _same(*_both(f, x), True)
+
+
+def test_vmap_runs_the_kernel_per_example(rng):
+    """``vmap`` batches the custom call (``vmap_method='broadcast_all'``): one
+    kernel run per example, each with its own ``'mean'`` denominator."""
+    with jax_x64(True):
+        x = jnp.asarray(rng.normal(size=(3, N, C)))
+        y = rng.integers(0, C, (3, N))
+        y[1, :5] = -100  # a different denominator in the second example
+        y = jnp.asarray(y)
+        f = jax.vmap(jax.value_and_grad(lambda x, y: ce.cross_entropy(x, y)))
+        fused, portable = _both(f, x, y)
+        _same(fused, portable, True)
+        one = jax.value_and_grad(lambda x: ce.cross_entropy(x, y[1]))(x[1])
+        _same((fused[0][1], fused[1][1]), one, True)
+
+
+def test_second_derivatives_differentiate_the_portable_formula(rng):
+    """A Hessian-vector product of a function whose gradient is the custom
+    call: its JVP is JAX's derivative of the portable formula."""
+    with jax_x64(True):
+        x = jnp.asarray(rng.normal(size=(N, C)))
+        v = jnp.asarray(rng.normal(size=(N, C)))
+        y = jnp.asarray(rng.integers(0, C, N))
+        grad = jax.grad(lambda x: ce.cross_entropy(x, y, label_smoothing=0.1))
+        assert _uses_kernel(grad, x)
+        hvp = jax.jit(lambda x: jax.jvp(grad, (x,), (v,))[1])(x)
+        p = jax.nn.softmax(x)  # the exact product: (diag(p) - p p^T) v per row, over N
+        exact = (p * v - p * jnp.sum(p * v, axis=1, keepdims=True)) / N
+        assert_close(np.asarray(hvp), np.asarray(exact), rtol=1e-10, atol=1e-16)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "portable"])
+def test_out_of_range_class_index_under_jit_is_nan(fused, rng):
+    """``jit`` cannot check the values: a row with an index outside [0, C)
+    (not ignore_index) gets a NaN loss and gradient, never another row's data;
+    eagerly the check raises."""
+    x = jnp.asarray(rng.normal(size=(N, C)), dtype=jnp.float32)
+    y = rng.integers(0, C, N)
+    y[[3, 7]] = [C, -1]
+    y[9] = -100
+    y = jnp.asarray(y)
+    f = jax.jit(jax.value_and_grad(lambda x: jnp.sum(ce.cross_entropy(x, y, reduction="none"))))
+    g_rows = jax.jit(jax.grad(lambda x: ce.cross_entropy(x, y, reduction="sum")))
+    losses = jax.jit(lambda x: ce.cross_entropy(x, y, reduction="none"))
+    if fused:
+        assert _uses_kernel(losses, x)
+        out, g, per_row = f(x), g_rows(x), losses(x)
+    else:
+        with native.disabled():
+            assert not _uses_kernel(losses, x)
+            out, g, per_row = f(x), g_rows(x), losses(x)
+    nan_rows = np.isnan(np.asarray(per_row))
+    assert nan_rows.tolist() == [i in (3, 7) for i in range(N)]
+    assert np.isnan(np.asarray(g)).any(axis=1).tolist() == nan_rows.tolist()
+    assert np.isnan(np.asarray(g)[[3, 7]]).all() and float(per_row[9]) == 0
+    assert np.isnan(float(out[0])) and np.isnan(float(jax.jit(ce.cross_entropy)(x, y)))
+    with pytest.raises(ce.TargetIndexError, match=f"Target {C} is out of bounds"):
+        ce.cross_entropy(x, y)
+
+
+def test_small_inputs_stay_on_xla(rng):
+    x = jnp.asarray(rng.normal(size=(N, xla.MIN_CLASSES - 1)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, N))
+    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y)), x)
+    x = jnp.asarray(rng.normal(size=(2, C)), dtype=jnp.float32)  # below MIN_SIZE
+    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y[:2])), x)
+
+
+def test_without_the_extension_the_portable_path_runs(monkeypatch, rng):
+    x = jnp.asarray(rng.normal(size=(N, C)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, C, N))
+    f = jax.value_and_grad(lambda x: ce.cross_entropy(x, y))
+    expected = jax.jit(_fresh(f))(x)
+    monkeypatch.setattr(xla, "_extension", lambda: None)
+    assert not xla.available() and not _uses_kernel(f, x)
+    _same(jax.jit(_fresh(f))(x), expected, False)
+
+
+@pytest.mark.parametrize(
+    ("platform", "custom_call"), [("cpu", True), ("cuda", False), ("tpu", False)]
+)
+def test_custom_call_only_on_cpu(platform, custom_call, rng):
+    """Lowered for another platform, the same function has no custom call (the
+    portable branch of ``platform_dependent``); this needs no such device."""
+    x = jnp.asarray(rng.normal(size=(N, C)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, C, N))
+    f = jax.jit(jax.value_and_grad(lambda x: ce.cross_entropy(x, y)))
+    checks = [jax.export.DisabledSafetyCheck.custom_call(xla.TARGET)]
+    exported = jax.export.export(f, platforms=[platform], disabled_checks=checks)(x)
+    assert (xla.TARGET in exported.mlir_module()) == custom_call
