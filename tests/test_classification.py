@@ -1031,6 +1031,26 @@ class TestTemperature:
         )
         assert_close(gx_i, fd, rtol=1e-6, atol=1e-8)  # central differences of step 1e-6
 
+    @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+    def test_jax_with_many_classes(self, rng, jit):
+        # 600 classes, 18000 logits: where the fused kernel is an XLA custom call, which has neither
+        # option; the call takes the portable path, eagerly and under jit
+        jax = pytest.importorskip("jax")
+        from tests.support import jax_x64
+
+        x, y = _logits(rng, (30, 600)) * 3, _index_target(rng, (30, 600))  # 18000 logits
+        y[2] = -100
+        for kw in ({"temperature": 0.6}, {"normalizer": 4.0}, {"temperature": 2.5, "normalizer": 9}):
+            value_t, grad_t = torch_grad("cross_entropy", 0, x / kw.get("temperature", 1.0), y,
+                                         reduction="sum" if "normalizer" in kw else "mean")  # fmt: skip
+            if "normalizer" in kw:
+                value_t, grad_t = value_t / kw["normalizer"], grad_t / kw["normalizer"]
+            with jax_x64():
+                vg = jax.value_and_grad(lambda a, kw=kw: ce.cross_entropy(a, jax.numpy.asarray(y), **kw))
+                value, g = (jax.jit(vg) if jit else vg)(jax.numpy.asarray(x))
+            assert_close(np.asarray(value), value_t)
+            assert_close(np.asarray(g), grad_t / kw.get("temperature", 1.0))
+
     def test_torch_autograd(self, rng):
         x, y = _logits(rng, (3, 5, 2)), _index_target(rng, (3, 5, 2))
         tx = torch.tensor(x, requires_grad=True)

@@ -728,6 +728,23 @@ class TestProbabilityTargets:
         for ours, e in zip((th, tw, tb, tp), grads):
             assert_close(ours.grad.numpy(), e)
 
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor's, not ours
+    def test_torch_compile(self, rng):
+        # the compiled operator's output shape is the rows' (6,), not the probabilities'
+        # (6, 7): the graph adds a (6,) vector to it
+        h, w, _, _ = _problem(rng, 6, 7, 3)
+        p = _probabilities(rng, 6, 7)
+        th, tw, tp = (torch.tensor(a) for a in (h, w, p))
+        expected, _ = _naive(h, w, p, reduction="none", temperature=0.7)
+        offset = torch.arange(6, dtype=torch.float64)
+
+        def f(a):
+            return linear_cross_entropy(a, tw, tp, reduction="none", temperature=0.7) + offset
+
+        with torch.no_grad():
+            value = torch.compile(f, fullgraph=True)(th)
+        assert_close(value.numpy(), expected + np.arange(6))
+
     def test_target_gradient_finite_differences(self, rng):
         h, w, _, b = _problem(rng, 5, 6, 3)
         p = _probabilities(rng, 5, 6)
@@ -892,6 +909,19 @@ class TestStats:
         stats = ce.linear_cross_entropy_stats(h, w, t, ignore_index=None, reduction="none")
         assert stats.counted.all()
         assert_close(stats.logprob, _naive_stats(h, w, t)["logprob"])
+
+    def test_jax_default_index_dtype(self, rng):
+        # JAX without x64: argmax in int32, its index dtype (int64 would warn and truncate)
+        jnp = pytest.importorskip("jax.numpy")
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        stats = ce.linear_cross_entropy_stats(
+            *(jnp.asarray(a, dtype=jnp.float32) for a in (h, w)), jnp.asarray(t, dtype=jnp.int32)
+        )
+        naive = _naive_stats(h, w, t)
+        assert stats.argmax.dtype == jnp.int32 and stats.entropy.dtype == jnp.float32
+        counted = t != -100
+        np.testing.assert_array_equal(np.asarray(stats.argmax), np.where(counted, naive["argmax"], -1))
+        assert_close(np.asarray(stats.entropy), np.where(counted, naive["entropy"], 0), rtol=1e-5)
 
     def test_ties_take_the_first_class(self):
         h, w = np.array([[1.0, 1.0], [0.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
