@@ -335,3 +335,37 @@ class TestLogSigmoid(_Elementwise):
     def test_is_log_of_sigmoid(self, rng):
         a = rng.normal(scale=5, size=50)
         assert_close(ce.log_sigmoid(a), np.log(ce.sigmoid(a)), rtol=1e-13)
+
+
+# -- autograd through the forward at the kink of |x| -------------------------------------
+
+
+_AT_ZERO = [
+    # (function of a 1-D array x, its derivative at x = 0, elementwise)
+    (lambda x: ce.sigmoid(x), 0.25),  # s (1 - s)
+    (lambda x: ce.log_sigmoid(x), 0.5),  # 1 - s
+    (lambda x: ce.binary_cross_entropy_with_logits(x, x * 0 + 0.25, reduction="none"), 0.25),
+    (lambda x: ce.sigmoid_focal_loss(x, x * 0 + 1.0, alpha=-1, gamma=0.0), -0.5),  # s - t
+]
+
+
+@pytest.mark.parametrize(("fn", "slope"), _AT_ZERO)
+def test_torch_autograd_at_zero(fn, slope):
+    """PyTorch's autograd through the forward (abs has slope 0 at its kink) must
+    still give the derivative at x = 0, and on both sides of it."""
+    torch = pytest.importorskip("torch")
+    for x0 in (0.0, 1e-30, -1e-30):
+        x = torch.full((3,), x0, dtype=torch.float64, requires_grad=True)
+        fn(x).sum().backward()
+        assert_close(x.grad.numpy(), np.full(3, slope), rtol=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="JAX is not installed")
+@pytest.mark.parametrize(("fn", "slope"), _AT_ZERO)
+def test_jax_grad_at_zero(fn, slope):
+    import jax
+    import jax.numpy as jnp
+
+    for x0 in (0.0, 1e-30, -1e-30):
+        g = jax.grad(lambda x: fn(x).sum())(jnp.full((3,), x0, dtype=jnp.float32))
+        assert_close(np.asarray(g), np.full(3, slope, dtype=np.float32), dtype="float32")

@@ -18,6 +18,7 @@ __all__ = [
     "log_sigmoid",
     "log_softmax",
     "logsumexp",
+    "neg_abs",
     "normalize_axes",
     "one_hot",
     "pick",
@@ -103,15 +104,22 @@ def softmax(xp: Any, x: Any, axis: int) -> Any:
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
+def neg_abs(xp: Any, x: Any) -> Any:
+    """``-|x|`` written as two branches, so that autograd (PyTorch, JAX) takes the
+    slope of the ``x >= 0`` branch at 0 (``-1``), not ``abs``'s 0 at its kink:
+    the functions built on it then have their true derivative at ``x = 0``."""
+    return xp.where(x >= 0, -x, x)
+
+
 def sigmoid(xp: Any, x: Any) -> Any:
     """The logistic function with no positive exponent."""
-    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+    e = xp.exp(neg_abs(xp, x))  # in (0, 1]: never overflows
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def log_sigmoid(xp: Any, x: Any) -> Any:
-    """``min(x, 0) - log1p(exp(-|x|))``."""
-    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
+    """``min(x, 0) - log1p(exp(-|x|))``, each term with its one-sided slope at 0."""
+    return xp.where(x >= 0, xp.zeros_like(x), x) - xp.log1p(xp.exp(neg_abs(xp, x)))
 
 
 def pick(xp: Any, x: Any, t: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.mathops import log_sigmoid, sigmoid
+from .._core.mathops import log_sigmoid, neg_abs, sigmoid
 from .._core.namespace import numeric_guard
 from .._core.prepared import broadcast_to_input, finish_pair, prepare_pair_call
 from .._core.rules import defines_grad
@@ -314,8 +314,8 @@ def _sigmoid_focal_rule(
     # sigma(+-x) as exp(log sigma(+-x)): autograd (PyTorch, JAX) gets the slope at x = 0 right
     s, s_neg = xp.exp(log_sigmoid(xp, x)), xp.exp(log_sigmoid(xp, -x))
     # (1 - t) x - log sigmoid(x), with -log sigmoid(x) as max(-x, 0) + log1p(e^-|x|) so
-    # that a tiny loss (x = -50, t = 0) keeps its relative precision
-    bce = (1 - t) * x + xp.maximum(-x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+    # that a tiny loss (x = -50, t = 0) keeps its relative precision (branches: see neg_abs)
+    bce = (1 - t) * x + xp.where(x >= 0, xp.zeros_like(x), -x) + xp.log1p(xp.exp(neg_abs(xp, x)))
     q = s * (1 - t) + s_neg * t  # 1 - p_t
     qg = xp.pow(q, gamma)
     a_t = 1 if alpha < 0 else alpha * t + (1 - alpha) * (1 - t)
