@@ -20,7 +20,7 @@ from .._core.shard import VocabShard
 from .._core.validate import check_floating
 from ..kernels.custom_ops import torch_call, traced_as
 from ._autograd import Spec, needs_autograd, torch_function, value_and_grads
-from ._prepare import LinearOptions, counted_rows, prepare_linear_call
+from ._prepare import LinearOptions, counted_rows, prepare_linear_call, rule_options
 
 __all__ = ["linear_cross_entropy", "sharded_linear_cross_entropy"]
 
@@ -393,20 +393,7 @@ def _linear_cross_entropy_rule(
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    if "linear_bias" in wrt and linear_bias is None:
-        raise ValueError("cannot differentiate with respect to linear_bias: it is None")
-    options = LinearOptions.checked(
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        chunk_size=chunk_size,
-        filter_eps=filter_eps,
-        temperature=temperature,
-        normalizer=normalizer,
-    )
-    need = tuple(name in wrt for name in _DIFFERENTIABLE)
+    options, need = rule_options(locals(), _DIFFERENTIABLE)
     arrays = (input, linear_weight, target, linear_bias, weight)
     value, grads = _run(arrays, options, None, need, cotangent)
     if need[3] and grads[3] is None:

@@ -43,6 +43,7 @@ __all__ = [
     "gemm_dtypes",
     "prepare_distill_call",
     "prepare_linear_call",
+    "rule_options",
     "scaled_bias",
 ]
 
@@ -111,6 +112,23 @@ class LinearOptions:
         """These options with ``'mean'`` dividing by ``denominator`` (unchecked:
         a K-dimensional weight's positions share the whole call's)."""
         return dataclasses.replace(self, loss=dataclasses.replace(self.loss, normalizer=denominator))
+
+
+_OPTION_NAMES = (
+    "reduction", "ignore_index", "label_smoothing", "z_loss", "softcap", "chunk_size",
+    "filter_eps", "temperature", "normalizer",
+)  # fmt: skip
+
+
+def rule_options(arguments: dict, differentiable: tuple) -> tuple[LinearOptions, tuple]:
+    """``(options, need)`` of a gradient rule's call, from its arguments (``locals()``
+    on entry): the options checked, and which of the ``differentiable`` argument
+    names ``wrt`` asks for."""
+    wrt = arguments["wrt"]
+    if "linear_bias" in wrt and arguments["linear_bias"] is None:
+        raise ValueError("cannot differentiate with respect to linear_bias: it is None")
+    options = LinearOptions.checked(**{name: arguments[name] for name in _OPTION_NAMES})
+    return options, tuple(name in wrt for name in differentiable)
 
 
 @dataclass

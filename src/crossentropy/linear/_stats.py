@@ -16,7 +16,7 @@ from .._core.rules import defines_grad
 from .._core.validate import counted_mask
 from ._autograd import Spec, needs_autograd, torch_function, value_and_grads
 from ._engine import expand, reduced_value
-from ._prepare import LinearOptions, prepare_linear_call
+from ._prepare import LinearOptions, prepare_linear_call, rule_options
 from ._softmax import Softmax
 
 __all__ = ["TokenStats", "linear_cross_entropy_stats"]
@@ -271,20 +271,7 @@ def _linear_cross_entropy_stats_rule(
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
 ) -> tuple[Any, dict]:
-    if "linear_bias" in wrt and linear_bias is None:
-        raise ValueError("cannot differentiate with respect to linear_bias: it is None")
-    options = LinearOptions.checked(
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        chunk_size=chunk_size,
-        filter_eps=filter_eps,
-        temperature=temperature,
-        normalizer=normalizer,
-    )
-    need = tuple(name in wrt for name in _DIFFERENTIABLE)
+    options, need = rule_options(locals(), _DIFFERENTIABLE)
     arrays = (input, linear_weight, target, linear_bias, weight)
     stats, grads = _stats(arrays, options, need, cotangent)
     return stats, {n: g for n, g, w in zip(_DIFFERENTIABLE, grads, need) if w}
