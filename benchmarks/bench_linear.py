@@ -1,8 +1,17 @@
-"""linear_cross_entropy side by side: naive, PyTorch's chunked path, ours, and the GEMM ceiling.
+"""linear_cross_entropy and linear_distillation_loss side by side with naive versions,
+PyTorch's chunked path and the GEMM ceiling.
 
     python benchmarks/bench_linear.py                 # N=8192, D=1024, V=32000 and 128000
     python benchmarks/bench_linear.py --quick         # N=2048, one repetition
     python benchmarks/bench_linear.py --skip-naive-large
+    python benchmarks/bench_linear.py --loss distill --vocab 128000   # the distillation table only
+
+The distillation cases (``--loss distill``; ``--divergences kl reverse_kl jsd``)
+take a student and a teacher head of the same sizes: the loss and the
+gradients of the student's input and weight.  Their naive version builds both
+``(N, V)`` logits matrices in PyTorch (the teacher's without autograd), their
+``log_softmax`` and the divergence; their GEMM ceiling is the four products
+they need (both logits, and the student's two gradients).
 
 Every case is the loss *and* its gradients with respect to ``input`` and
 ``linear_weight`` (forward + backward), run in a fresh subprocess so that its
@@ -43,7 +52,8 @@ MiB = 2**20
 # -- the cases ----------------------------------------------------------------------
 
 
-def _inputs(lib: str, dtype: str, n: int, d: int, v: int, seed: int = 0):
+def _inputs(lib: str, dtype: str, n: int, d: int, v: int, seed: int = 0, teacher: bool = False):
+    """``(h, W, y)``, or with ``teacher`` ``(h, W, y, h_teacher, W_teacher)``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -51,14 +61,90 @@ def _inputs(lib: str, dtype: str, n: int, d: int, v: int, seed: int = 0):
     w = rng.standard_normal((v, d), dtype=np.float32)
     w *= 1 / np.sqrt(d)
     t = rng.integers(0, v, size=n)
+    extra = []
+    if teacher:
+        extra = [rng.standard_normal((n, d), dtype=np.float32)]
+        extra.append(rng.standard_normal((v, d), dtype=np.float32) * np.float32(1.5 / np.sqrt(d)))
     if lib == "numpy":
-        return h, w, t
+        return (h, w, t, *extra)
     import torch
 
     th, tw = torch.from_numpy(h), torch.from_numpy(w)
+    extra = [torch.from_numpy(a) for a in extra]
     if dtype != "float32":
         th, tw = th.to(getattr(torch, dtype)), tw.to(getattr(torch, dtype))
-    return th.requires_grad_(), tw.requires_grad_(), torch.from_numpy(t)
+        extra = [a.to(getattr(torch, dtype)) for a in extra]
+    return (th.requires_grad_(), tw.requires_grad_(), torch.from_numpy(t), *extra)
+
+
+def _distill_runner(case: dict, h, w, t, ht, wt):
+    """A function doing one forward + backward of the distillation loss; returns (dh, dW)."""
+    impl, divergence = case["impl"], case["divergence"]
+    if case["lib"] == "numpy":
+        if impl == "ours":
+            import crossentropy as ce
+
+            vg = ce.value_and_grad(ce.linear_distillation_loss, (0, 1))
+            return lambda: vg(h, w, ht, wt, divergence=divergence)[1]
+        if impl == "gemm":
+
+            def gemms():
+                zs, zt = h @ w.T, ht @ wt.T  # zs stands in for the logits' gradient
+                del zt
+                return zs @ w, zs.T @ h
+
+            return gemms
+        raise ValueError(impl)
+
+    import torch
+
+    if impl == "gemm":
+
+        def gemms():
+            with torch.no_grad():
+                zs, zt = h @ w.T, ht @ wt.T
+                del zt
+                return zs @ w, zs.T @ h
+
+        return gemms
+    if impl == "ours":
+        import crossentropy as ce
+
+        def loss():
+            return ce.linear_distillation_loss(h, w, ht, wt, divergence=divergence)
+    elif impl == "naive":
+
+        def loss():
+            return _naive_divergence(h @ w.T, ht, wt, divergence)
+    else:
+        raise ValueError(impl)
+
+    def run():
+        h.grad = w.grad = None
+        loss().backward()
+        return h.grad, w.grad
+
+    return run
+
+
+def _naive_divergence(zs, ht, wt, divergence: str, beta: float = 0.5):
+    """The divergence on materialised logits (the teacher's without autograd), batch mean."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        log_p = F.log_softmax(ht @ wt.T, dim=-1)
+    log_q = F.log_softmax(zs, dim=-1)
+    if divergence == "kl":
+        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    if divergence == "reverse_kl":
+        return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+    log_m = torch.logsumexp(torch.stack([log_q + math.log(1 - beta), log_p + math.log(beta)]), 0)
+    kl_p = F.kl_div(log_m, log_p, reduction="batchmean", log_target=True)
+    kl_q = F.kl_div(log_m, log_q, reduction="batchmean", log_target=True)
+    return beta * kl_p + (1 - beta) * kl_q
 
 
 def _runner(case: dict, h, w, t):
@@ -132,12 +218,13 @@ def _worker(case: dict) -> dict:
         import torch
 
         torch.manual_seed(0)
+    distill = "divergence" in case
+    runner = _distill_runner if distill else _runner
     # warm-up on a tiny problem: library initialisation is not the case's memory
-    small = _inputs(case["lib"], case["dtype"], 64, 32, 256)
-    _runner(case, *small)()
+    small = _inputs(case["lib"], case["dtype"], 64, 32, 256, teacher=distill)
+    runner(case, *small)()
     del small
-    h, w, t = _inputs(case["lib"], case["dtype"], n, d, v)
-    run = _runner(case, h, w, t)
+    run = runner(case, *_inputs(case["lib"], case["dtype"], n, d, v, teacher=distill))
     gc.collect()
     times, extra = [], None
     busy0, own0, wall0 = _proc.busy_seconds(), _proc.own_seconds(), time.perf_counter()
@@ -188,10 +275,31 @@ def _cases(n: int, d: int, v: int, repeat: int) -> list[dict]:
     return cases
 
 
+def _distill_cases(n: int, d: int, v: int, repeat: int, divergences: list[str]) -> list[dict]:
+    base = {"n": n, "d": d, "v": v, "repeat": repeat, "dtype": "float32"}
+    cases = []
+    for lib in ("numpy", "torch"):
+        cases.append({**base, "lib": lib, "impl": "gemm", "divergence": "kl",
+                      "label": "GEMM ceiling (4 products)"})  # fmt: skip
+        for divergence in divergences:
+            if lib == "torch":
+                cases.append({**base, "lib": lib, "impl": "naive", "divergence": divergence,
+                              "label": f"naive {divergence}"})  # fmt: skip
+            cases.append({**base, "lib": lib, "impl": "ours", "divergence": divergence,
+                          "label": f"ours {divergence}"})  # fmt: skip
+    return cases
+
+
 def _naive_bytes(case: dict) -> int:
     """A rough bound of the naive case's memory: (N, V) float32 arrays, ~3 for
-    PyTorch (logits, their gradient, a softmax) and ~8 for the NumPy reference."""
-    return (8 if case["lib"] == "numpy" else 3) * case["n"] * case["v"] * 4
+    PyTorch (logits, their gradient, a softmax) and ~8 for the NumPy reference;
+    ~7 for the naive distillation (two logits, two log-softmaxes, the
+    divergence's terms and the gradient), ~10 for its JSD (the mixture)."""
+    if "divergence" in case:
+        count = 10 if case["divergence"] == "jsd" else 7
+    else:
+        count = 8 if case["lib"] == "numpy" else 3
+    return count * case["n"] * case["v"] * 4
 
 
 def _run_case(case: dict, timeout: float) -> dict:
@@ -221,6 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, nargs="*", default=[32000, 128000])
     parser.add_argument("--only", default=None, help="run only cases whose label contains this")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
+    parser.add_argument(
+        "--loss", choices=("ce", "distill", "all"), default="all",
+        help="linear_cross_entropy (ce), linear_distillation_loss (distill) or both",
+    )  # fmt: skip
+    parser.add_argument(
+        "--divergences", nargs="*", default=["kl", "reverse_kl", "jsd"],
+        help="the distillation cases' divergences",
+    )  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -237,39 +353,44 @@ def main(argv: list[str] | None = None) -> int:
         f"nproc={os.cpu_count()}, torch {torch.__version__}, N={n}, D={d}, best of {repeat}"
     )
     for v in args.vocab:
-        print(f"\n## N={n}, D={d}, V={v}\n")
-        print(
-            "| library | dtype | implementation | time | ratio to GEMM ceiling | extra memory | load |"
-        )
-        print("|---|---|---|---:|---:|---:|---:|")
-        ceiling: dict = {}
-        for case in _cases(n, d, v, repeat):
-            key = (case["lib"], case["dtype"])
-            if args.only and args.only not in case["label"] and case["impl"] != "gemm":
-                continue
-            row = f"| {case['lib']} | {case['dtype']} | {case['label']} |"
-            if case["impl"] == "naive" and (
-                (args.skip_naive_large and v >= 128000)
-                or _naive_bytes(case) > _proc.available_memory() - 2 * GiB
-            ):
-                need = _naive_bytes(case) / GiB
-                print(
-                    row
-                    + f" skipped (needs ~{need:.0f} GiB; {_proc.available_memory() / GiB:.1f} GiB available) | | | |"
-                )
-                continue
-            r = _run_case(case, args.timeout)
-            if "error" in r:
-                print(row + f" {r['error']} | | | |", flush=True)
-                continue
-            if case["impl"] == "gemm":
-                ceiling[key] = r["time"]
-            ratio = f"{r['time'] / ceiling[key]:.2f}" if key in ceiling else "—"
-            print(
-                row + f" {r['time']:.2f} s | {ratio} | {_fmt_mem(r['extra'])} | {r['load']:.0%} |",
-                flush=True,
-            )
+        if args.loss in ("ce", "all"):
+            print(f"\n## linear_cross_entropy, N={n}, D={d}, V={v}\n")
+            _table(_cases(n, d, v, repeat), args)
+        if args.loss in ("distill", "all"):
+            print(f"\n## linear_distillation_loss, N={n}, D={d}, V={v}\n")
+            _table(_distill_cases(n, d, v, repeat, args.divergences), args)
     return 0
+
+
+def _table(cases: list[dict], args: argparse.Namespace) -> None:
+    """Run ``cases`` one by one and print their rows as they finish."""
+    print("| library | dtype | implementation | time | ratio to GEMM ceiling | extra memory | load |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    ceiling: dict = {}
+    for case in cases:
+        key = (case["lib"], case["dtype"])
+        if args.only and args.only not in case["label"] and case["impl"] != "gemm":
+            continue
+        row = f"| {case['lib']} | {case['dtype']} | {case['label']} |"
+        if case["impl"] == "naive" and (
+            (args.skip_naive_large and case["v"] >= 128000)
+            or _naive_bytes(case) > _proc.available_memory() - 2 * GiB
+        ):
+            need = _naive_bytes(case) / GiB
+            available = _proc.available_memory() / GiB
+            print(row + f" skipped (needs ~{need:.0f} GiB; {available:.1f} GiB available) | | | |")
+            continue
+        r = _run_case(case, args.timeout)
+        if "error" in r:
+            print(row + f" {r['error']} | | | |", flush=True)
+            continue
+        if case["impl"] == "gemm":
+            ceiling[key] = r["time"]
+        ratio = f"{r['time'] / ceiling[key]:.2f}" if key in ceiling else "—"
+        print(
+            row + f" {r['time']:.2f} s | {ratio} | {_fmt_mem(r['extra'])} | {r['load']:.0%} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

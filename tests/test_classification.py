@@ -884,3 +884,182 @@ def test_softmax_output_as_logits_warns(xp, rng):
         warnings.simplefilter("error")
         ce.cross_entropy(xp.asarray(x), xp.asarray(y))
         ce.value_and_grad(ce.cross_entropy)(probs, xp.asarray(y))
+
+
+# -- normalizer (gradient accumulation) and temperature ------------------------------
+
+# a step of 37 rows split into 4 micro-batches with uneven counts of counted targets
+MICRO_BATCHES = [(0, 5), (5, 18), (18, 26), (26, 37)]
+
+
+def _step(rng, c=6):
+    x = rng.normal(size=(37, c)) * 2
+    y = rng.integers(0, c, size=37)
+    y[[1, 2, 3, 9, 20, 21, 22, 23, 30]] = -100  # 3, 1, 4 and 1 ignored per micro-batch
+    return x, y
+
+
+class TestNormalizer:
+    @pytest.mark.parametrize("weighted", WEIGHTED)
+    @pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+    def test_micro_batches_add_up_to_the_step_mean(self, xp, rng, fn, weighted):
+        x, y = _step(rng)
+        if fn == "nll_loss":
+            x = _log_softmax(x, 1)
+        w = _weight(rng, 6, weighted)
+        counted = y != -100
+        total = float(counted.sum() if w is None else w[y[counted]].sum())
+        f = getattr(ce, fn)
+        whole, g_whole = ce.value_and_grad(f)(xp.asarray(x), xp.asarray(y), _put(xp, w))
+        values, grads = [], []
+        for a, b in MICRO_BATCHES:
+            v, g = ce.value_and_grad(f)(
+                xp.asarray(x[a:b]), xp.asarray(y[a:b]), _put(xp, w), normalizer=total
+            )
+            values.append(float(xp.to_numpy(v)))
+            grads.append(xp.to_numpy(g))
+        # each micro-batch's own 'mean' does not add up: the counts differ
+        own = sum(float(xp.to_numpy(f(xp.asarray(x[a:b]), xp.asarray(y[a:b]), _put(xp, w))))
+                  for a, b in MICRO_BATCHES)  # fmt: skip
+        assert abs(own / 4 - float(xp.to_numpy(whole))) > 1e-3
+        assert_close(sum(values), xp.to_numpy(whole), rtol=1e-12, atol=1e-12)
+        assert_close(np.concatenate(grads), xp.to_numpy(g_whole), rtol=1e-12, atol=1e-12)
+        expected = torch_oracle(fn, x, y, weight=w, reduction="sum") / total
+        assert_close(sum(values), expected, rtol=1e-12)
+
+    def test_torch_autograd_and_kernel_paths(self, rng):
+        x, y = _step(rng)
+        tx = torch.tensor(x, requires_grad=True)
+        for a, b in MICRO_BATCHES:  # gradients accumulate in tx.grad
+            ce.cross_entropy(tx[a:b], torch.from_numpy(y[a:b]), normalizer=28).backward()
+        whole = torch.tensor(x, requires_grad=True)
+        F.cross_entropy(whole, torch.from_numpy(y)).backward()
+        assert_close(tx.grad.numpy(), whole.grad.numpy(), rtol=1e-12, atol=1e-14)
+        with ce.kernels.disabled():
+            v, g = ce.value_and_grad(ce.cross_entropy)(x, y, normalizer=7.0, z_loss=0.1)
+        v2, g2 = ce.value_and_grad(ce.cross_entropy)(x, y, normalizer=7.0, z_loss=0.1)
+        vs, gs = ce.value_and_grad(ce.cross_entropy)(x, y, reduction="sum", z_loss=0.1)
+        assert_close(v, vs / 7.0)
+        assert_close(g, gs / 7.0)
+        assert_close(v2, v)
+        assert_close(g2, g)
+
+    def test_probability_targets(self, rng):
+        x, t = _logits(rng, (4, 5)), _prob_target(rng, (4, 5))
+        v, g = ce.value_and_grad(ce.cross_entropy, (0, 1))(x, t, normalizer=10)
+        vs, gs = ce.value_and_grad(ce.cross_entropy, (0, 1))(x, t, reduction="sum")
+        assert_close(v, vs / 10)
+        assert_close(g[0], gs[0] / 10)
+        assert_close(g[1], gs[1] / 10)
+
+    @pytest.mark.parametrize(
+        ("kw", "match"),
+        [
+            ({"normalizer": 0}, "positive finite number.*got 0"),
+            ({"normalizer": -3.0}, "positive finite number.*got -3.0"),
+            ({"normalizer": float("inf")}, "positive finite number.*got inf"),
+            ({"normalizer": np.array([2.0, 3.0])}, r"positive finite number.*array\(\[2., 3.\]\)"),
+            ({"normalizer": "12"}, "positive finite number.*got '12'"),
+            ({"normalizer": 4, "reduction": "sum"}, "needs reduction='mean'.*got reduction='sum'"),
+            ({"normalizer": 4, "reduction": "none"}, "needs reduction='mean'"),
+        ],
+    )
+    @pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+    def test_bad_normalizer(self, fn, kw, match):
+        with pytest.raises(ValueError, match=match):
+            getattr(ce, fn)(np.zeros((2, 3)), np.array([0, 1]), **kw)
+
+    @pytest.mark.parametrize("probs", [False, True], ids=["indices", "probabilities"])
+    def test_with_where_and_temperature(self, rng, probs):
+        x = _logits(rng, (6, 5))
+        t = _prob_target(rng, (6, 5)) if probs else _index_target(rng, (6, 5))
+        mask = np.array([True, False, True, True, False, True])
+        kw = {"where": mask, "temperature": 1.5}
+        value, g = ce.value_and_grad(ce.cross_entropy)(x, t, normalizer=9.0, **kw)
+        total, g_sum = ce.value_and_grad(ce.cross_entropy)(x, t, reduction="sum", **kw)
+        assert_close(value, total / 9.0)
+        assert_close(g, g_sum / 9.0)
+        assert not np.any(g[~mask])
+
+    def test_zero_d_arrays(self, rng):
+        x, y = _step(rng)
+        expected = ce.cross_entropy(x, y, normalizer=5.0)
+        assert_close(ce.cross_entropy(x, y, normalizer=np.int64(5)), expected)
+        assert_close(ce.cross_entropy(x, y, normalizer=torch.tensor(5)), expected)
+
+
+class TestTemperature:
+    @pytest.mark.parametrize("temperature", [0.5, 2.0])
+    @pytest.mark.parametrize("shape", SHAPES)
+    def test_matches_torch_on_divided_logits(self, xp, rng, shape, temperature):
+        x = _logits(rng, shape) * 3
+        y = _index_target(rng, shape)
+        w = _weight(rng, 5, True)
+        kw = dict(weight=w, label_smoothing=0.1)
+        for reduction in REDUCTIONS:
+            value_t, grad_t = torch_grad("cross_entropy", 0, x / temperature, y,
+                                         reduction=reduction, **kw)  # fmt: skip
+            value, g = ce.value_and_grad(ce.cross_entropy)(
+                xp.asarray(x), xp.asarray(y), _put(xp, w), reduction=reduction,
+                label_smoothing=0.1, temperature=temperature,
+            )  # fmt: skip
+            _check(f"value {reduction}", value, value_t, backend=xp, dtype="float64")
+            _check(f"grad {reduction}", g, grad_t / temperature, backend=xp, dtype="float64")
+
+    @pytest.mark.parametrize("kernels", [True, False], ids=["kernel", "reference"])
+    def test_with_softcap_z_loss_and_probabilities(self, rng, kernels):
+        x = _logits(rng, (6, 40)) * 4
+        t = _prob_target(rng, (6, 40))
+        temp, cap, z = 1.7, 3.0, 0.05
+        tx, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+        y = cap * torch.tanh(tx / cap) / temp
+        ref = (F.cross_entropy(y, tt, reduction="none") + z * torch.logsumexp(y, 1) ** 2).mean()
+        ref.backward()
+        context = ce.kernels.disabled() if not kernels else warnings.catch_warnings()
+        with context:
+            value, (gx, gt) = ce.value_and_grad(ce.cross_entropy, (0, 1))(
+                x, t, softcap=cap, z_loss=z, temperature=temp
+            )
+            value_i, gx_i = ce.value_and_grad(ce.cross_entropy)(
+                x, t.argmax(1), softcap=cap, z_loss=z, temperature=temp
+            )
+        assert_close(value, ref.detach().numpy())
+        assert_close(gx, tx.grad.numpy())
+        assert_close(gt, tt.grad.numpy())
+        fd = finite_difference(
+            lambda a: ce.cross_entropy(a, t.argmax(1), softcap=cap, z_loss=z, temperature=temp), x
+        )
+        assert_close(gx_i, fd, rtol=1e-6, atol=1e-8)  # central differences of step 1e-6
+
+    @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+    def test_jax_with_many_classes(self, rng, jit):
+        # 600 classes, 18000 logits: where the fused kernel is an XLA custom call, which has neither
+        # option; the call takes the portable path, eagerly and under jit
+        jax = pytest.importorskip("jax")
+        from tests.support import jax_x64
+
+        x, y = _logits(rng, (30, 600)) * 3, _index_target(rng, (30, 600))  # 18000 logits
+        y[2] = -100
+        for kw in ({"temperature": 0.6}, {"normalizer": 4.0}, {"temperature": 2.5, "normalizer": 9}):
+            value_t, grad_t = torch_grad("cross_entropy", 0, x / kw.get("temperature", 1.0), y,
+                                         reduction="sum" if "normalizer" in kw else "mean")  # fmt: skip
+            if "normalizer" in kw:
+                value_t, grad_t = value_t / kw["normalizer"], grad_t / kw["normalizer"]
+            with jax_x64():
+                vg = jax.value_and_grad(lambda a, kw=kw: ce.cross_entropy(a, jax.numpy.asarray(y), **kw))
+                value, g = (jax.jit(vg) if jit else vg)(jax.numpy.asarray(x))
+            assert_close(np.asarray(value), value_t)
+            assert_close(np.asarray(g), grad_t / kw.get("temperature", 1.0))
+
+    def test_torch_autograd(self, rng):
+        x, y = _logits(rng, (3, 5, 2)), _index_target(rng, (3, 5, 2))
+        tx = torch.tensor(x, requires_grad=True)
+        ce.cross_entropy(tx, torch.from_numpy(y), temperature=0.3, softcap=5.0).backward()
+        ref = torch.tensor(x, requires_grad=True)
+        F.cross_entropy(5.0 * torch.tanh(ref / 5.0) / 0.3, torch.from_numpy(y)).backward()
+        assert_close(tx.grad.numpy(), ref.grad.numpy())
+
+    @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "hot", True])
+    def test_bad_temperature(self, temperature):
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            ce.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), temperature=temperature)

@@ -1328,3 +1328,177 @@ class TestDemoPlot:
         for ax in fig.axes[1::2]:  # the accuracy axes
             bottom, top = ax.get_ylim()
             assert bottom <= 100 * lowest and top >= 100
+
+
+class TestEvalHidden:
+    """``eval --hidden H --head W --labels y [--bias b]``: the report of the logits
+    ``H @ W.T + b``, made one block of tokens at a time."""
+
+    @staticmethod
+    def _files(tmp_path, rng, n=83, d=5, v=9):
+        h = rng.normal(size=(n, d)).astype(np.float32)
+        w = rng.normal(size=(v, d)).astype(np.float32)
+        b = rng.normal(size=v).astype(np.float32)
+        y = np.argmax(h @ w.T + rng.normal(size=(n, v)), axis=1)
+        for name, a in (("h", h), ("w", w), ("b", b), ("y", y)):
+            np.save(tmp_path / f"{name}.npy", a)
+        logits = h.astype(np.float64) @ w.T.astype(np.float64) + b.astype(np.float64)
+        np.save(tmp_path / "logits.npy", logits)
+        return logits, y
+
+    def test_the_same_report_as_on_the_logits(self, capsys, tmp_path, rng):
+        logits, y = self._files(tmp_path, rng)
+        hidden = ["--hidden", tmp_path / "h.npy", "--head", tmp_path / "w.npy",
+                  "--bias", tmp_path / "b.npy", "--labels", tmp_path / "y.npy"]  # fmt: skip
+        got = _eval_json(capsys, *hidden, "--per-class", "--reliability", "--block-rows", "10")
+        want = _eval_json(capsys, tmp_path / "logits.npy", tmp_path / "y.npy", "--per-class",
+                          "--reliability")  # fmt: skip
+        assert got["hidden"] == str(tmp_path / "h.npy") and got["bias"] == str(tmp_path / "b.npy")
+        for key, value in want.items():
+            if key in ("predictions", "targets"):
+                continue
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-14), key
+            elif key not in ("per_class", "reliability"):
+                assert got[key] == value, key
+        oracle = _oracle(logits, y)
+        assert got["cross_entropy_nats"] == pytest.approx(oracle["cross_entropy_nats"], rel=1e-12)
+        code, out, _ = run(capsys, "eval", *hidden, "-q")
+        assert code == 0
+        assert out.startswith(f"{tmp_path / 'h.npy'}: 83 tokens, logits over 9 classes through")
+
+    def test_without_bias(self, capsys, tmp_path, rng):
+        self._files(tmp_path, rng)
+        h, w = np.load(tmp_path / "h.npy"), np.load(tmp_path / "w.npy")
+        y = np.load(tmp_path / "y.npy")
+        got = _eval_json(capsys, "--hidden", tmp_path / "h.npy", "--head", tmp_path / "w.npy",
+                         "--labels", tmp_path / "y.npy")  # fmt: skip
+        want = torch_oracle("cross_entropy", h.astype(np.float64) @ w.T.astype(np.float64), y)
+        assert got["cross_entropy_nats"] == pytest.approx(float(want), rel=1e-12)
+
+    def test_text_files_and_standard_input(self, capsys, tmp_path, rng, monkeypatch):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        np.savetxt("h.txt", np.load("h.npy"))  # "%.18e": the float32 values exactly
+        np.savetxt("y.csv", np.load("y.npy"), fmt="%d")
+        head = ["--head", "w.npy", "--bias", "b.npy"]
+        want = _eval_json(capsys, "--hidden", "h.npy", *head, "--labels", "y.npy")
+        from_text = _eval_json(capsys, "--hidden", "h.txt", *head, "--labels", "y.csv")
+        _stdin(monkeypatch, Path("h.npy").read_bytes())
+        from_stdin = _eval_json(capsys, "--hidden", "-", *head, "--labels", "y.npy")
+        assert from_stdin["hidden"] == "-" and from_text["targets"] == "y.csv"
+        for got in (from_text, from_stdin):
+            for key in ("rows", "correct", "top_k"):
+                assert got[key] == want[key], key
+            for key in ("cross_entropy_nats", "brier_score", "ece", "mean_entropy_nats"):
+                assert got[key] == pytest.approx(want[key], rel=1e-12), key
+
+    def test_plot(self, capsys, tmp_path, rng, monkeypatch):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        code, out, err = run(capsys, "eval", "--hidden", "h.npy", "--head", "w.npy", "--labels",
+                             "y.npy", "-q", "--plot", "r.png")  # fmt: skip
+        assert code == 0 and err == ""
+        assert out.endswith("wrote the reliability diagram to r.png\n")
+        assert Path("r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_no_probabilities_warning(self, capsys, tmp_path, rng, monkeypatch):
+        # the logits of this head lie in [0, 1] and sum to 1: a logits file warns (and advises
+        # --from probs), the hidden states do not (--from does not apply to them)
+        monkeypatch.chdir(tmp_path)
+        p = rng.dirichlet(np.ones(4), size=30)
+        y = rng.integers(0, 4, size=30)
+        for name, a in (("p.npy", p), ("eye.npy", np.eye(4)), ("y.npy", y)):
+            np.save(name, a)
+        code, _, err = run(capsys, "eval", "p.npy", "y.npy", "-q")
+        assert code == 0 and "look like probabilities" in err
+        code, out, err = run(capsys, "eval", "--hidden", "p.npy", "--head", "eye.npy", "--labels",
+                             "y.npy", "-q")  # fmt: skip
+        assert code == 0 and err == ""
+        nats = float(torch_oracle("cross_entropy", p, y))
+        assert re.search(rf"^cross-entropy\s+{nats:.4f} nats", out, re.M)
+
+    _HIDDEN = ["--hidden", "h.npy", "--head", "w.npy", "--labels", "y.npy"]
+
+    @pytest.mark.parametrize(
+        ("argv", "match"),
+        [
+            (["--hidden", "h.npy", "--labels", "y.npy"], "--hidden needs --head"),
+            (["--hidden", "h.npy", "--head", "w.npy"], "--hidden needs --head"),
+            (["logits.npy", "y.npy", "--head", "w.npy"], "--head, --bias and --labels go with"),
+            (["logits.npy", "y.npy", "--bias", "b.npy"], "--head, --bias and --labels go with"),
+            (["--labels", "y.npy"], "--head, --bias and --labels go with --hidden"),
+            ([], "PREDICTIONS and TARGETS are required (or --hidden, --head, --labels)"),
+            (["logits.npy"], "PREDICTIONS and TARGETS are required"),
+            (["logits.npy", *_HIDDEN], "--hidden replaces PREDICTIONS and TARGETS"),
+            (["y.npy", "logits.npy", *_HIDDEN], "--hidden replaces PREDICTIONS and TARGETS"),
+            ([*_HIDDEN, "--from", "probs"], "--hidden makes logits: --from probs does not apply"),
+            ([*_HIDDEN, "--top-k", "10"],
+             "--top-k 10 is larger than the number of classes (9) of HEAD"),
+            ([*_HIDDEN, "--block-rows", "0"], "--block-rows must be at least 1, got 0"),
+        ],
+    )  # fmt: skip
+    def test_usage_errors(self, capsys, tmp_path, rng, monkeypatch, argv, match):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        code, out, err = run(capsys, "eval", *argv)
+        assert code == 2 and match in err and out == ""
+        assert err.startswith("crossentropy eval: error: ")
+
+    def test_standard_input_read_twice(self, capsys, tmp_path, rng, monkeypatch):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        _stdin(monkeypatch, "\n".join(map(str, np.load("y.npy"))).encode())
+        code, _, err = run(capsys, "eval", "--hidden", "-", "--head", "w.npy", "--labels", "-")
+        assert code == 2
+        assert "HIDDEN: standard input ('-') is already read for LABELS" in err
+
+    @pytest.mark.parametrize(
+        ("files", "argv", "match"),
+        [
+            ({"w6.npy": np.zeros((9, 6))}, {"--head": "w6.npy"},
+             "shape mismatch: HIDDEN h.npy has 5 features per token (83 x 5) but HEAD has "
+             "shape (9, 6); HEAD must be the (vocabulary, 5) weight of the output layer"),
+            ({"w3.npy": np.zeros((9, 5, 1))}, {"--head": "w3.npy"},
+             "HEAD: 'w3.npy' must hold a (vocabulary, features) matrix, got shape (9, 5, 1)"),
+            ({}, {"--head": "missing.npy"}, "HEAD: 'missing.npy' is neither a list of numbers"),
+            ({}, {"--bias": "w.npy"},
+             "shape mismatch: BIAS must hold one value per class of HEAD (9), got shape (9, 5)"),
+            ({"b8.npy": np.zeros(8)}, {"--bias": "b8.npy"},
+             "shape mismatch: BIAS must hold one value per class of HEAD (9), got shape (8,)"),
+            ({"b3.npy": np.zeros((9, 1, 1))}, {"--bias": "b3.npy"},
+             "BIAS: 'b3.npy' must hold one value per class of HEAD, got shape (9, 1, 1)"),
+            ({}, {"--bias": "missing.npy"}, "BIAS: 'missing.npy' is neither a list of numbers"),
+            ({}, {"--hidden": "missing.npy"}, "HIDDEN: no such file 'missing.npy'"),
+            ({"h3.npy": np.zeros((83, 1, 5))}, {"--hidden": "h3.npy"},
+             "HIDDEN: h3.npy must hold a 2-D (tokens, features) array, got shape (83, 1, 5)"),
+            ({"hc.npy": np.zeros((83, 5), complex)}, {"--hidden": "hc.npy"},
+             "HIDDEN: hc.npy holds complex128 values, not real numbers"),
+            ({"h0.npy": np.zeros((0, 5))}, {"--hidden": "h0.npy"},
+             "HIDDEN: h0.npy holds no tokens (shape (0, 5))"),
+            ({"hnan.npy": "nan"}, {"--hidden": "hnan.npy"},
+             "the logits HIDDEN @ HEAD.T have 1 row(s) with NaN (first: row 3)"),
+            ({}, {"--labels": "missing.npy"}, "LABELS: no such file 'missing.npy'"),
+            ({"y5.npy": np.arange(5)}, {"--labels": "y5.npy"},
+             "shape mismatch: HIDDEN h.npy has 83 tokens (83 x 5) but LABELS has 5 labels; "
+             "they must have one label per token"),
+            ({"yf.npy": np.full(83, 1.5)}, {"--labels": "yf.npy"},
+             "LABELS: labels must be integers; 83 are not (first: 1.5 at row 0)"),
+            ({"y2.npy": np.zeros((83, 2), int)}, {"--labels": "y2.npy"},
+             "LABELS: expected one class index per row, shape (rows,), got (83, 2)"),
+            ({"y9.npy": np.full(83, 9)}, {"--labels": "y9.npy"},
+             "83 label(s) out of range for 9 classes (valid: 0..8); first: 9 at row 0"),
+        ],
+    )  # fmt: skip
+    def test_data_errors(self, capsys, tmp_path, rng, monkeypatch, files, argv, match):
+        self._files(tmp_path, rng)
+        monkeypatch.chdir(tmp_path)
+        for name, a in files.items():
+            if isinstance(a, str):  # the hidden states with one NaN, in row 3
+                a = np.load("h.npy")
+                a[3, 1] = np.nan
+            np.save(name, a)
+        options = {"--hidden": "h.npy", "--head": "w.npy", "--labels": "y.npy"} | argv
+        code, out, err = run(capsys, "eval", *(x for kv in options.items() for x in kv))
+        assert code == 1 and out == ""
+        assert err.startswith(f"crossentropy eval: error: {match}") and err.count("\n") == 1

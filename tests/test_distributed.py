@@ -152,6 +152,8 @@ CE_CASES = [
     Case("ce-no-validate", "ce", _opts(z_loss=0.01), validate=False),
     Case("ce-no-validate-shard-sizes", "ce", _opts(**EVERYTHING), shard_sizes=True, validate=False),
     Case("ce-group", "ce", _opts(label_smoothing=0.1, z_loss=0.01), groups=True, weight=True),
+    Case("ce-normalizer", "ce", _opts(normalizer=7.5, **EVERYTHING), weight=True),
+    Case("ce-normalizer-kdim", "ce", _opts(normalizer=40, z_loss=0.01), shape="kdim"),
     *[
         Case(f"ce-partition-{k}", "ce", _opts(**EVERYTHING), weight=True, partition=k)
         for k in range(4)
@@ -181,6 +183,8 @@ LINEAR_CASES = [
     Case("linear-no-validate", "linear", _opts(label_smoothing=0.1), validate=False),
     Case("linear-no-validate-shard-sizes", "linear", shard_sizes=True, validate=False),
     Case("linear-group", "linear", _opts(label_smoothing=0.1), groups=True, weight=True),
+    Case("linear-normalizer", "linear", _opts(normalizer=7.5, **EVERYTHING), weight=True),
+    Case("linear-normalizer-3d", "linear", _opts(normalizer=20, chunk_size=3), shape="3d"),
     *[
         Case(f"linear-partition-{k}", "linear", _opts(**EVERYTHING), weight=True, partition=k)
         for k in range(3)
@@ -322,6 +326,21 @@ def _(rank, world, group):
 def _(rank, world, group):
     x, t, _ = _ce_problem(world, rank)
     return vocab_parallel_cross_entropy(x, t, reduction="sum" if rank == 1 else "mean")
+
+
+@misuse("ce-normalizer-differs")
+def _(rank, world, group):
+    x, t, _ = _ce_problem(world, rank)
+    return vocab_parallel_cross_entropy(x, t, normalizer=3.0 if rank == 1 else 4.0)
+
+
+@misuse("linear-normalizer-with-sum-on-rank-1")
+def _(rank, world, group):
+    h, w, b, t, _ = _linear_problem(world, rank)
+    reduction = "sum" if rank == 1 else "mean"
+    return vocab_parallel_linear_cross_entropy(
+        h, w, t, linear_bias=b, normalizer=8, reduction=reduction
+    )
 
 
 @misuse("ce-width-contradicts-shard-sizes")
@@ -792,6 +811,8 @@ def _ce_oracle(x: Any, target: Any, weight: Any, case: Case, class_axis: int) ->
     n_classes = x.shape[class_axis]
     ignore_index = kw.get("ignore_index", -100)
     eps = kw.get("label_smoothing", 0.0)
+    # normalizer=Z: the sum of the weighted losses over Z
+    reduction = "sum" if "normalizer" in kw else case.reduction
     if kw.get("softcap") is not None:
         c = kw["softcap"]
         x = c * torch.tanh(x / c)
@@ -804,19 +825,19 @@ def _ce_oracle(x: Any, target: Any, weight: Any, case: Case, class_axis: int) ->
             target,
             weight,
             ignore_index=ignore_index,
-            reduction=case.reduction,
+            reduction=reduction,
             label_smoothing=eps,
         )
     else:  # Megatron: 1 - eps on the target, eps / (V - 1) on every other class
         q = torch.full((*safe.shape, n_classes), eps / (n_classes - 1), dtype=x.dtype)
         q.scatter_(-1, safe[..., None], 1 - eps)
         rows = F.cross_entropy(x, q.movedim(-1, class_axis), weight, reduction="none")
-        loss = _reduce(torch.where(valid, rows, 0.0), w_t, case.reduction)
+        loss = _reduce(torch.where(valid, rows, 0.0), w_t, reduction)
     z_loss = kw.get("z_loss", 0.0)
     if z_loss:
         lse = torch.logsumexp(x, dim=class_axis)
-        loss = loss + _reduce(torch.where(valid, z_loss * lse**2, 0.0), w_t, case.reduction)
-    return loss
+        loss = loss + _reduce(torch.where(valid, z_loss * lse**2, 0.0), w_t, reduction)
+    return loss / kw["normalizer"] if "normalizer" in kw else loss
 
 
 def _oracle(case: Case, sizes: tuple[int, ...]) -> dict:
@@ -999,6 +1020,18 @@ class TestVocabParallelCrossEntropy:
     def test_mismatched_options(self, runs: Callable, world: int) -> None:
         errors = _errors(runs(world), "ce-mismatched-options")
         _assert_every_rank(errors, "ValueError", "every rank must pass the same options", "'sum'")
+
+    @WORLD
+    def test_mismatched_normalizer(self, runs: Callable, world: int) -> None:
+        errors = _errors(runs(world), "ce-normalizer-differs")
+        _assert_every_rank(errors, "ValueError", "every rank must pass the same options", "3.0")
+
+    @WORLD
+    def test_normalizer_needs_mean(self, runs: Callable, world: int) -> None:
+        errors = _errors(runs(world), "linear-normalizer-with-sum-on-rank-1")
+        _assert_one_rank_failed(
+            errors, "vocab_parallel_linear_cross_entropy", "ValueError", "needs reduction='mean'"
+        )
 
     @WORLD
     def test_width_contradicts_shard_sizes(self, runs: Callable, world: int) -> None:

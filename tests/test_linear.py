@@ -55,18 +55,30 @@ def _problem(rng, n, v, d, *, ignored=True, bias=True, scale=1.0):
 
 
 def _naive(h, w, t, b=None, *, weight=None, reduction="mean", ignore_index=-100,
-           label_smoothing=0.0, z_loss=0.0, softcap=None):  # fmt: skip
-    """Value and gradients (of the value's sum) of the naive float64 computation."""
+           label_smoothing=0.0, z_loss=0.0, softcap=None, temperature=1.0):  # fmt: skip
+    """Value and gradients (of the value's sum) of the naive float64 computation:
+    ``[d input, d linear_weight, d linear_bias, d target]`` (``None`` where absent;
+    the target's only for probabilities)."""
     th = torch.tensor(h, dtype=torch.float64, requires_grad=True)
     tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     tb = None if b is None else torch.tensor(b, dtype=torch.float64, requires_grad=True)
-    tt = torch.as_tensor(np.asarray(t), dtype=torch.int64)
+    probs = np.asarray(t).dtype.kind == "f"
+    if probs:
+        tt = torch.tensor(np.asarray(t), dtype=torch.float64, requires_grad=True)
+    else:
+        tt = torch.as_tensor(np.asarray(t), dtype=torch.int64)
     cw = None if weight is None else torch.tensor(weight, dtype=torch.float64)
     y = th @ tw.T + (0 if tb is None else tb)
     if softcap is not None:
         y = softcap * torch.tanh(y / softcap)
+    y = y / temperature
     kw = {"ignore_index": ignore_index, "label_smoothing": label_smoothing, "weight": cw}
-    if z_loss:
+    if probs:
+        rows = F.cross_entropy(y.reshape(-1, w.shape[0]), tt.reshape(-1, w.shape[0]),
+                               reduction="none", label_smoothing=label_smoothing, weight=cw)
+        rows = (rows + z_loss * torch.logsumexp(y, -1).reshape(-1) ** 2).reshape(y.shape[:-1])
+        value = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / rows.numel()}[reduction]
+    elif z_loss:
         rows = F.cross_entropy(y, tt, reduction="none", **kw)
         counted = tt != ignore_index
         rows = rows + z_loss * torch.logsumexp(y, -1) ** 2 * counted
@@ -79,6 +91,7 @@ def _naive(h, w, t, b=None, *, weight=None, reduction="mean", ignore_index=-100,
         value = value.reshape(tt.shape) if reduction == "none" else value
     value.sum().backward()
     grads = [th.grad.numpy(), tw.grad.numpy(), None if tb is None else tb.grad.numpy()]
+    grads.append(tt.grad.numpy() if probs else None)
     return value.detach().numpy(), grads
 
 
@@ -171,7 +184,7 @@ class TestLinearCrossEntropy:
         value, (dh, dw) = ce.value_and_grad(linear_cross_entropy, (0, 1))(
             h, w, t, reduction=reduction, chunk_size=5
         )
-        expected, (eh, ew, _) = _naive(h, w, t, reduction=reduction)
+        expected, (eh, ew, *_) = _naive(h, w, t, reduction=reduction)
         assert_close(value, expected)
         assert_close(dh, eh)
         assert_close(dw, ew)
@@ -179,7 +192,7 @@ class TestLinearCrossEntropy:
     def test_unbatched(self, rng):
         h, w = rng.normal(size=6), rng.normal(size=(9, 6))
         value, dh = ce.value_and_grad(linear_cross_entropy)(h, w, np.array(4), reduction="none")
-        expected, (eh, _, _) = _naive(h[None], w, np.array([4]), reduction="none")
+        expected, (eh, *_) = _naive(h[None], w, np.array([4]), reduction="none")
         assert value.shape == ()
         assert_close(value, expected[0])
         assert_close(dh, eh[0])
@@ -272,7 +285,7 @@ class TestLinearCrossEntropy:
 
     def test_argnums_by_name_and_single(self, rng):
         h, w, t, b = _problem(rng, 7, 5, 3)
-        _, (eh, ew, eb) = _naive(h, w, t, b)
+        _, (eh, ew, eb, _) = _naive(h, w, t, b)
         _, db = ce.value_and_grad(linear_cross_entropy, "linear_bias")(h, w, t, linear_bias=b)
         assert_close(db, eb)
         dw = ce.grad(linear_cross_entropy, "linear_weight")(h, w, t, linear_bias=b)
@@ -307,8 +320,8 @@ class TestNumpyFastPaths:
 
     @staticmethod
     def _spy(monkeypatch, name="_fold_offsets"):
-        """The list of whether each call of ``linear._engine.<name>`` returned something."""
-        from crossentropy.linear import _engine as lin
+        """The list of whether each call of ``linear._softmax.<name>`` returned something."""
+        from crossentropy.linear import _softmax as lin
 
         taken = []
         original = getattr(lin, name)
@@ -479,7 +492,7 @@ class TestTorchAutograd:
         h, w, t, _ = _problem(rng, 9, 7, 3)
         tw = torch.tensor(w, requires_grad=True)
         linear_cross_entropy(torch.tensor(h), tw, torch.tensor(t)).backward()
-        _, (_, ew, _) = _naive(h, w, t)
+        _, (_, ew, *_) = _naive(h, w, t)
         assert_close(tw.grad.numpy(), ew)
 
     @pytest.mark.parametrize("reduction", ["none", "mean"])
@@ -489,7 +502,7 @@ class TestTorchAutograd:
         th = torch.tensor(h, requires_grad=True)
         loss = linear_cross_entropy(th, torch.tensor(w), t, weight=cw, reduction=reduction)
         loss.sum().backward()
-        expected, (eh, _, _) = _naive(h, w, t, weight=cw, reduction=reduction)
+        expected, (eh, *_) = _naive(h, w, t, weight=cw, reduction=reduction)
         assert_close(loss.detach().numpy(), expected)
         assert_close(th.grad.numpy(), eh)
 
@@ -546,6 +559,384 @@ class TestTorchAutograd:
             assert_close(a.grad.numpy(), e.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
+# -- temperature and normalizer -----------------------------------------------------
+
+# a step of 64 rows split into 4 micro-batches with uneven counts of counted tokens
+MICRO_BATCHES = [(0, 9), (9, 32), (32, 45), (45, 64)]
+
+
+def _step(rng, v=29, d=5):
+    h, w, t, b = _problem(rng, 64, v, d, ignored=False)
+    t[[0, 1, 2, 3, 4, 10, 33, 34, 35, 36, 37, 38, 50]] = -100  # 5, 1, 6 and 1 ignored
+    return h, w, t, b
+
+
+class TestTemperatureAndNormalizer:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[3], OPTIONS[-1]])
+    @pytest.mark.parametrize("temperature", [0.4, 2.5])
+    def test_temperature_matches_naive(self, rng, options, reduction, temperature):
+        n, v, d = UNEVEN
+        h, w, t, b = _problem(rng, n, v, d)
+        kw = _kwargs(rng, v, options) | {"reduction": reduction, "temperature": temperature}
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            h, w, t, linear_bias=b, chunk_size=(37, 100), **kw
+        )
+        expected, expected_grads = _naive(h, w, t, b, **kw)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    def test_temperature_finite_differences(self, rng):
+        h, w, t, b = _problem(rng, 5, 6, 3)
+        kw = {"temperature": 0.3, "softcap": 2.0, "z_loss": 0.01, "chunk_size": (2, 4)}
+        _, (dh, dw) = ce.value_and_grad(linear_cross_entropy, (0, 1))(h, w, t, linear_bias=b, **kw)
+        fd_h = finite_difference(lambda x: linear_cross_entropy(x, w, t, linear_bias=b, **kw), h)
+        fd_w = finite_difference(lambda x: linear_cross_entropy(h, x, t, linear_bias=b, **kw), w)
+        assert_close(dh, fd_h, rtol=1e-6, atol=1e-8)
+        assert_close(dw, fd_w, rtol=1e-6, atol=1e-8)
+
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    def test_micro_batches_add_up_to_the_step_mean(self, rng, weighted):
+        h, w, t, b = _step(rng)
+        cw = rng.uniform(0.5, 2.0, size=29) if weighted else None
+        counted = t != -100
+        total = float(counted.sum() if cw is None else cw[t[counted]].sum())
+        vg = ce.value_and_grad(linear_cross_entropy, WRT)
+        whole, (eh, ew, eb) = vg(h, w, t, linear_bias=b, weight=cw, chunk_size=(7, 10))
+        values, dh, dw, db = [], [], 0.0, 0.0
+        for a, z in MICRO_BATCHES:
+            v, (gh, gw, gb) = vg(h[a:z], w, t[a:z], linear_bias=b, weight=cw, normalizer=total,
+                                 chunk_size=(7, 10))  # fmt: skip
+            values.append(float(v))
+            dh.append(gh)
+            dw, db = dw + gw, db + gb
+        own = [float(linear_cross_entropy(h[a:z], w, t[a:z], linear_bias=b, weight=cw))
+               for a, z in MICRO_BATCHES]  # fmt: skip
+        assert abs(np.mean(own) - float(whole)) > 1e-3  # a mean per micro-batch is not the step's
+        assert_close(sum(values), whole, rtol=1e-12, atol=1e-12)
+        assert_close(np.concatenate(dh), eh, rtol=1e-12, atol=1e-12)
+        assert_close(dw, ew, rtol=1e-12, atol=1e-12)
+        assert_close(db, eb, rtol=1e-12, atol=1e-12)
+
+    def test_micro_batches_through_torch_autograd(self, rng):
+        h, w, t, b = _step(rng)
+        total = int((t != -100).sum())
+        th, tw, tb = (torch.tensor(a, requires_grad=True) for a in (h, w, b))
+        for a, z in MICRO_BATCHES:  # .grad accumulates over the backward calls
+            linear_cross_entropy(th[a:z], tw, torch.tensor(t[a:z]), linear_bias=tb,
+                                 normalizer=torch.tensor(total)).backward()  # fmt: skip
+        _, expected = _naive(h, w, t, b)
+        for ours, e in zip((th, tw, tb), expected):
+            assert_close(ours.grad.numpy(), e, rtol=1e-12, atol=1e-12)
+
+    def test_every_backend(self, xp, rng):
+        h, w, t, b = _problem(rng, 14, 18, 5)
+        kw = {"temperature": 1.7, "softcap": 4.0, "z_loss": 0.01, "label_smoothing": 0.1}
+        args = [xp.asarray(a) for a in (h, w, t)]
+        value, grads = ce.value_and_grad(linear_cross_entropy, WRT)(
+            *args, linear_bias=xp.asarray(b), normalizer=9.0, chunk_size=(7, 9), **kw
+        )
+        expected, expected_grads = _naive(h, w, t, b, reduction="sum", **kw)
+        assert_close(value, expected / 9.0, backend=xp, dtype="float64")
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e / 9.0, backend=xp, dtype="float64")
+
+    @pytest.mark.parametrize(
+        ("kw", "match"),
+        [
+            ({"temperature": 0.0}, "temperature must be a positive finite number"),
+            ({"temperature": float("inf")}, "temperature must be a positive finite number"),
+            ({"normalizer": 0}, "normalizer must be a positive finite number"),
+            ({"normalizer": 5, "reduction": "none"}, "normalizer=5 needs reduction='mean'"),
+        ],
+    )
+    def test_bad_options(self, rng, kw, match):
+        h, w, t, _ = _problem(rng, 6, 8, 3)
+        with pytest.raises(ValueError, match=match):
+            linear_cross_entropy(h, w, t, **kw)
+
+
+# -- class-probability targets and K-dimensional weights -----------------------------
+
+
+def _probabilities(rng, n, v, sharp=1.0):
+    return rng.dirichlet(np.full(v, sharp), size=n)
+
+
+class TestProbabilityTargets:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("options", OPTIONS + [pytest.param({"temperature": 0.6}, id="temp")])
+    def test_matches_naive_torch_float64(self, rng, options, reduction):
+        n, v, d = UNEVEN
+        h, w, _, b = _problem(rng, n, v, d)
+        p = _probabilities(rng, n, v)
+        kw = _kwargs(rng, v, options) | {"reduction": reduction}
+        value, grads = ce.value_and_grad(linear_cross_entropy, (*WRT, 2))(
+            h, w, p, linear_bias=b, chunk_size=(37, 100), **kw
+        )
+        expected, expected_grads = _naive(h, w, p, b, **kw)
+        assert_close(value, expected)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e)
+
+    def test_k_dim_input_and_float32_target(self, rng):
+        h = rng.normal(size=(2, 3, 4))
+        w = rng.normal(size=(7, 4))
+        p = _probabilities(rng, 6, 7).reshape(2, 3, 7).astype(np.float32)
+        value, (dh, dp) = ce.value_and_grad(linear_cross_entropy, (0, 2))(h, w, p, reduction="none")
+        expected, (eh, _, _, ep) = _naive(h, w, p.astype(np.float64), reduction="none")
+        assert value.shape == (2, 3) and dp.dtype == np.float32
+        assert_close(value, expected)
+        assert_close(dh, eh)
+        assert_close(dp, ep, rtol=1e-6, atol=1e-7)
+
+    def test_every_backend(self, xp, rng):
+        h, w, _, b = _problem(rng, 14, 18, 5)
+        p = _probabilities(rng, 14, 18)
+        kw = {"label_smoothing": 0.1, "z_loss": 0.01, "softcap": 4.0, "temperature": 0.8}
+        value, grads = ce.value_and_grad(linear_cross_entropy, (*WRT, 2))(
+            *(xp.asarray(a) for a in (h, w, p)), linear_bias=xp.asarray(b), chunk_size=(7, 9), **kw
+        )
+        expected, expected_grads = _naive(h, w, p, b, **kw)
+        assert_close(value, expected, backend=xp, dtype="float64")
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e, backend=xp, dtype="float64")
+
+    @pytest.mark.parametrize("offset", [1e4, -1e4])
+    def test_logits_beyond_exp_range(self, rng, offset):
+        h, w, _, b = _problem(rng, 10, 12, 3)
+        p = _probabilities(rng, 10, 12)
+        value, grads = ce.value_and_grad(linear_cross_entropy, (*WRT, 2))(
+            h, w, p, linear_bias=b + offset, chunk_size=(3, 5), label_smoothing=0.1
+        )
+        expected, expected_grads = _naive(h, w, p, b + offset, label_smoothing=0.1)
+        assert_close(value, expected, rtol=1e-12)
+        for g, e in zip(grads, expected_grads):
+            assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_torch_autograd(self, rng, reduction):
+        h, w, _, b = _problem(rng, 11, 9, 4)
+        p = _probabilities(rng, 11, 9)
+        th, tw, tb, tp = (torch.tensor(a, requires_grad=True) for a in (h, w, b, p))
+        loss = linear_cross_entropy(th, tw, tp, linear_bias=tb, reduction=reduction,
+                                    chunk_size=(4, 5), label_smoothing=0.2)  # fmt: skip
+        loss.sum().backward()
+        expected, grads = _naive(h, w, p, b, reduction=reduction, label_smoothing=0.2)
+        assert_close(loss.detach().numpy(), expected)
+        for ours, e in zip((th, tw, tb, tp), grads):
+            assert_close(ours.grad.numpy(), e)
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor's, not ours
+    def test_torch_compile(self, rng):
+        # the compiled operator's output shape is the rows' (6,), not the probabilities'
+        # (6, 7): the graph adds a (6,) vector to it
+        h, w, _, _ = _problem(rng, 6, 7, 3)
+        p = _probabilities(rng, 6, 7)
+        th, tw, tp = (torch.tensor(a) for a in (h, w, p))
+        expected, _ = _naive(h, w, p, reduction="none", temperature=0.7)
+        offset = torch.arange(6, dtype=torch.float64)
+
+        def f(a):
+            return linear_cross_entropy(a, tw, tp, reduction="none", temperature=0.7) + offset
+
+        with torch.no_grad():
+            value = torch.compile(f, fullgraph=True)(th)
+        assert_close(value.numpy(), expected + np.arange(6))
+
+    def test_target_gradient_finite_differences(self, rng):
+        h, w, _, b = _problem(rng, 5, 6, 3)
+        p = _probabilities(rng, 5, 6)
+        kw = {"linear_bias": b, "weight": rng.uniform(0.5, 2, 6), "label_smoothing": 0.1}
+        dp = ce.grad(linear_cross_entropy, "target")(h, w, p, **kw)
+        fd = finite_difference(lambda x: linear_cross_entropy(h, w, x, **kw), p)
+        assert_close(dp, fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def opinfo_samples():
+    """PyTorch's own OpInfo samples of ``F.linear_cross_entropy`` (every variant), float64."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    samples = []
+    for op in op_db:
+        if op.name == "nn.functional.linear_cross_entropy":
+            samples += list(op.sample_inputs("cpu", torch.float64, requires_grad=True))
+    return samples
+
+
+class TestKDimensionalWeight:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("probs", [False, True], ids=["indices", "probabilities"])
+    def test_matches_torch_linear_cross_entropy(self, rng, reduction, probs):
+        n, v, d, out = 7, 5, 4, (3, 2)
+        h, w = rng.normal(size=(n, d)), rng.normal(size=(v, *out, d))
+        b, cw = rng.normal(size=(v, *out)), rng.uniform(0.5, 2.0, size=v)
+        if probs:
+            t = np.moveaxis(_probabilities(rng, n * 6, v).reshape(n, *out, v), -1, 1)
+            kw = {}
+        else:
+            t = rng.integers(0, v, size=(n, *out))
+            t[1, 2, 0] = t[4, 0, 1] = -100
+            kw = {"ignore_index": -100}
+        tensors = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in (h, w, t, b)]
+        ref = F.linear_cross_entropy(*tensors[:3], linear_bias=tensors[3], weight=torch.tensor(cw),
+                                     reduction=reduction, **kw)  # fmt: skip
+        ref.sum().backward()
+        wrt = (0, 1, "linear_bias") + ((2,) if probs else ())
+        value, grads = ce.value_and_grad(linear_cross_entropy, wrt)(
+            h, w, t, linear_bias=b, weight=cw, reduction=reduction, chunk_size=(3, 2)
+        )
+        assert_close(value, ref.detach().numpy())
+        order = [tensors[0], tensors[1], tensors[3]] + ([tensors[2]] if probs else [])
+        for g, e in zip(grads, order):
+            assert_close(g, e.grad.numpy())
+
+    def test_opinfo_samples(self, opinfo_samples):
+        """Every OpInfo sample of PyTorch 2.13 (reference and chunked variants, class
+        indices and probabilities, K-dimensional weights): the same value and gradients
+        (input, linear_weight, linear_bias, probability target) as ``F.linear_cross_entropy``."""
+        assert len(opinfo_samples) > 300
+        for sample in opinfo_samples:
+            x, (w, t) = sample.input, sample.args
+            kw = {k: v for k, v in sample.kwargs.items() if k != "options"}
+            leaves = [a for a in (x, w, t, kw.get("linear_bias")) if a is not None and a.requires_grad]
+            ref = F.linear_cross_entropy(x, w, t, **kw)
+            expected = torch.autograd.grad(ref.sum(), leaves)
+            ours = linear_cross_entropy(x, w, t, **kw)
+            grads = torch.autograd.grad(ours.sum(), leaves)
+            what = f"input {tuple(x.shape)}, weight {tuple(w.shape)}, target {tuple(t.shape)}, {kw.keys()}"
+            assert ours.shape == ref.shape, what
+            assert_close(ours.detach().numpy(), ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+            for g, e in zip(grads, expected):
+                assert_close(g.numpy(), e.numpy(), rtol=1e-9, atol=1e-12)
+
+    def test_all_ignored_mean_is_nan(self, rng):
+        h, w = rng.normal(size=(3, 2)), rng.normal(size=(4, 2, 2))
+        value, dh = ce.value_and_grad(linear_cross_entropy)(h, w, np.full((3, 2), -100))
+        assert np.isnan(value) and not np.any(dh)
+
+
+# -- per-token statistics ------------------------------------------------------------
+
+
+def _naive_stats(h, w, t, b=None, *, softcap=None, temperature=1.0, z_loss=0.0, **_):
+    """log-prob of the target, logsumexp, entropy and argmax from ``log_softmax``."""
+    y = torch.tensor(h) @ torch.tensor(w).T + (0 if b is None else torch.tensor(b))
+    if softcap is not None:
+        y = softcap * torch.tanh(y / softcap)
+    y = y / temperature
+    logp = F.log_softmax(y, -1)
+    lse = torch.logsumexp(y, -1)
+    safe = torch.tensor(np.where(t >= 0, t, 0))
+    return {
+        "logprob": logp.gather(-1, safe[..., None])[..., 0].numpy(),
+        "logsumexp": lse.numpy(),
+        "entropy": -(logp.exp() * logp).sum(-1).numpy(),
+        "argmax": y.argmax(-1).numpy(),
+        "z_loss": (z_loss * lse**2).numpy(),
+    }
+
+
+class TestStats:
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize(
+        "options",
+        [OPTIONS[0], OPTIONS[-1], pytest.param({"temperature": 0.7, "z_loss": 0.02}, id="temp")],
+    )
+    def test_matches_naive_log_softmax(self, xp, rng, options, reduction):
+        h, w, t, b = _problem(rng, 14, 18, 5)
+        kw = _kwargs(rng, 18, options) | {"reduction": reduction}
+        args = [xp.asarray(a) for a in (h, w, t)]
+        extra = {k: (xp.asarray(v) if k == "weight" else v) for k, v in kw.items()}
+        stats = ce.linear_cross_entropy_stats(*args, linear_bias=xp.asarray(b), chunk_size=(7, 9),
+                                              **extra)  # fmt: skip
+        assert isinstance(stats, ce.TokenStats)
+        expected, _ = _naive(h, w, t, b, **kw)
+        assert_close(stats.loss, expected, backend=xp, dtype="float64")
+        naive = _naive_stats(h, w, t, b, **kw)
+        counted = t != -100
+        for name in ("logprob", "logsumexp", "entropy", "z_loss"):
+            want = np.where(counted, naive[name], 0.0)
+            assert_close(getattr(stats, name), want, backend=xp, dtype="float64")
+        argmax = xp.to_numpy(stats.argmax)
+        np.testing.assert_array_equal(argmax, np.where(counted, naive["argmax"], -1))
+        np.testing.assert_array_equal(xp.to_numpy(stats.correct), counted & (naive["argmax"] == t))
+        np.testing.assert_array_equal(xp.to_numpy(stats.counted), counted)
+
+    def test_gradients_are_those_of_the_loss(self, rng):
+        h, w, t, b = _problem(rng, 40, 23, 6)
+        kw = {"linear_bias": b, "z_loss": 0.01, "label_smoothing": 0.1, "chunk_size": (9, 8)}
+        stats, grads = ce.value_and_grad(ce.linear_cross_entropy_stats, WRT)(h, w, t, **kw)
+        value, expected = ce.value_and_grad(linear_cross_entropy, WRT)(h, w, t, **kw)
+        assert_close(stats.loss, value, rtol=1e-15)
+        for g, e in zip(grads, expected):  # the same up to the rounding of exp
+            assert_close(g, e, rtol=1e-12, atol=1e-15)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_torch_autograd(self, rng, reduction):
+        h, w, t, b = _problem(rng, 23, 19, 6)
+        th, tw = torch.tensor(h, requires_grad=True), torch.tensor(w, requires_grad=True)
+        stats = ce.linear_cross_entropy_stats(th, tw, torch.tensor(t), reduction=reduction,
+                                              chunk_size=(6, 7))  # fmt: skip
+        assert not stats.logprob.requires_grad and stats.argmax.dtype == torch.int64
+        stats.loss.sum().backward()
+        expected, (eh, ew, *_) = _naive(h, w, t, reduction=reduction)
+        assert_close(stats.loss.detach().numpy(), expected)
+        assert_close(th.grad.numpy(), eh)
+        assert_close(tw.grad.numpy(), ew)
+        naive = _naive_stats(h, w, t)
+        counted = t != -100
+        assert_close(stats.entropy.numpy(), np.where(counted, naive["entropy"], 0.0))
+
+    @pytest.mark.parametrize("offset", [1e4, 690.0])
+    def test_logits_beyond_exp_range(self, rng, offset):
+        # 1e4: exp overflows; 690: exp(y) does not, exp(y) * y does
+        h, w, t, b = _problem(rng, 10, 12, 3, ignored=False)
+        stats = ce.linear_cross_entropy_stats(h, w, t, linear_bias=b + offset, chunk_size=(3, 5))
+        naive = _naive_stats(h, w, t, b + offset)
+        for name in ("logprob", "logsumexp", "entropy"):
+            assert_close(getattr(stats, name), naive[name], rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(stats.argmax, naive["argmax"])
+
+    def test_every_token_without_ignore_index(self, rng):
+        h, w, t, _ = _problem(rng, 9, 7, 3, ignored=False)
+        t[2] = -100  # an ordinary (out-of-range) value: not allowed unless ignored
+        with pytest.raises(ce.TargetIndexError):
+            ce.linear_cross_entropy_stats(h, w, t, ignore_index=None)
+        t[2] = 0
+        stats = ce.linear_cross_entropy_stats(h, w, t, ignore_index=None, reduction="none")
+        assert stats.counted.all()
+        assert_close(stats.logprob, _naive_stats(h, w, t)["logprob"])
+
+    def test_jax_default_index_dtype(self, rng):
+        # JAX without x64: argmax in int32, its index dtype (int64 would warn and truncate)
+        jnp = pytest.importorskip("jax.numpy")
+        h, w, t, _ = _problem(rng, 9, 7, 3)
+        stats = ce.linear_cross_entropy_stats(
+            *(jnp.asarray(a, dtype=jnp.float32) for a in (h, w)), jnp.asarray(t, dtype=jnp.int32)
+        )
+        naive = _naive_stats(h, w, t)
+        assert stats.argmax.dtype == jnp.int32 and stats.entropy.dtype == jnp.float32
+        counted = t != -100
+        np.testing.assert_array_equal(np.asarray(stats.argmax), np.where(counted, naive["argmax"], -1))
+        assert_close(np.asarray(stats.entropy), np.where(counted, naive["entropy"], 0), rtol=1e-5)
+
+    def test_ties_take_the_first_class(self):
+        h, w = np.array([[1.0, 1.0], [0.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        stats = ce.linear_cross_entropy_stats(h, w, np.array([2, 1]), chunk_size=(1, 1))
+        np.testing.assert_array_equal(stats.argmax, [0, 1])  # torch.argmax's choice
+        np.testing.assert_array_equal(stats.correct, [False, True])
+
+    def test_refuses_probabilities_and_k_dim_weights(self, rng):
+        h, w, _, _ = _problem(rng, 6, 8, 3)
+        with pytest.raises(ValueError, match="needs class-index targets"):
+            ce.linear_cross_entropy_stats(h, w, _probabilities(rng, 6, 8))
+        with pytest.raises(ValueError, match=r"needs a 2-D linear_weight \(V, D\)"):
+            ce.linear_cross_entropy_stats(h, np.zeros((8, 2, 3)), np.zeros((6, 2), dtype=int))
+
+
 # -- memory -------------------------------------------------------------------------
 
 
@@ -570,7 +961,7 @@ class TestMemory:
         extra = peak - dh.nbytes - dw.nbytes
         assert extra < 2 * chunk * v * 4 + 2**20, (extra, logits_bytes)
         assert extra < logits_bytes / 5
-        expected, (eh, ew, _) = _naive(h, w, t)
+        expected, (eh, ew, *_) = _naive(h, w, t)
         assert_close(value, expected, rtol=1e-5)
 
     def test_default_chunk_size_fits_budget(self):
@@ -637,18 +1028,28 @@ class TestErrors:
 
     def test_weight_must_be_2d(self, rng):
         h, w, t = self._args(rng)
-        with pytest.raises(ValueError, match=r"linear_weight must be 2-D.*\(2, 4, 3\)"):
+        with pytest.raises(ValueError, match=r"linear_weight must be 2-D.*\(3,\)"):
+            linear_cross_entropy(h, np.zeros(3), t)
+
+    def test_k_dim_weight_shapes(self, rng):
+        h, w, t = self._args(rng)
+        with pytest.raises(ValueError, match=r"target has shape \(6,\), expected \(6, 4\)"):
             linear_cross_entropy(h, np.zeros((2, 4, 3)), t)
+        with pytest.raises(ValueError, match=r"needs a batched 2-D input \(N, D\).*\(3,\)"):
+            linear_cross_entropy(h[0], np.zeros((2, 4, 3)), t[:4])
+        with pytest.raises(ValueError, match=r"linear_bias must have shape \(2, 4\)"):
+            linear_cross_entropy(h, np.zeros((2, 4, 3)), t[:, None] % 2 + np.zeros((1, 4), int),
+                                 linear_bias=np.zeros(2))  # fmt: skip
 
     def test_target_shape(self, rng):
         h, w, _ = self._args(rng)
         with pytest.raises(ValueError, match=r"target has shape \(5,\), expected \(6,\)"):
             linear_cross_entropy(h, w, np.zeros(5, dtype=np.int64))
 
-    def test_probability_target(self, rng):
+    def test_integer_target_of_probabilities_shape(self, rng):
         h, w, _ = self._args(rng)
-        with pytest.raises(ValueError, match="class indices only"):
-            linear_cross_entropy(h, w, np.full((6, 8), 1 / 8))
+        with pytest.raises(ce.DTypeError, match=r"class probabilities, which must be floating"):
+            linear_cross_entropy(h, w, np.ones((6, 8), dtype=np.int64))
 
     def test_float_target_of_right_shape(self, rng):
         h, w, _ = self._args(rng)
@@ -704,7 +1105,5 @@ class TestErrors:
 
     def test_target_not_differentiable(self, rng):
         h, w, t = self._args(rng)
-        with pytest.raises(
-            ValueError, match="not differentiable with respect to its argument 'target'"
-        ):
+        with pytest.raises(ValueError, match="with respect to target only for class probabilities"):
             ce.value_and_grad(linear_cross_entropy, 2)(h, w, t)

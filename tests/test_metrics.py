@@ -450,3 +450,66 @@ class TestErrors:
         p = np.array([[1.0, 0.0], [0.5, 0.5]])
         assert metrics.log_loss(p, np.array([1, 0]), from_="probs") == math.inf
         assert metrics.perplexity(p, np.array([1, 0]), from_="probs") == math.inf
+
+
+# -- from hidden states ----------------------------------------------------------------------
+
+
+class TestUpdateFromHidden:
+    """``update_from_hidden``: the metrics of ``hidden @ head.T + bias``, a block at a time."""
+
+    @staticmethod
+    def _model(rng, n=45, d=6, v=11):
+        h = rng.normal(size=(n, d))
+        w, b = rng.normal(size=(v, d)), rng.normal(size=v)
+        y = np.argmax(h @ w.T + b + rng.normal(size=(n, v)), axis=1)
+        return h, w, b, y
+
+    @pytest.mark.parametrize("block_rows", [None, 1, 7, 100])
+    def test_equals_the_metrics_of_the_logits(self, rng, block_rows):
+        h, w, b, y = self._model(rng)
+        got = metrics.update_from_hidden(_all_metrics(), h, w, y, bias=b, block_rows=block_rows)
+        for one, want in zip(got, _all_metrics()):
+            _same(one, want.update(h @ w.T + b, y))
+        assert metrics.log_loss(h @ w.T + b, y) == pytest.approx(
+            float(torch_oracle("cross_entropy", h @ w.T + b, y)), rel=1e-13
+        )
+
+    def test_sequence_axes_and_where(self, rng):
+        h, w, _, y = self._model(rng, n=24)
+        keep = rng.random(24) > 0.3
+        one = metrics.update_from_hidden(
+            metrics.LogLoss(), h.reshape(4, 6, -1), w, y.reshape(4, 6),
+            where=keep.reshape(4, 6), block_rows=5,
+        )  # fmt: skip
+        assert one.rows == keep.sum()
+        assert one.compute() == pytest.approx(metrics.log_loss(h[keep] @ w.T, y[keep]), rel=1e-13)
+
+    def test_torch_and_float32(self, rng):
+        torch = pytest.importorskip("torch")
+        h, w, b, y = self._model(rng)
+        got = metrics.update_from_hidden(
+            metrics.Perplexity(), torch.tensor(h, dtype=torch.float32),
+            torch.tensor(w, dtype=torch.float32), torch.tensor(y), bias=torch.tensor(b),
+        )  # fmt: skip
+        assert got.compute() == pytest.approx(metrics.perplexity(h @ w.T + b, y), rel=1e-5)
+
+    def test_without_target(self, rng):
+        h, w, _, _ = self._model(rng)
+        got = metrics.update_from_hidden(metrics.MeanEntropy(), h, w, block_rows=4).compute()
+        assert got == pytest.approx(metrics.mean_entropy(h @ w.T), rel=1e-13)
+
+    def test_errors(self, rng):
+        h, w, b, y = self._model(rng)
+        with pytest.raises(ValueError, match=r"hidden has shape \(45, 6\) and head \(11, 5\)"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w[:, :5], y)
+        with pytest.raises(ValueError, match=r"bias must have shape \(11,\), got \(10,\)"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w, y, bias=b[:10])
+        with pytest.raises(ValueError, match=r"target has shape \(44,\), expected \(45,\)"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w, y[:44])
+        with pytest.raises(ValueError, match="block_rows must be a positive integer"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w, y, block_rows=0)
+        with pytest.raises(ce.DTypeError, match="head must hold real floating numbers"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w.astype(int), y)
+        with pytest.raises(ce.TargetIndexError, match="out of range for C = 11"):
+            metrics.update_from_hidden(metrics.LogLoss(), h, w, y + 11)

@@ -8,6 +8,7 @@ on real arrays: what the types say comes out is what comes out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -89,6 +90,11 @@ def _calls(xp, rng):
     yield "multi_margin_loss", ce.multi_margin_loss(x, y)
     yield "multiclass_hinge_loss", ce.multiclass_hinge_loss(x, y)
     yield "linear_cross_entropy", ce.linear_cross_entropy(x, w, y)
+    yield "cross_entropy normalizer", ce.cross_entropy(x, y, temperature=2.0, normalizer=8.0)
+    yield "linear_distillation_loss", ce.linear_distillation_loss(x, w, x, w)
+    stats = ce.linear_cross_entropy_stats(x, w, y)
+    for field in dataclasses.fields(stats):
+        yield f"TokenStats.{field.name}", getattr(stats, field.name)
     yield "softmax", ce.softmax(x)
     yield "log_softmax", ce.log_softmax(x, dim=1)
     yield "sigmoid", ce.sigmoid(x)

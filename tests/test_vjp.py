@@ -252,7 +252,16 @@ def _samples(rng: np.random.Generator) -> dict:
         "multiclass_hinge_loss": [((x, y), none, 0)],
         "hinge_loss": [((far, sign), none, 0)],
         "squared_hinge_loss": [((far / 4, sign), none, 0)],
-        "linear_cross_entropy": [((x, rng.normal(size=(5, 3)), rng.integers(0, 5, 4)), none, 1)],
+        "linear_cross_entropy": [
+            ((x, rng.normal(size=(5, 3)), rng.integers(0, 5, 4)), none, 1),
+            ((x, rng.normal(size=(5, 3)), rng.dirichlet(np.ones(5), size=4)), none, 2),
+            ((x, rng.normal(size=(5, 2, 3)), rng.integers(0, 5, (4, 2))), none, 0),
+        ],
+        "linear_distillation_loss": [
+            ((x, rng.normal(size=(5, 3)), rng.normal(size=(4, 2)), rng.normal(size=(5, 2)),
+              np.array([0, -100, 3, 1])), none | {"divergence": d, "temperature": 1.5}, a)
+            for d, a in (("kl", 0), ("reverse_kl", 1), ("jsd", 0))
+        ],  # fmt: skip
         "logsumexp": [((x,), {"axis": 0}, 0), ((x,), {"b": u}, 0)],
         "softmax": [((x,), {}, 0)],
         "log_softmax": [((x,), {"axis": 0}, 0)],
@@ -274,6 +283,7 @@ def test_every_rule_against_finite_differences(rng):
     names = {
         n.split(".")[-1] if not n.startswith("info.") else n for n in differentiable_functions()
     }
+    names -= {"linear_cross_entropy_stats"}  # a TokenStats, not an array: see below
     assert names <= set(samples), names - set(samples)
     for name, calls in samples.items():
         fn = getattr(info, name[5:]) if name.startswith("info.") else getattr(ce, name)
@@ -292,3 +302,11 @@ def test_every_rule_against_finite_differences(rng):
                 assert_close(g, fd, rtol=1e-5, atol=1e-7)
             except AssertionError as e:
                 raise AssertionError(f"{name}, argument {argnum}, {kw}") from e
+
+
+def test_a_value_that_is_not_an_array(rng):
+    # linear_cross_entropy_stats returns a TokenStats: vjp says so; its loss has the
+    # gradients of linear_cross_entropy, whose vjp is checked above
+    h, w, t = rng.normal(size=(4, 3)), rng.normal(size=(5, 3)), rng.integers(0, 5, 4)
+    with pytest.raises(ValueError, match="linear_cross_entropy_stats returned a TokenStats"):
+        ce.vjp(ce.linear_cross_entropy_stats, h, w, t)

@@ -9,7 +9,12 @@ from ._core.errors import DTypeError, ProbabilitiesAsLogitsWarning, TargetIndexE
 from ._version import __version__
 from .grad import grad, value_and_grad, vjp
 from .info import entropy
-from .linear import linear_cross_entropy
+from .linear import (
+    TokenStats,
+    linear_cross_entropy,
+    linear_cross_entropy_stats,
+    linear_distillation_loss,
+)
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -40,6 +45,7 @@ __all__ = [
     "DTypeError",
     "ProbabilitiesAsLogitsWarning",
     "TargetIndexError",
+    "TokenStats",
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -54,6 +60,8 @@ __all__ = [
     "info",
     "kl_div",
     "linear_cross_entropy",
+    "linear_cross_entropy_stats",
+    "linear_distillation_loss",
     "log_sigmoid",
     "log_softmax",
     "logsumexp",

@@ -264,6 +264,11 @@ def vjp(fn: Callable, /, *args: Any, argnums: ArgNum | ArgNums = 0, **kwargs: An
             f"vjp needs a function with one array as its value; {fn.__name__} returned "
             f"{len(value)} (logsumexp with return_sign=True, say)"
         )
+    if not hasattr(value, "shape"):  # linear_cross_entropy_stats's TokenStats, say
+        raise ValueError(
+            f"vjp needs a function with one array as its value; {fn.__name__} returned a "
+            f"{type(value).__name__}"
+        )
 
     def vjp_fn(cotangent: Any) -> Any:
         _, (_, ct) = namespace(value, cotangent, names=("value", "cotangent"), required=2)

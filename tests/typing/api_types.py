@@ -52,6 +52,18 @@ assert_type(ce.multiclass_hinge_loss(t, ty), torch.Tensor)
 assert_type(ce.linear_cross_entropy(x, np.zeros((5, 3)), y), ND)
 assert_type(ce.linear_cross_entropy(t, torch.zeros(5, 3), ty, linear_bias=None), torch.Tensor)
 
+assert_type(ce.cross_entropy(t, ty, temperature=2.0, normalizer=8.0), torch.Tensor)
+assert_type(ce.nll_loss(x, y, normalizer=4.0), ND)
+W, hs = np.eye(3), np.zeros((4, 3))
+assert_type(ce.linear_distillation_loss(hs, W, hs, W), ND)
+assert_type(
+    ce.linear_distillation_loss(t, torch.eye(3), t, torch.eye(3), divergence="jsd"), torch.Tensor
+)
+stats = ce.linear_cross_entropy_stats(hs, W, y)
+assert_type(stats, ce.TokenStats[ND])
+assert_type(stats.logprob, ND)
+assert_type(ce.linear_cross_entropy_stats(t, torch.eye(3), ty).entropy, torch.Tensor)
+
 assert_type(ce.softmax(x), ND)
 assert_type(ce.log_softmax(t, dim=1), torch.Tensor)
 assert_type(ce.sigmoid(j), jax.Array)
@@ -115,6 +127,11 @@ assert_type(metrics.log_loss(x, y), float)
 assert_type(metrics.accuracy(t.softmax(1), ty, from_="probs"), float)
 assert_type(metrics.reliability_diagram(x, y), metrics.Reliability)
 assert_type(metrics.LogLoss().update(x, y), metrics.LogLoss)
+assert_type(metrics.update_from_hidden(metrics.Accuracy(), hs, W, y), metrics.Accuracy)
+assert_type(
+    metrics.update_from_hidden([metrics.LogLoss(), metrics.Accuracy()], hs, W, y),
+    list[metrics.Metric[float]],
+)
 assert_type(metrics.LogLoss().update(x, y).compute(), float)
 assert_type(metrics.PerClass().update(x, y).compute(), dict[str, np.ndarray])
 
@@ -125,6 +142,16 @@ assert_type(
 )
 assert_type(kernels.available(), bool)
 assert_type(kernels.get_num_threads(), int)
+
+
+def vocab_parallel() -> None:  # never called: it needs a process group
+    from crossentropy import distributed
+
+    assert_type(distributed.vocab_parallel_cross_entropy(t, ty), torch.Tensor)
+    assert_type(
+        distributed.vocab_parallel_linear_cross_entropy(t, torch.eye(3), ty, reduction="sum"),
+        torch.Tensor,
+    )
 
 
 def settings() -> None:  # never called: it would change the threads of every later call
@@ -145,3 +172,4 @@ def rejected() -> None:
     nn.CrossEntropyLoss(reduction="avg")  # type: ignore[arg-type]
     ce.cross_entropy(x, y, reduction=any_string)  # type: ignore[arg-type]
     metrics.log_loss(x, y, from_="softmax")  # type: ignore[arg-type]
+    ce.linear_distillation_loss(hs, W, hs, W, divergence="js")  # type: ignore[arg-type]

@@ -10,17 +10,31 @@ default, the sum of the class weights of the counted targets for weighted
 losses (PyTorch's weighted mean), the batch size for ``'batchmean'``.  A zero
 denominator (empty batch, every target ignored) gives a NaN mean and a zero
 gradient, as in PyTorch.
+
+``normalizer`` (:func:`check_normalizer`) is a denominator the caller gives
+for ``'mean'`` in place of the default one: the count of tokens of a whole
+optimisation step, so that the losses of its micro-batches add up to the
+step's mean.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+import array_api_compat
 import numpy as np
 
 from .namespace import device
 
-__all__ = ["REDUCTIONS", "KLReduction", "Reduction", "check_reduction", "grad_scale", "reduce"]
+__all__ = [
+    "REDUCTIONS",
+    "KLReduction",
+    "Reduction",
+    "check_normalizer",
+    "check_reduction",
+    "grad_scale",
+    "reduce",
+]
 
 Reduction = Literal["none", "mean", "sum"]
 """The ``reduction=`` of every loss, for type checkers (``REDUCTIONS`` at run time)."""
@@ -37,6 +51,35 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> st
         options = ", ".join(repr(r) for r in allowed)
         raise ValueError(f"reduction must be one of {options}, got {reduction!r}")
     return reduction
+
+
+def check_normalizer(normalizer: Any, reduction: str) -> Any:
+    """``normalizer`` as a positive float (``None`` stays ``None``), or ``ValueError``.
+
+    It applies to ``reduction='mean'`` only.  A 0-d array whose value cannot be
+    read (traced inside ``jax.jit``) is returned as it is, unchecked.
+    """
+    if normalizer is None:
+        return None
+    if reduction != "mean":
+        raise ValueError(
+            f"normalizer={normalizer!r} needs reduction='mean' (it replaces what the mean "
+            f"divides by), got reduction={reduction!r}"
+        )
+    value = None
+    shape = getattr(normalizer, "shape", ())
+    if not isinstance(normalizer, (bool, str)) and tuple(shape) == ():
+        try:
+            value = float(normalizer)
+        except (TypeError, ValueError):
+            if array_api_compat.is_jax_array(normalizer):  # traced: its value is not known yet
+                return normalizer
+    if value is None or not 0 < value < float("inf"):
+        raise ValueError(
+            f"normalizer must be a positive finite number (the count, or summed weight, of "
+            f"the tokens the mean is over), got {normalizer!r}"
+        )
+    return value
 
 
 def _denominator(xp: Any, loss: Any, denominator: Any) -> Any:

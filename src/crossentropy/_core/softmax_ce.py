@@ -110,7 +110,9 @@ def cross_entropy_rows(
     Returns ``(loss, denominator, d_input, d_target)`` in the class-last
     layout; the gradients are of each row's own loss (not yet scaled by the
     reduction) and ``None`` unless ``need_grad`` (``d_target`` only for
-    probability targets).
+    probability targets).  The denominator is ``options.normalizer`` when it
+    is given; the logits are divided by ``options.temperature`` (after the
+    soft cap), and ``d_input`` includes its factor.
 
     With ``shard`` (class-index targets only; see :func:`.prepared.prepare_class_call`)
     the row statistics of this slice of the classes are combined with the
@@ -120,12 +122,16 @@ def cross_entropy_rows(
     xp = b.xp
     n = b.n_classes if shard is None else shard.n_classes
     if n == 0:  # no classes: every target is ignored (checked), or probabilities of nothing
-        return _no_classes(b, need_grad)
+        loss, denom, g, d_target = _no_classes(b, need_grad)
+        return loss, denom if options.normalizer is None else options.normalizer, g, d_target
     eps, z_loss, softcap = options.label_smoothing, options.z_loss, options.softcap
-    x = b.x
+    x, inv_t = b.x, 1.0
     if not b.probs:  # rows that do not count: zeros, whatever their logits (NaN, -inf),
         # so that no NaN reaches their loss or gradient (autograd's included)
         x = xp.where(b.valid[..., None], x, xp.zeros_like(x))
+    if options.temperature != 1:  # x / T with the cap / T: the capped logits over T
+        inv_t, options = options.tempered()
+        x, softcap = x * inv_t, options.softcap
     if softcap is not None:
         th = xp.tanh(x / softcap)
         x = softcap * th
@@ -162,6 +168,10 @@ def cross_entropy_rows(
             g = g + dz[..., None] * p
     if need_grad and softcap is not None:
         g = g * (1 - th * th)
+    if need_grad and inv_t != 1:
+        g = g * inv_t
+    if options.normalizer is not None:
+        denom = options.normalizer
     return loss, denom, g, d_target
 
 

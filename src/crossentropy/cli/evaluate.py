@@ -25,6 +25,7 @@ from crossentropy import metrics
 
 from ._progress import Progress
 from ._util import SUM_TOLERANCE, CLIError, UsageError, add_help_example, to_json
+from .hidden import HIDDEN_BLOCK_ELEMENTS, check_labels, hidden_names, open_hidden
 from .readers import Source, display_name, format_label, open_predictions, read_targets
 from .report import plot_reliability, report
 
@@ -43,6 +44,7 @@ _EXAMPLES = """\
   python predict.py | crossentropy eval - labels.npy        # .npy or text on standard input
   crossentropy eval crossentropy-demo/test_logits_mlp_cross-entropy.npy \\
       crossentropy-demo/test_labels.npy --reliability --plot reliability.png
+  crossentropy eval --hidden hidden.npy --head lm_head.npy --labels next_tokens.npy
 """
 
 
@@ -58,12 +60,22 @@ def register(sub: Any) -> None:
             ".npy (memory-mapped), .npz (NAME.npz:KEY picks an array), .csv or\n"
             "whitespace .txt, or '-' for standard input; TARGETS holds one class index\n"
             "per row.  The file is read in blocks of rows, so its size is not limited\n"
-            "by memory.",
+            "by memory.  A language model can be evaluated from its hidden states\n"
+            "instead: --hidden H (tokens, D), --head W (vocabulary, D), --labels y and\n"
+            "optionally --bias b; the logits H @ W.T + b are made a block at a time.",
             _EXAMPLES,
         ),
     )
-    p.add_argument("predictions", metavar="PREDICTIONS", help="(rows, classes) outputs, or -")
-    p.add_argument("targets", metavar="TARGETS", help="(rows,) integer class labels, or -")
+    p.add_argument(
+        "predictions", metavar="PREDICTIONS", nargs="?", help="(rows, classes) outputs, or -"
+    )
+    p.add_argument(
+        "targets", metavar="TARGETS", nargs="?", help="(rows,) integer class labels, or -"
+    )
+    p.add_argument("--hidden", metavar="H", help="(tokens, D) hidden states, instead of PREDICTIONS")
+    p.add_argument("--head", metavar="W", help="with --hidden: the (vocabulary, D) output layer")
+    p.add_argument("--bias", metavar="B", help="with --hidden: the (vocabulary,) output bias")
+    p.add_argument("--labels", metavar="Y", help="with --hidden: the (tokens,) labels, for TARGETS")
     p.add_argument(
         "--from",
         dest="kind",
@@ -253,30 +265,66 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--block-rows must be at least 1, got {args.block_rows}")
 
 
+def _inputs(args: argparse.Namespace) -> tuple[Source, np.ndarray, int | None]:
+    """``(predictions, targets, block rows)``: a predictions file, or the logits of
+    ``--hidden`` states through ``--head``; ``UsageError`` for a mixed command line."""
+    if args.hidden is None:
+        if args.head is not None or args.bias is not None or args.labels is not None:
+            raise UsageError("--head, --bias and --labels go with --hidden")
+        if args.predictions is None or args.targets is None:
+            raise UsageError("PREDICTIONS and TARGETS are required (or --hidden, --head, --labels)")
+        targets = read_targets(args.targets)
+        return open_predictions(args.predictions), targets, args.block_rows
+    if args.predictions is not None or args.targets is not None:
+        raise UsageError("--hidden replaces PREDICTIONS and TARGETS: give --labels instead")
+    if args.head is None or args.labels is None:
+        raise UsageError("--hidden needs --head (the output layer) and --labels")
+    if args.kind != "logits":
+        raise UsageError(f"--hidden makes logits: --from {args.kind} does not apply")
+    with hidden_names():
+        targets = read_targets(args.labels)
+        source = open_hidden(args.hidden, args.head, args.bias)
+        try:
+            check_labels(source, targets)
+        except CLIError:
+            source.close()
+            raise
+    rows = args.block_rows or max(1, HIDDEN_BLOCK_ELEMENTS // source.n_classes)
+    return source, targets, rows
+
+
+def _names(args: argparse.Namespace) -> dict[str, Any]:
+    """What was evaluated, for the report and the JSON."""
+    if args.hidden is None:
+        return {"predictions": args.predictions, "targets": args.targets, "from": args.kind}
+    return {"hidden": args.hidden, "head": args.head, "bias": args.bias, "targets": args.labels,
+            "from": "logits"}  # fmt: skip
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
-    targets = read_targets(args.targets)
-    source = open_predictions(args.predictions)
+    source, targets, block_rows = _inputs(args)
     top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, source.n_classes)
-    try:
-        acc, warning = evaluate(
-            source,
-            targets,
-            kind=args.kind,
-            top_k=top_k,
-            bins=args.bins,
-            block_rows=args.block_rows,
-            progress=not (args.quiet or args.json),
-        )
-    finally:
-        source.close()
-    if warning:
+    with hidden_names(args.hidden is not None):  # the messages name --hidden's inputs
+        try:
+            acc, warning = evaluate(
+                source,
+                targets,
+                kind=args.kind,
+                top_k=top_k,
+                bins=args.bins,
+                block_rows=block_rows,
+                progress=not (args.quiet or args.json),
+            )
+        finally:
+            source.close()
+    if warning and args.hidden is None:  # its advice, --from probs, is not for a head's logits
         print(warning, file=sys.stderr)
     r = result(acc, source.n_classes)
     if args.plot is not None:
-        plot_reliability(acc.ece.reliability(), args.plot, args.predictions)
+        plot_reliability(acc.ece.reliability(), args.plot, args.predictions or args.hidden)
     if args.json:
-        out = {"predictions": args.predictions, "targets": args.targets, "from": args.kind, **r}
+        out = {**_names(args), **r}
         if args.plot is not None:
             out["plot"] = str(args.plot)
         for key, wanted in (("per_class", args.per_class), ("reliability", args.reliability)):
@@ -284,10 +332,14 @@ def _run(args: argparse.Namespace) -> int:
                 del out[key]
         print(to_json(out))
         return 0
-    print(
-        f"{args.predictions}: {r['rows']} rows x {r['classes']} classes of {args.kind} "
-        f"({source.dtype}); labels from {args.targets}\n"
-    )
+    if args.hidden is None:
+        what = f"{args.predictions}: {r['rows']} rows x {r['classes']} classes of {args.kind} "
+        what += f"({source.dtype}); labels from {args.targets}\n"
+    else:
+        what = f"{args.hidden}: {r['rows']} tokens, logits over {r['classes']} classes through "
+        what += f"{args.head}{'' if args.bias is None else ' + ' + args.bias}; labels from "
+        what += f"{args.labels}\n"
+    print(what)
     print(report(r, per_class=args.per_class, reliability=args.reliability))
     if args.plot is not None:
         print(f"\nwrote the reliability diagram to {args.plot}")

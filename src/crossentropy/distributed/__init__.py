@@ -31,14 +31,15 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._core.namespace import is_torch, namespace, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import prepare_class_call, to_caller_layout
-from .._core.reduction import grad_scale, reduce
+from .._core.reduction import Reduction, check_normalizer, grad_scale, reduce
 from .._core.shard import VocabShard
 from .._core.softmax_ce import cross_entropy_rows
+from .._core.types import Array, ArrayLike
 from .._core.validate import (
     check_floating,
     check_ignore_index,
@@ -50,6 +51,9 @@ from .._core.validate import (
 from ..linear import LinearOptions, default_chunk_size, sharded_linear_cross_entropy
 from ._agreement import Layout, call_facts
 from ._agreement import layout as agreed_layout
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -78,6 +82,11 @@ class _ShardedCall:
 def _options(common: tuple, **more: Any) -> dict:
     """The options by name: the values of ``_COMMON_OPTIONS``, then ``more``."""
     return dict(zip(_COMMON_OPTIONS, common, strict=True), **more)
+
+
+def _fact(normalizer: Any) -> Any:
+    """A normalizer as the ranks compare it (a 0-d tensor by its value)."""
+    return None if normalizer is None else repr(float(normalizer))
 
 
 def _requires_grad(x: Any) -> bool:
@@ -171,21 +180,22 @@ def _shard(
 
 
 def vocab_parallel_cross_entropy(
-    logits_shard: Any,
-    target: Any,
+    logits_shard: torch.Tensor,
+    target: Array | ArrayLike,
     *,
     group: Any = None,
-    weight: Any = None,
+    weight: Array | ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     axis: int | None = None,
-    label_smoothing_mode: str = "pytorch",
+    label_smoothing_mode: Literal["pytorch", "megatron"] = "pytorch",
     shard_sizes: Sequence[int] | None = None,
     validate: bool = True,
-) -> Any:
+    normalizer: float | None = None,
+) -> torch.Tensor:
     r"""Cross-entropy of logits sharded over the vocabulary across processes.
 
     Equal to ``cross_entropy(torch.cat(all_shards, dim=class_axis), target,
@@ -228,6 +238,11 @@ def vocab_parallel_cross_entropy(
         and dtypes, by checksum) is still compared through one all-gather of
         a few integers, which every call makes.  With ``False``, targets that
         differ between ranks give wrong results.
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` only: divide the summed losses by it instead
+        of the summed weight of the counted targets (the count of a whole
+        step's tokens, for gradient accumulation; see
+        :func:`crossentropy.cross_entropy`).  The same on every rank.
 
     Returns
     -------
@@ -294,10 +309,12 @@ def vocab_parallel_cross_entropy(
                 _check_tensor(x, name)
         _check_mode(label_smoothing_mode)
         check_ignore_index(ignore_index)
+        check_normalizer(normalizer, reduction)
         check_floating(namespace(logits_shard)[0], logits_shard, "logits_shard")
         ax = class_axis(logits_shard.ndim, axis, "logits_shard")
         batch = tuple(logits_shard.shape[:ax]) + tuple(logits_shard.shape[ax + 1 :])
-        cheap, costly = call_facts(target, weight, _options(common, axis=axis))
+        options = _options(common, axis=axis, normalizer=_fact(normalizer))
+        cheap, costly = call_facts(target, weight, options)
         return (
             int(logits_shard.shape[ax]),
             {
@@ -314,7 +331,9 @@ def vocab_parallel_cross_entropy(
         fn, group, shard_sizes, validate, facts, grads, lambda: logits_shard.device
     )
     shard, eps = _shard(layout, weight, group, label_smoothing, label_smoothing_mode)
-    options = CrossEntropyOptions.checked(eps, z_loss, softcap)
+    options = CrossEntropyOptions.checked(
+        eps, z_loss, softcap, normalizer=check_normalizer(normalizer, reduction)
+    )
     call = _ShardedCall(ignore_index, reduction, axis, options, shard)
     return _vocab_parallel_function().apply(logits_shard, target, weight, call)
 
@@ -361,23 +380,24 @@ def _vocab_parallel_function() -> Any:
 
 
 def vocab_parallel_linear_cross_entropy(
-    input: Any,
-    weight_shard: Any,
-    target: Any,
+    input: torch.Tensor,
+    weight_shard: torch.Tensor,
+    target: Array | ArrayLike,
     *,
     group: Any = None,
-    linear_bias: Any = None,
-    weight: Any = None,
+    linear_bias: torch.Tensor | None = None,
+    weight: Array | ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     chunk_size: int | tuple[int | None, int | None] | None = None,
-    label_smoothing_mode: str = "pytorch",
+    label_smoothing_mode: Literal["pytorch", "megatron"] = "pytorch",
     shard_sizes: Sequence[int] | None = None,
     validate: bool = True,
-) -> Any:
+    normalizer: float | None = None,
+) -> torch.Tensor:
     r"""Cross-entropy of ``input @ W.T + b`` with ``W`` sharded over the vocabulary.
 
     Equal to ``linear_cross_entropy(input, torch.cat(all_weight_shards),
@@ -405,7 +425,7 @@ def vocab_parallel_linear_cross_entropy(
         As in :func:`crossentropy.linear_cross_entropy`; the default chunk is
         the single-process one for the whole vocabulary (the same rows on every
         rank, and a ``(chunk, V_r)`` buffer that shrinks with the shard).
-    label_smoothing_mode, shard_sizes, validate
+    label_smoothing_mode, shard_sizes, validate, normalizer
         As in :func:`vocab_parallel_cross_entropy`.
 
     Returns
@@ -452,6 +472,7 @@ def vocab_parallel_linear_cross_entropy(
                 _check_tensor(x, name)
         _check_mode(label_smoothing_mode)
         check_ignore_index(ignore_index)
+        check_normalizer(normalizer, reduction)
         xp = namespace(input)[0]
         check_floating(xp, input, "input")
         check_floating(xp, weight_shard, "weight_shard")
@@ -466,7 +487,8 @@ def vocab_parallel_linear_cross_entropy(
                 f"linear_bias must have shape (V_r,) = ({width},), this rank's shard width, "
                 f"got shape {tuple(linear_bias.shape)}"
             )
-        cheap, costly = call_facts(target, weight, _options(common, chunk_size=chunk_size))
+        options = _options(common, chunk_size=chunk_size, normalizer=_fact(normalizer))
+        cheap, costly = call_facts(target, weight, options)
         return (
             width,
             {
@@ -507,6 +529,7 @@ def vocab_parallel_linear_cross_entropy(
         z_loss=z_loss,
         softcap=softcap,
         chunk_size=(rows, block),
+        normalizer=normalizer,
     )
     return sharded_linear_cross_entropy(
         input, weight_shard, target, linear_bias, weight, options, shard

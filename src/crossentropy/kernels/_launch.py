@@ -10,6 +10,7 @@ whether the kernel applies is :mod:`crossentropy.kernels.cross_entropy`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -299,8 +300,14 @@ def run(
     """``(value, gradient, target gradient)`` from the kernel (the gradients
     ``None`` unless asked for), or ``None`` if it does not apply.  Gradients have
     the caller's layout and the compute dtype; ``out`` (that shape and dtype)
-    receives the input's when given, and may be the input itself."""
+    receives the input's when given, and may be the input itself.  A
+    temperature is applied to a scaled copy of the logits (the kernel has
+    none), its factor to the gradient's scale."""
     xp = b.xp
+    inv_t = 1.0
+    if options.temperature != 1:
+        inv_t, options = options.tempered()
+        b = dataclasses.replace(b, x=b.x * inv_t)
     x = strided(b.x)
     if x is None or x.code > 1 or any(n == 0 for n in x.shape):
         return None
@@ -317,7 +324,7 @@ def run(
     plan = _plan(b, x, g_strides)
     if plan is None:
         return None
-    denom = _denominator(b, x, plan)
+    denom = _denominator(b, x, plan) if options.normalizer is None else options.normalizer
     if need_grad and out is None:
         g_full = _empty(xp, b.x, _grad_shape(b, x))
         g = strided_array(_class_last(xp, g_full, b.axis))
@@ -336,7 +343,7 @@ def run(
         nb = COLUMN_ROWS[x.code]
         loss = np.zeros((rows + nb - 1) // nb)
     host = native.numpy_namespace()
-    scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) if need_grad else 1.0
+    scale = float(grad_scale(host, _on_host(loss), b.reduction, denom)) * inv_t if need_grad else 1.0
     gp = 0 if g is None else g.ptr
     _launch(b, x, plan, gp, dtp, out is not None, options, scale, loss, per_row)
     dtype = (np.float32, np.float64)[x.code]

@@ -54,8 +54,8 @@ def cross_entropy(
     on the NumPy views of :func:`host_arrays`: the results are then tensors, the
     value an autograd node when ``source`` needs a gradient.
     """
-    if not native.enabled():
-        return None
+    if not native.enabled() or (options.temperature != 1 and "target" in wrt):
+        return None  # the kernel scales the target's gradient as the input's
     if source is not None:
         import torch
 
@@ -68,6 +68,8 @@ def cross_entropy(
         if graph:
             return autograd_cross_entropy(b, options, wrt)
     elif array_api_compat.is_jax_array(b.x):
+        if options.temperature != 1 or options.normalizer is not None:
+            return None  # the custom call takes neither: the portable path
         return xla.cross_entropy(b, options, wrt)
     elif not isinstance(b.x, np.ndarray):
         return None

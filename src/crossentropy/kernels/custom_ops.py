@@ -189,6 +189,9 @@ def _value_shape(kind: str, arguments: dict) -> tuple:
     x, target = arguments["input"], arguments["target"]
     if kind == "elements":
         return tuple(x.shape)
+    if kind == "linear" and target.is_floating_point():  # class probabilities: no class axis
+        shape, two_d = tuple(target.shape), arguments["linear_weight"].ndim == 2
+        return shape[:-1] if two_d else shape[:1] + shape[2:]  # (..., V) or (N, V, e1, ...)
     if kind == "linear" or not x.is_floating_point() or not target.is_floating_point():
         return tuple(target.shape)
     if tuple(target.shape) != tuple(x.shape):  # an index target of a floating dtype: an error

@@ -15,20 +15,34 @@ the forward, so the backward costs nothing; with ``reduction='none'`` the
 backward of the PyTorch ``autograd.Function`` recomputes the blocks, because
 each row's gradient must be scaled by its own upstream gradient.
 
-The modules: ``_api`` (the public function and its gradient rule),
-``_prepare`` (validation and chunk sizes), ``_engine`` (the chunk engine),
+The same engine gives :func:`linear_cross_entropy_stats` (the loss and, per
+token, the target's log-probability, logsumexp, entropy, argmax and z-loss
+term, in a :class:`TokenStats`) and :func:`linear_distillation_loss` (a
+divergence between a student head and a frozen teacher head, with a second
+``(chunk, V)`` buffer for the teacher's block).
+
+The modules: ``_api`` (``linear_cross_entropy`` and its gradient rule),
+``_stats`` and ``_distill`` (the other two public functions), ``_prepare``
+(validation and chunk sizes), ``_engine`` (the chunk engine), the objectives
+it runs per chunk, ``_softmax`` (cross-entropy) and ``_divergence``
+(distillation), over ``_blocks`` (a block's GEMM and gradient products),
 ``_arrayops`` (in-place array operations per library) and ``_autograd`` (the
-PyTorch ``autograd.Function``).  :func:`sharded_linear_cross_entropy` and
-:class:`LinearOptions` are the building blocks of
+PyTorch ``autograd.Function`` of all three).  :func:`sharded_linear_cross_entropy`
+and :class:`LinearOptions` are the building blocks of
 :mod:`crossentropy.distributed`.
 """
 
 from ._api import linear_cross_entropy, sharded_linear_cross_entropy
+from ._distill import linear_distillation_loss
 from ._prepare import LinearOptions, default_chunk_size
+from ._stats import TokenStats, linear_cross_entropy_stats
 
 __all__ = [
     "LinearOptions",
+    "TokenStats",
     "default_chunk_size",
     "linear_cross_entropy",
+    "linear_cross_entropy_stats",
+    "linear_distillation_loss",
     "sharded_linear_cross_entropy",
 ]

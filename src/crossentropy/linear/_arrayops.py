@@ -46,6 +46,26 @@ class Functional:
     def exp_(self, a: Any) -> Any:
         return self.xp.exp(a)
 
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        """``exp(a)``; with ``name``, written into a scratch block of that name,
+        reused from one call to the next (it must not be kept)."""
+        return self.xp.exp(a)
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        """``a - b`` (into scratch ``name``, as :meth:`exp`)."""
+        return a - b
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        """``beta * p + (1 - beta) * q`` (into scratch ``name``, as :meth:`exp`)."""
+        return beta * p + (1 - beta) * q
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        """``max(a, low)``, in place where possible."""
+        return self.xp.clip(a, min=low)
+
+    def log_(self, a: Any) -> Any:
+        return self.xp.log(a)
+
     def tanh_(self, a: Any) -> Any:
         return self.xp.tanh(a)
 
@@ -53,6 +73,22 @@ class Functional:
         """``(exp(a), s + exp(a).sum(axis=0))``, ``a`` exponentiated in place where possible."""
         a = self.exp_(a)
         return a, s + self.xp.sum(a, axis=0)
+
+    def sum_exp(self, a: Any) -> Any:
+        """``exp(a).sum(axis=0)``, ``a`` left as it is."""
+        return self.xp.sum(self.exp(a), axis=0)
+
+    def assign_(self, dst: Any, value: Any) -> Any:
+        """``value`` written into ``dst`` where possible (else ``value`` itself)."""
+        return value
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        """``b - a``, written into ``a`` where possible."""
+        return b - a
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        """``(a * b).sum(axis=0)`` of two ``(block, rows)`` blocks."""
+        return self.xp.sum(a * b, axis=0)
 
     def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
         """``acc + a @ b`` (in place where possible)."""
@@ -90,6 +126,25 @@ class NumpyOps(Functional):
     def buffer(self, size: int, dtype: Any, dev: Any) -> Any:
         return np.empty(size, dtype=dtype)
 
+    def sum_exp(self, a: Any) -> Any:
+        return self.exp(a, "sum_exp").sum(axis=0)
+
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        return np.exp(a) if name is None else np.exp(a, out=self._tmp(name, a.shape, a.dtype))
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        if name is None:
+            return a - b
+        return np.subtract(a, b, out=self._tmp(name, a.shape, np.result_type(a, b)))
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        out = np.multiply(q, 1 - beta, out=self._tmp(name or "mix", q.shape, q.dtype))
+        out += np.multiply(p, beta, out=self._tmp("mix'", p.shape, p.dtype))
+        return out if name is not None else out.copy()
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        return np.maximum(a, low, out=a)
+
     def mm(self, a: Any, b: Any, out: Any) -> Any:
         if out is None or a.dtype != out.dtype:
             return super().mm(a, b, out) if out is None else _assign(out, a @ b)
@@ -102,6 +157,19 @@ class NumpyOps(Functional):
 
     def tanh_(self, a: Any) -> Any:
         return np.tanh(a, out=a)
+
+    def log_(self, a: Any) -> Any:
+        return np.log(a, out=a)
+
+    def assign_(self, dst: Any, value: Any) -> Any:
+        dst[...] = value
+        return dst
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        return np.subtract(b, a, out=a)
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        return np.einsum("ij,ij->j", a, b)
 
     def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
         # one fused pass in C (NumPy's exp and its sum along axis 0 are two)
@@ -136,7 +204,87 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 class TorchOps(Functional):
+    """In-place PyTorch operations; on float32/float64 CPU tensors the
+    exponentials go through NumPy views of the same memory (NumPy's
+    vectorised ``exp`` and the fused ``exp_sum`` kernel, several times faster
+    than PyTorch's ``exp`` on the same CPU)."""
+
     mutable = True
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self._numpy = NumpyOps(xp)
+
+    @staticmethod
+    def _host(a: Any) -> np.ndarray | None:
+        """A NumPy view of a float32/float64 CPU tensor, or ``None``."""
+        if a.device.type != "cpu" or a.element_size() == 2 or not a.is_floating_point():
+            return None
+        return a.detach().numpy()
+
+    def exp_(self, a: Any) -> Any:
+        host = self._host(a)
+        if host is None:
+            return a.exp_()
+        with np.errstate(over="ignore"):
+            np.exp(host, out=host)
+        return a
+
+    def _numpy_op(self, fallback: Any, method: str, *arrays: Any, **kw: Any) -> Any:
+        """``NumpyOps.<method>`` on NumPy views of CPU tensors, as a tensor; else
+        ``fallback`` (the PyTorch way)."""
+        import torch
+
+        hosts = [self._host(a) for a in arrays]
+        if any(h is None for h in hosts):
+            return fallback()
+        with np.errstate(over="ignore", divide="ignore"):
+            return torch.from_numpy(np.asarray(getattr(self._numpy, method)(*hosts, **kw)))
+
+    def exp(self, a: Any, name: str | None = None) -> Any:
+        import torch
+
+        return self._numpy_op(lambda: torch.exp(a), "exp", a, name=name)
+
+    def sub(self, a: Any, b: Any, name: str | None = None) -> Any:
+        return self._numpy_op(lambda: a - b, "sub", a, b, name=name)
+
+    def mix(self, p: Any, q: Any, beta: float, name: str | None = None) -> Any:
+        return self._numpy_op(lambda: (q * (1 - beta)).add_(p, alpha=beta), "mix", p, q,
+                              beta=beta, name=name)  # fmt: skip
+
+    def clip_min_(self, a: Any, low: float) -> Any:
+        return a.clamp_(min=low)
+
+    def dot_columns(self, a: Any, b: Any) -> Any:
+        return self._numpy_op(lambda: (a * b).sum(0), "dot_columns", a, b)
+
+    def log_(self, a: Any) -> Any:
+        host = self._host(a)
+        if host is None:
+            return a.log_()
+        with np.errstate(divide="ignore"):
+            np.log(host, out=host)
+        return a
+
+    def exp_sum_(self, a: Any, s: Any) -> tuple[Any, Any]:
+        import torch
+
+        host, sums = self._host(a), self._host(s)
+        if host is None or sums is None:
+            return super().exp_sum_(a, s)
+        with np.errstate(over="ignore"):
+            _, total = self._numpy.exp_sum_(host, sums)
+        return a, torch.from_numpy(total)
+
+    def sum_exp(self, a: Any) -> Any:
+        import torch
+
+        host = self._host(a)
+        if host is None:
+            return super().sum_exp(a)
+        with np.errstate(over="ignore"):
+            return torch.from_numpy(np.asarray(self._numpy.sum_exp(host)))
 
     def buffer(self, size: int, dtype: Any, dev: Any) -> Any:
         import torch
@@ -152,11 +300,15 @@ class TorchOps(Functional):
             return out.copy_(a @ b)
         return torch.matmul(a, b, out=out)
 
-    def exp_(self, a: Any) -> Any:
-        return a.exp_()
-
     def tanh_(self, a: Any) -> Any:
         return a.tanh_()
+
+    def assign_(self, dst: Any, value: Any) -> Any:
+        return dst.copy_(value)
+
+    def rsub_(self, a: Any, b: Any) -> Any:
+        return a.neg_().add_(b)
+
 
     def addmm_(self, acc: Any, a: Any, b: Any) -> Any:
         if a.dtype == acc.dtype:

@@ -21,7 +21,7 @@ from .._core.mathops import pick
 from .._core.namespace import device, numeric_guard, restore
 from .._core.options import CrossEntropyOptions
 from .._core.prepared import ClassCall, prepare_class_call, rebind, to_caller_layout
-from .._core.reduction import Reduction, grad_scale, reduce
+from .._core.reduction import Reduction, check_normalizer, grad_scale, reduce
 from .._core.rules import defines_grad
 from .._core.softmax_ce import evaluate_cross_entropy
 from .._core.types import Array, ArrayLike, ArrayT
@@ -50,6 +50,8 @@ def cross_entropy(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
+    normalizer: float | None = None,
     where: Array | ArrayLike | None = None,
     dim: int | None = None,
 ) -> ArrayT:
@@ -90,6 +92,16 @@ def cross_entropy(
     softcap : float, optional, keyword-only
         Replace the logits by ``softcap * tanh(x / softcap)`` first (Gemma 2's
         logit soft-capping); the gradient includes the ``tanh`` factor.
+    temperature : float > 0, default 1.0, keyword-only
+        Divide the logits (after ``softcap``) by ``temperature`` before the
+        softmax, as a sampler does; the gradient includes the ``1 / T`` factor.
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` (the only one it applies to), divide the
+        sum of the weighted per-row losses by ``normalizer`` instead of by
+        the local sum of weights.  Pass the count of counted targets of a
+        whole optimisation step to each of its micro-batches: their losses
+        (and gradients) then add up to the step's mean (gradient
+        accumulation).
     where : array_like of bool, optional, keyword-only
         Which logits take part: ``input``'s shape (one flag per logit) or
         ``input``'s shape without the class axis (one flag per row).  An
@@ -117,8 +129,9 @@ def cross_entropy(
     TypeError
         ``ignore_index`` or ``axis`` that is not an integer, a masked array.
     ValueError
-        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
-        ``label_smoothing``.
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``,
+        ``label_smoothing``, ``temperature`` or ``normalizer`` (not positive,
+        or given with a reduction other than ``'mean'``).
     TypeError
         Both ``axis`` and ``dim`` given.
 
@@ -153,6 +166,17 @@ def cross_entropy(
     has no ``z_loss`` or ``softcap``: with them, the PyTorch equivalent is
     ``F.cross_entropy(c * torch.tanh(x / c), y) + z_loss * mean(lse**2)``).
 
+    ``temperature`` :math:`T` replaces :math:`x` by :math:`x / T` in all of
+    the above (``F.cross_entropy(x / T, y)``; the gradient with respect to
+    :math:`x` is :math:`1/T` times that with respect to :math:`x / T`).
+    ``normalizer`` :math:`Z` makes ``'mean'`` return :math:`\sum_n \ell_n / Z`:
+    with micro-batches :math:`B_1, \dots, B_k` of one step and
+    :math:`Z = \sum_{n \in B_1 \cup \dots \cup B_k} w_{y_n}`, the sum of
+    their losses is the mean over the step, which a per-micro-batch
+    ``'mean'`` is not when their counts differ.  Hugging Face
+    ``transformers`` passes ``num_items_in_batch`` for the same purpose
+    (``F.cross_entropy(x, y, reduction='sum') / Z``).
+
     Examples
     --------
     Four rows of five scores in [0, 1] (``torch.manual_seed(100);
@@ -175,9 +199,21 @@ def cross_entropy(
 
     >>> float(ce.cross_entropy(np.array([[1e4, 0.0]]), np.array([1])))
     10000.0
+
+    Temperature 2 halves the logits ``[2, 0]``: the loss of class 0 is
+    :math:`\log(1 + e^{-1})`.  The four rows above as one step of two
+    micro-batches, of 1 and 3 rows: with ``normalizer=4`` (the step's count)
+    their losses add up to the step's mean, the 1.523 above:
+
+    >>> x, y = np.array([[2.0, 0.0]]), np.array([0])
+    >>> round(float(ce.cross_entropy(x, y, temperature=2.0)), 4), round(float(np.log1p(np.exp(-1))), 4)
+    (0.3133, 0.3133)
+    >>> parts = [(predict[:1], label[:1]), (predict[1:], label[1:])]
+    >>> round(sum(float(ce.cross_entropy(p, t, normalizer=4)) for p, t in parts), 4)
+    1.523
     """
     arguments = locals()
-    if where is None:  # the common call, validated cheaply
+    if where is None and _untempered(temperature, normalizer):  # the common call, checked cheaply
         fast = quick_cross_entropy(
             input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss,
             softcap, dim,
@@ -197,9 +233,17 @@ def cross_entropy(
         axis=axis,
         z_loss=z_loss,
         softcap=softcap,
+        temperature=temperature,
+        normalizer=normalizer,
         where=where,
         dim=dim,
     )[0]
+
+
+def _untempered(temperature: Any, normalizer: Any) -> bool:
+    """True for the default ``temperature`` and ``normalizer`` (which the quick path
+    does not take; ``True`` is a bad temperature, left to the full validation)."""
+    return normalizer is None and temperature == 1 and not isinstance(temperature, bool)
 
 
 @jax_rule
@@ -217,6 +261,8 @@ def _cross_entropy_rule(
     axis: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
+    normalizer: float | None = None,
     where: Any = None,
     dim: int | None = None,
     wrt: tuple[str, ...] = (),
@@ -226,15 +272,19 @@ def _cross_entropy_rule(
     ignore_index = check_ignore_index(ignore_index)  # before the host views use it
     if where is not None:
         masked = apply_where(input, target, where, axis, ignore_index, label_smoothing)
+        # a normalizer is the mean's divisor already: the rows are not counted again
+        inner = masked.reduction(reduction) if normalizer is None else reduction
         return masked.finish(
             _cross_entropy_rule(
-                masked.input, masked.target, weight, masked.ignore_index, masked.reduction(reduction),
-                label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap, wrt=wrt,
+                masked.input, masked.target, weight, masked.ignore_index, inner,
+                label_smoothing, axis=axis, z_loss=z_loss, softcap=softcap,
+                temperature=temperature, normalizer=normalizer, wrt=wrt,
                 cotangent=cotangent,
             ),
-            reduction,
+            reduction if normalizer is None else "sum",
         )  # fmt: skip
-    if wrt and cotangent is None:  # value_and_grad: the common call, validated cheaply
+    common = _untempered(temperature, normalizer)
+    if wrt and cotangent is None and common:  # value_and_grad: the common call, checked cheaply
         args = (input, target, weight, ignore_index, reduction, label_smoothing)
         fast = quick_cross_entropy(*args, axis, z_loss, softcap, None, wrt)
         if fast is not None:
@@ -248,7 +298,9 @@ def _cross_entropy_rule(
         axis=axis,
         probabilities=True,
     )
-    options = CrossEntropyOptions.checked(label_smoothing, z_loss, softcap)
+    options = CrossEntropyOptions.checked(
+        label_smoothing, z_loss, softcap, temperature, check_normalizer(normalizer, call.reduction)
+    )
     if not wrt:
         warn_if_probabilities(call.xp, call.x, -1, "cross_entropy")
     if "target" in wrt and not call.probs:
@@ -293,16 +345,19 @@ def _at_targets(b: ClassCall, values: Any) -> Any:
     return to_caller_layout(b, xp.where(hot, values[..., None], xp.zeros((), dtype=values.dtype)))
 
 
-def _nll(b: ClassCall, wrt: tuple[str, ...], cotangent: Any) -> tuple[Any, dict]:
+def _nll(
+    b: ClassCall, wrt: tuple[str, ...], cotangent: Any, normalizer: Any = None
+) -> tuple[Any, dict]:
     xp = b.xp
-    if b.n_classes == 0:  # every target ignored (checked): zeros, a NaN mean
+    if b.n_classes == 0:  # every target ignored (checked): zeros, a NaN mean (0 / normalizer)
         loss = xp.zeros(b.x.shape[:-1], dtype=b.x.dtype, device=device(b.x))
         grads = {"input": to_caller_layout(b, xp.zeros_like(b.x))} if "input" in wrt else {}
-        return restore(xp, reduce(xp, loss, b.reduction, 0.0), b.dtype), grads
+        denom = 0.0 if normalizer is None else normalizer
+        return restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype), grads
     loss = -b.w_t * pick(xp, b.x, b.index)
     # an ignored row may hold -inf; its weight is 0 but 0 * inf is NaN
     loss = xp.where(b.valid, loss, xp.zeros_like(loss))
-    denom = xp.sum(b.w_t)
+    denom = xp.sum(b.w_t) if normalizer is None else normalizer
     value = reduce(xp, loss, b.reduction, denom)
     grads = {}
     if "input" in wrt:
@@ -321,6 +376,7 @@ def nll_loss(
     reduction: Reduction = "mean",
     *,
     axis: int | None = None,
+    normalizer: float | None = None,
     dim: int | None = None,
 ) -> ArrayT:
     r"""Negative log-likelihood loss on log-probabilities.
@@ -344,6 +400,11 @@ def nll_loss(
         ``'mean'`` divides by the summed weight of the counted targets.
     axis : int, optional, keyword-only
         The class axis (default 1, or 0 for unbatched input).
+    normalizer : float > 0, optional, keyword-only
+        With ``reduction='mean'`` only: divide the summed weighted losses by
+        ``normalizer`` instead of the local sum of weights (the count of
+        tokens of a whole step, for gradient accumulation; see
+        :func:`cross_entropy`).
     dim : int, optional, keyword-only
         PyTorch's name for ``axis`` (give one of them).
 
@@ -361,7 +422,8 @@ def nll_loss(
     TypeError
         ``ignore_index`` or ``axis`` that is not an integer.
     ValueError
-        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction``.
+        Batch-size mismatch, wrong ``weight`` length, invalid ``reduction`` or
+        ``normalizer``.
 
     Notes
     -----
@@ -369,7 +431,9 @@ def nll_loss(
               \text{mean} = \sum_n \ell_n \Big/ \sum_n w_{y_n}
 
     over non-ignored :math:`n`; every target ignored gives NaN for
-    ``'mean'`` and 0 for ``'sum'``.  PyTorch: ``torch.nn.functional.nll_loss``.
+    ``'mean'`` and 0 for ``'sum'``.  With ``normalizer`` :math:`Z` the mean
+    is :math:`\sum_n \ell_n / Z`.  PyTorch: ``torch.nn.functional.nll_loss``
+    (with ``normalizer``: ``F.nll_loss(x, y, reduction='sum') / Z``).
 
     Examples
     --------
@@ -378,11 +442,15 @@ def nll_loss(
     >>> logp = np.log(np.array([[0.1, 0.1, 0.8]]))   # cat, dog, horse: -log 0.8
     >>> round(float(ce.nll_loss(logp, np.array([2]))), 4)
     0.2231
+    >>> round(float(ce.nll_loss(logp, np.array([2]), normalizer=2)), 4)   # half of it
+    0.1116
     """
     routed = torch_call("nll_loss", locals())  # autocast, torch.compile
     if routed is not None:
         return routed
-    return _nll_loss_rule(input, target, weight, ignore_index, reduction, axis=axis, dim=dim)[0]
+    return _nll_loss_rule(
+        input, target, weight, ignore_index, reduction, axis=axis, normalizer=normalizer, dim=dim
+    )[0]
 
 
 @jax_rule
@@ -397,6 +465,7 @@ def _nll_loss_rule(
     reduction: str = "mean",
     *,
     axis: int | None = None,
+    normalizer: float | None = None,
     dim: int | None = None,
     wrt: tuple[str, ...] = (),
     cotangent: Any = None,
@@ -405,4 +474,4 @@ def _nll_loss_rule(
     call = prepare_class_call(
         input, target, weight, reduction=reduction, ignore_index=ignore_index, axis=axis
     )
-    return _nll(call, wrt, cotangent)
+    return _nll(call, wrt, cotangent, check_normalizer(normalizer, call.reduction))

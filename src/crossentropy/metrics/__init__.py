@@ -63,6 +63,7 @@ from .accumulators import (
     Reliability,
     TopKAccuracy,
 )
+from .hidden import update_from_hidden
 from .predictions import FROM, PredictionKind, Predictions
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "perplexity",
     "reliability_diagram",
     "top_k_accuracy",
+    "update_from_hidden",
 ]
 
 _ONE_SHOT_PARAMETERS = """
