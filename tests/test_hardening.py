@@ -186,13 +186,14 @@ class TestKernelRangeCheck:
     switched off, an out-of-range index still raises, and nothing is read outside."""
 
     @pytest.mark.parametrize("layout", ["rows", "columns"])
-    @pytest.mark.parametrize("dtype", ["int64", "int32"])
-    @pytest.mark.parametrize("value", [-1, "C", 2**31 - 1, -(2**31), 10**12])
+    @pytest.mark.parametrize(
+        ("dtype", "value"),
+        [(d, v) for d in ("int64", "int32") for v in (-1, "C", 2**31 - 1, -(2**31))]
+        + [("int64", 10**12)],  # beyond int32
+    )
     def test_bad_index_past_the_check_raises(self, layout, dtype, value):
         n_classes = 40 if layout == "rows" else 5
         value = n_classes if value == "C" else value
-        if dtype == "int32" and not -(2**31) <= value < 2**31:
-            pytest.skip("not an int32")
         out = _isolated(
             f"""
             import numpy as np, crossentropy as ce
