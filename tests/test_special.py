@@ -369,3 +369,18 @@ def test_jax_grad_at_zero(fn, slope):
     for x0 in (0.0, 1e-30, -1e-30):
         g = jax.grad(lambda x: fn(x).sum())(jnp.full((3,), x0, dtype=jnp.float32))
         assert_close(np.asarray(g), np.full(3, slope, dtype=np.float32), dtype="float32")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid"])
+def test_torch_autograd_at_extremes(name):
+    """Through the forward's branches, the gradients at +-inf, +-1e4 and +-30 are PyTorch's
+    own (no NaN from the branch that is not taken)."""
+    torch = pytest.importorskip("torch")
+    values = [-math.inf, -1e4, -30.0, -1e-300, 0.0, 1e-300, 30.0, 1e4, math.inf]
+    ours = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_()
+    getattr(ce, name)(ours).sum().backward()
+    getattr(torch.nn.functional, "logsigmoid" if name == "log_sigmoid" else "sigmoid")(
+        theirs
+    ).sum().backward()
+    assert_close(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
