@@ -3,24 +3,29 @@
 The same jitted call runs twice, through the custom call and with the kernels
 disabled (XLA's own loops over ``_core.softmax_ce``); values and gradients must
 agree to rounding, the jaxpr must hold the custom call exactly when it should,
-and an out-of-range class index must give NaN on both paths.
+and an out-of-range class index must give NaN on both paths.  The ``'mean'``
+the handler computes itself (PyTorch's weighted mean over the counted rows) is
+checked against PyTorch in float64.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
 
 import crossentropy as ce
 from crossentropy.kernels import native, xla
-from tests.support import assert_close, jax_x64
+from tests.support import assert_close, jax_x64, torch_grad
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
 pytestmark = pytest.mark.skipif(not xla.available(), reason="XLA handler not built")
 
-N, C = 40, 600  # 24000 logits, 600 classes: the custom call applies
+N, C = 40, 600  # 24000 logits, 600 classes: the custom call applies (the rows kernel)
+SMALL = 10  # classes of the columns kernel, which the custom call runs at every size
 
 
 def _fresh(fn):
@@ -60,24 +65,92 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
 @pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_class_indices(config, x64, rng):
+def test_class_indices(config, x64, classes, rng):
     kw = dict(CONFIGS[config])
     with jax_x64(x64):
-        x = jnp.asarray(rng.normal(0, 3, (N, C)))
-        y = rng.integers(0, C, N)
+        x = jnp.asarray(rng.normal(0, 3, (N, classes)))
+        y = rng.integers(0, classes, N)
         if "ignore_index" in kw:
             y[::4] = kw["ignore_index"]
         y = jnp.asarray(y)
         if kw.pop("weight", False):
-            kw["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, C))
+            kw["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, classes))
 
         def f(x):
             return jnp.sum(ce.cross_entropy(x, y, **kw))
 
         _same(*_both(jax.value_and_grad(f), x), x64)
         _same(*_both(f, x), x64)
+
+
+def _entry(fn, *args) -> str:
+    """The instructions of the compiled program's entry computation."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return text[text.index("\nENTRY") :]
+
+
+@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+def test_weighted_mean_is_pytorchs(x64, classes, rng):
+    """The handler's ``'mean'``: the losses summed over the summed weights of the
+    counted rows' classes, ignored rows counting for nothing; the gradient of
+    that mean.  PyTorch in float64 is the oracle."""
+    x = rng.normal(0, 3, (N, classes))
+    y = rng.integers(0, classes, N)
+    y[::3] = -100
+    w = rng.uniform(0.5, 2.0, classes)
+    tol = {"rtol": 1e-12, "atol": 1e-15} if x64 else {"rtol": 2e-5, "atol": 1e-7}
+    cases = [  # (target, weight, ignore_index): a class index ignored in the last one
+        (y, None, -100),
+        (y, w, -100),
+        (np.where(y == -100, 2, y), w, 2),
+    ]
+    for target, weight, ignore in cases:
+        kw = {"ignore_index": ignore} | ({} if weight is None else {"weight": weight})
+        value, grad = torch_grad("cross_entropy", 0, x, target, **kw)
+        with jax_x64(x64):
+            if weight is not None:
+                kw["weight"] = jnp.asarray(weight)
+            fn = jax.value_and_grad(functools.partial(ce.cross_entropy, **kw))
+            args = (jnp.asarray(x), jnp.asarray(target))
+            assert _uses_kernel(fn, *args)
+            ours = jax.jit(fn)(*args)
+        assert ours[0].dtype == ours[1].dtype == (jnp.float64 if x64 else jnp.float32)
+        assert_close(np.asarray(ours[0]), value, **tol)
+        assert_close(np.asarray(ours[1]), grad, **tol)
+
+
+@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
+def test_mean_of_no_counted_row_is_nan_with_a_zero_gradient(classes, rng):
+    """Every row ignored: PyTorch's mean of nothing (0 / 0, NaN) and a zero gradient."""
+    x = rng.normal(0, 3, (N, classes))
+    y = np.full(N, -100)
+    value, grad = torch_grad("cross_entropy", 0, x, y)
+    assert np.isnan(value) and not grad.any()
+    with jax_x64(True):
+        fn = jax.value_and_grad(lambda x: ce.cross_entropy(x, jnp.asarray(y)))
+        assert _uses_kernel(fn, jnp.asarray(x))
+        ours = jax.jit(fn)(jnp.asarray(x))
+    assert np.isnan(float(ours[0]))
+    assert_close(np.asarray(ours[1]), grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
+def test_the_compiled_mean_is_the_custom_call_alone(weighted, classes, rng):
+    """The denominator and the sum are the handler's: XLA runs no operation
+    around the custom call (each one costs microseconds on small inputs)."""
+    x = jnp.asarray(rng.normal(size=(N, classes)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, classes, N))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, classes), dtype=jnp.float32)
+    args = (x, y, w) if weighted else (x, y)
+    for fn in (ce.cross_entropy, jax.value_and_grad(ce.cross_entropy)):
+        entry = _entry(fn, *args)
+        assert entry.count("custom-call(") == 1 and xla.TARGET in entry
+        assert "fusion(" not in entry and " reduce(" not in entry, entry
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
@@ -172,11 +245,16 @@ def test_out_of_range_class_index_under_jit_is_nan(fused, rng):
 
 
 def test_small_inputs_stay_on_xla(rng):
-    x = jnp.asarray(rng.normal(size=(N, xla.MIN_CLASSES - 1)), dtype=jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, N))
-    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y)), x)
-    x = jnp.asarray(rng.normal(size=(2, C)), dtype=jnp.float32)  # below MIN_SIZE
-    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y[:2])), x)
+    """Rows of more than SMALL_C and fewer than MIN_CLASSES classes, and inputs of
+    fewer than MIN_SIZE logits, run XLA's loops; SMALL_C classes or fewer, the kernel."""
+    y = jnp.asarray(rng.integers(0, 4, N))
+    for classes, uses in [(xla.MIN_CLASSES - 1, False), (xla.SMALL_C + 1, False),
+                          (xla.SMALL_C, True), (4, True), (xla.MIN_CLASSES, True)]:  # fmt: skip
+        x = jnp.asarray(rng.normal(size=(N, classes)), dtype=jnp.float32)
+        assert _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y)), x) == uses, classes
+    rows = xla.MIN_SIZE // SMALL - 1  # below MIN_SIZE
+    x = jnp.asarray(rng.normal(size=(rows, SMALL)), dtype=jnp.float32)
+    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y[:rows])), x)
 
 
 def test_without_the_extension_the_portable_path_runs(monkeypatch, rng):

@@ -15,11 +15,17 @@
  *   target  class indices int32/int64 of x's shape without the class axis, or
  *           probabilities of x's shape and dtype (`probabilities`)
  *   weight  (C,) class weights of x's dtype, or (0,) for none
- *   scale   () the factor of the gradient (the reduction's), x's dtype
+ *   scale   () a factor of the gradients, x's dtype
  * Results:
- *   loss    per-row losses, x's shape without the class axis
+ *   loss    the per-row losses, x's shape without the class axis (reduction 0,
+ *           'none'), or their sum (1) or weighted mean (2): () per batch element
  *   grad    scale * d loss / d x, x's shape, or (0,) when not asked for
  *   tgrad   scale * d loss / d target (probabilities), or (0,)
+ *
+ * The 'mean' denominator is computed here, from the class indices and weights
+ * read once before the kernel runs (the number of rows for probabilities), so
+ * that the kernel writes the gradient of the mean directly: no XLA operation
+ * runs around the call.
  *
  * A class index outside [0, C) that is not ignore_index (jit cannot check the
  * values beforehand) is never read: its row's loss and gradient are NaN.
@@ -51,25 +57,57 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
 
 namespace {
 
+enum { REDUCE_NONE = 0, REDUCE_SUM = 1, REDUCE_MEAN = 2 };
+
+/* outputs this large get huge pages; smaller ones are not worth a system call */
+const size_t HUGE_MIN = (size_t)4 << 20;
+
 struct Geometry {
     int64_t batches = 1, O = 1, C = 1, D = 1;
 };
 
-/* Rows with a class index outside [0, C) (not ignore_index), as indices into the
-   batch's R rows; `clean` receives the indices with those replaced by `sentinel`. */
-template <typename I>
-std::vector<int64_t> bad_rows(const I *y, int64_t R, int64_t C, int has_ignore, int64_t ignore,
-                              int64_t sentinel, std::vector<int64_t> *clean) {
+/* One batch element's class indices, read once: the rows whose index lies outside
+   [0, C) and is not ignore_index (`bad`, as indices into the R rows; `clean` then
+   holds the indices with those replaced by `sentinel`), and the 'mean'
+   denominator `counted`, the summed weights of the counted rows' classes (their
+   number without weights), NaN when there is a bad row (as on the portable path). */
+struct Targets {
     std::vector<int64_t> bad;
+    double counted = 0;
+};
+
+template <typename I>
+void scan_targets(const I *y, int64_t R, int64_t C, int has_ignore, int64_t ignore,
+                  const void *weight, int dtype, int64_t sentinel, std::vector<int64_t> *clean,
+                  Targets *t) {
+    double counted = 0;
+    t->bad.clear();
     for (int64_t r = 0; r < R; r++) {
         const int64_t v = (int64_t)y[r];
-        if ((v < 0 || v >= C) && !(has_ignore && v == ignore)) bad.push_back(r);
+        if (has_ignore && v == ignore) continue;
+        if (v < 0 || v >= C) {
+            t->bad.push_back(r);
+        } else if (!weight) {
+            counted += 1;
+        } else {
+            counted += dtype ? ((const double *)weight)[v] : (double)((const float *)weight)[v];
+        }
     }
-    if (!bad.empty()) {
+    t->counted = t->bad.empty() ? counted : std::numeric_limits<double>::quiet_NaN();
+    if (!t->bad.empty()) {
         clean->assign(y, y + R);
-        for (int64_t r : bad) (*clean)[r] = sentinel;
+        for (int64_t r : t->bad) (*clean)[r] = sentinel;
     }
-    return bad;
+}
+
+/* The reduced loss of R per-row losses: their sum ('sum'), or their sum over the
+   denominator ('mean'; NaN when the denominator is 0, as PyTorch's mean of nothing). */
+double reduce_rows(const char *rows, int dtype, int64_t R, int64_t reduction, double counted) {
+    double sum = 0;
+    for (int64_t r = 0; r < R; r++)
+        sum += dtype ? ((const double *)rows)[r] : (double)((const float *)rows)[r];
+    if (reduction != REDUCE_MEAN) return sum;
+    return counted == 0 ? std::numeric_limits<double>::quiet_NaN() : sum / counted;
 }
 
 /* Ask for huge pages on a large output buffer before it is first written, as NumPy
@@ -80,7 +118,7 @@ void prefer_huge_pages(void *data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const uintptr_t page = 4096, lo = ((uintptr_t)data + page - 1) & ~(page - 1),
                     hi = ((uintptr_t)data + bytes) & ~(page - 1);
-    if (bytes >= ((size_t)4 << 20) && hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+    if (bytes >= HUGE_MIN && hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 #else
     (void)data;
     (void)bytes;
@@ -117,79 +155,129 @@ void poison(const std::vector<int64_t> &rows, const Geometry &k, T *loss, T *g) 
     }
 }
 
+/* One call's settings and buffers, shared by its batch elements. */
+struct Call {
+    Geometry k;
+    int dtype = 0, y32 = 0, columns = 0, stream = 0, probabilities = 0, has_ignore = 0;
+    int64_t ignore = 0, reduction = REDUCE_NONE, threads = 1;
+    double eps = 0, z_loss = 0, softcap = 0;
+    size_t width = 4, ywidth = 4;
+    const char *x = nullptr, *t = nullptr, *w = nullptr, *s = nullptr;
+    char *loss = nullptr, *g = nullptr, *dt = nullptr;
+};
+
+/* The kernel on batch element b: its losses (per row, or reduced), its gradients
+   scaled by the scale operand times the reduction's factor.  `rows` holds the
+   per-row losses of a reduced call, `clean` the checked class indices. */
+ffi::Error run_batch(const Call &c, int64_t b, std::vector<char> *rows,
+                     std::vector<int64_t> *clean, Targets *targets) {
+    const Geometry &k = c.k;
+    const int64_t R = k.O * k.D, n = R * k.C;
+    const int64_t xs[3] = {k.C * k.D, 1, k.D == 1 ? 1 : k.D}, ys[2] = {k.D, 1};
+    const int64_t none[3] = {0, 0, 0};
+    const void *y = c.probabilities ? nullptr : c.t + b * R * c.ywidth;
+    const void *weight = c.w ? c.w + b * k.C * c.width : nullptr;
+    int ignore_on = c.has_ignore, y32 = c.y32;
+    int64_t ignore = c.ignore;
+    targets->bad.clear();
+    targets->counted = (double)R;  // probabilities: every row counts
+    if (!c.probabilities) {
+        const int64_t sentinel = c.has_ignore ? c.ignore : -1;
+        if (c.y32)
+            scan_targets((const int32_t *)y, R, k.C, c.has_ignore, c.ignore, weight, c.dtype,
+                         sentinel, clean, targets);
+        else
+            scan_targets((const int64_t *)y, R, k.C, c.has_ignore, c.ignore, weight, c.dtype,
+                         sentinel, clean, targets);
+        if (!targets->bad.empty()) {  // read as ignored, then made NaN
+            y = clean->data();
+            ignore_on = 1;
+            ignore = sentinel;
+            y32 = 0;
+        }
+    }
+    double scale = c.dtype ? ((const double *)c.s)[b] : ((const float *)c.s)[b];
+    if (c.reduction == REDUCE_MEAN)  // 1 / denominator, 0 for a mean of nothing
+        scale *= targets->counted == 0 ? 0.0 : 1.0 / targets->counted;
+    char *per_row = c.reduction == REDUCE_NONE ? c.loss + b * R * c.width : rows->data();
+    void *g = c.g ? c.g + b * n * c.width : nullptr;
+    const int failed = ce_capi_cross_entropy(
+        c.dtype, k.O, k.D, k.C, c.x + b * n * c.width, xs, g, g ? xs : none,
+        c.probabilities ? c.t + b * n * c.width : nullptr, c.probabilities ? xs : none, y, ys,
+        y32, ignore, ignore_on, weight, per_row, c.eps, c.z_loss, c.softcap, scale, c.columns,
+        (int)c.threads, c.dt ? c.dt + b * n * c.width : nullptr, c.stream);
+    if (failed) return ffi::Error::Internal("crossentropy: out of memory in the kernel");
+    if (!targets->bad.empty()) {
+        if (c.dtype)
+            poison(targets->bad, k, (double *)per_row, (double *)g);
+        else
+            poison(targets->bad, k, (float *)per_row, (float *)g);
+    }
+    if (c.reduction != REDUCE_NONE) {
+        const double v = reduce_rows(per_row, c.dtype, R, c.reduction, targets->counted);
+        if (c.dtype)
+            ((double *)c.loss)[b] = v;
+        else
+            ((float *)c.loss)[b] = (float)v;
+    }
+    return ffi::Error::Success();
+}
+
 ffi::Error CrossEntropyImpl(ffi::AnyBuffer x, ffi::AnyBuffer target, ffi::AnyBuffer weight,
                             ffi::AnyBuffer scale, ffi::Result<ffi::AnyBuffer> loss,
                             ffi::Result<ffi::AnyBuffer> grad,
                             ffi::Result<ffi::AnyBuffer> tgrad, int64_t axis,
                             int64_t ignore_index, bool has_ignore, bool probabilities,
                             double label_smoothing, double z_loss, double softcap,
-                            int64_t threads) {
+                            int64_t threads, int64_t reduction) {
     const ffi::DataType type = x.element_type();
     if (type != ffi::DataType::F32 && type != ffi::DataType::F64)
         return ffi::Error::InvalidArgument("crossentropy: logits must be float32 or float64");
-    const int dtype = type == ffi::DataType::F64;
-    const size_t width = dtype ? 8 : 4;
+    if (reduction < REDUCE_NONE || reduction > REDUCE_MEAN)
+        return ffi::Error::InvalidArgument("crossentropy: reduction must be 0, 1 or 2");
+    Call c;
+    c.dtype = type == ffi::DataType::F64;
+    c.width = c.dtype ? 8 : 4;
     const auto dims = x.dimensions();
     const int64_t nbatch = scale.dimensions().size(), rank = (int64_t)dims.size() - nbatch;
     if (axis < 0 || axis >= rank)
         return ffi::Error::InvalidArgument("crossentropy: class axis out of range");
-    Geometry k;
+    Geometry &k = c.k;
     for (int64_t i = 0; i < nbatch; i++) k.batches *= dims[i];
     for (int64_t i = 0; i < axis; i++) k.O *= dims[nbatch + i];
     k.C = dims[nbatch + axis];
     for (int64_t i = axis + 1; i < rank; i++) k.D *= dims[nbatch + i];
-    const int64_t R = k.O * k.D, n = R * k.C;
-    const int columns = k.C <= 32 || k.D > 1;
-    const int64_t xs[3] = {k.C * k.D, 1, k.D == 1 ? 1 : k.D}, ys[2] = {k.D, 1};
-    const int64_t none[3] = {0, 0, 0};
+    c.columns = k.C <= 32 || k.D > 1;
     const ffi::DataType ytype = target.element_type();
     if (!probabilities && ytype != ffi::DataType::S32 && ytype != ffi::DataType::S64)
         return ffi::Error::InvalidArgument("crossentropy: class indices must be int32 or int64");
-    const int y32 = ytype == ffi::DataType::S32;
-    const size_t ywidth = probabilities ? width * k.C : (y32 ? 4 : 8);
-    const bool has_weight = weight.element_count() > 0, want_g = grad->element_count() > 0,
-               want_dt = tgrad->element_count() > 0;
-    const char *xp = (const char *)x.untyped_data(), *tp = (const char *)target.untyped_data();
-    const char *wp = (const char *)weight.untyped_data(), *sp = (const char *)scale.untyped_data();
-    char *lp = (char *)loss->untyped_data(), *gp = (char *)grad->untyped_data();
-    char *dp = (char *)tgrad->untyped_data();
+    c.y32 = ytype == ffi::DataType::S32;
+    c.ywidth = probabilities ? c.width * k.C : (c.y32 ? 4 : 8);
+    c.probabilities = probabilities;
+    c.has_ignore = has_ignore;
+    c.ignore = ignore_index;
+    c.reduction = reduction;
+    c.threads = threads;
+    c.eps = label_smoothing;
+    c.z_loss = z_loss;
+    c.softcap = softcap;
+    c.x = (const char *)x.untyped_data();
+    c.t = (const char *)target.untyped_data();
+    c.w = weight.element_count() > 0 ? (const char *)weight.untyped_data() : nullptr;
+    c.s = (const char *)scale.untyped_data();
+    c.loss = (char *)loss->untyped_data();
+    c.g = grad->element_count() > 0 ? (char *)grad->untyped_data() : nullptr;
+    c.dt = tgrad->element_count() > 0 ? (char *)tgrad->untyped_data() : nullptr;
     /* non-temporal stores into a reused gradient only; fresh buffers on huge pages */
-    const int stream = want_g && written_before(gp, grad->size_bytes());
-    if (want_g) prefer_huge_pages(gp, grad->size_bytes());
-    if (want_dt) prefer_huge_pages(dp, tgrad->size_bytes());
+    c.stream = c.g && grad->size_bytes() >= HUGE_MIN && written_before(c.g, grad->size_bytes());
+    if (c.g) prefer_huge_pages(c.g, grad->size_bytes());
+    if (c.dt) prefer_huge_pages(c.dt, tgrad->size_bytes());
+    std::vector<char> rows(reduction == REDUCE_NONE ? 0 : k.O * k.D * c.width);
     std::vector<int64_t> clean;
+    Targets targets;
     for (int64_t b = 0; b < k.batches; b++) {
-        const double s = dtype ? ((const double *)sp)[b] : ((const float *)sp)[b];
-        const void *y = probabilities ? nullptr : tp + b * R * ywidth;
-        int ignore_on = has_ignore;
-        int64_t ignore = ignore_index;
-        std::vector<int64_t> bad;
-        if (!probabilities) {
-            const int64_t sentinel = has_ignore ? ignore_index : -1;
-            bad = y32 ? bad_rows((const int32_t *)y, R, k.C, has_ignore, ignore_index, sentinel,
-                                 &clean)
-                      : bad_rows((const int64_t *)y, R, k.C, has_ignore, ignore_index, sentinel,
-                                 &clean);
-            if (!bad.empty()) {
-                y = clean.data();
-                ignore_on = 1;
-                ignore = sentinel;
-            }
-        }
-        void *g = want_g ? gp + b * n * width : nullptr;
-        const int failed = ce_capi_cross_entropy(
-            dtype, k.O, k.D, k.C, xp + b * n * width, xs, g, want_g ? xs : none,
-            probabilities ? tp + b * n * width : nullptr, probabilities ? xs : none, y, ys,
-            bad.empty() ? y32 : 0, ignore, ignore_on, has_weight ? wp + b * k.C * width : nullptr,
-            lp + b * R * width, label_smoothing, z_loss, softcap, s, columns, (int)threads,
-            want_dt ? dp + b * n * width : nullptr, stream);
-        if (failed) return ffi::Error::Internal("crossentropy: out of memory in the kernel");
-        if (!bad.empty()) {
-            if (dtype)
-                poison(bad, k, (double *)(lp + b * R * width), (double *)g);
-            else
-                poison(bad, k, (float *)(lp + b * R * width), (float *)g);
-        }
+        const ffi::Error e = run_batch(c, b, &rows, &clean, &targets);
+        if (e.failure()) return e;
     }
     return ffi::Error::Success();
 }
@@ -212,7 +300,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CeCrossEntropy, CrossEntropyImpl,
                                   .Attr<double>("label_smoothing")
                                   .Attr<double>("z_loss")
                                   .Attr<double>("softcap")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("reduction"));
 
 static struct PyModuleDef ce_xla_module = {
     PyModuleDef_HEAD_INIT, "_ce_xla",

@@ -4,14 +4,14 @@
 :class:`~crossentropy._core.prepared.ClassCall` of JAX arrays (tracers under
 ``jit``) and returns what the reference
 :func:`~crossentropy._core.softmax_ce.evaluate_cross_entropy` returns, with the
-per-row losses and the gradient computed in one pass by the C kernel
+losses and the gradient computed in one pass by the C kernel
 (``_ce.c``, compiled with the handler ``_ce_xla.cc`` into the optional
 extension ``_ce_xla``), or ``None`` when it does not apply: the extension was
 not built (JAX absent at build time), kernels disabled, fewer than
-:data:`MIN_CLASSES` classes or :data:`MIN_SIZE` logits (where XLA's own fused
-loops are as fast), or a K-dim input whose class count is too large for the
-columns kernel.  Half-precision logits run on their float32 copy, as on the
-portable path.
+:data:`MIN_SIZE` logits, rows of more than 32 and fewer than
+:data:`MIN_CLASSES` classes (where XLA's own fused loops are as fast), or a
+K-dim input whose class count is too large for the columns kernel.
+Half-precision logits run on their float32 copy, as on the portable path.
 
 What XLA sees is ``jax.lax.platform_dependent``: the custom call on CPU, the
 portable formula (the same arrays through ``_core.softmax_ce``) on GPU and TPU.
@@ -22,11 +22,14 @@ batches as ``vmap_method="broadcast_all"``: the handler runs the kernel once
 per batch element.  The kernel's threads (:func:`~.native.get_num_threads`)
 are fixed when a function is traced.
 
-The reduction happens around the call: the ``'mean'`` denominator (summed
-weights of the counted targets) is computed by XLA first and its reciprocal
-passed in, so that the kernel writes the gradient of the reduced loss
-directly.  A class index outside ``[0, C)`` (which ``jit`` cannot check) gives
-that row a NaN loss and gradient, as on the portable path.
+The reduction happens inside the call: the handler reads the class indices
+once for the ``'mean'`` denominator (the summed weights of the counted
+targets, PyTorch's weighted mean) before the kernel runs, so that the kernel
+writes the gradient of the reduced loss directly, and sums the per-row losses
+itself: the jitted ``value_and_grad`` of a loss is the custom call alone, no
+XLA operation around it.  A class index outside ``[0, C)`` (which ``jit``
+cannot check) gives that row a NaN loss and gradient, as on the portable path
+(and a NaN ``'mean'``, whose denominator it makes NaN).
 """
 
 from __future__ import annotations
@@ -46,16 +49,19 @@ from .._core.prepared import ClassCall
 from .._core.reduction import grad_scale, reduce
 from .._core.softmax_ce import cross_entropy_rows
 from . import native
+from ._launch import SMALL_C
 
 __all__ = ["MIN_CLASSES", "MIN_SIZE", "available", "cross_entropy"]
 
 #: the custom call's name in XLA's registry
 TARGET = "crossentropy_cross_entropy"
-#: fewer logits than this stay on XLA's own loops (a custom call costs a few microseconds)
-MIN_SIZE = 1 << 14
-#: rows shorter than this stay on XLA's own loops, which are as fast there: the
-#: kernel wins on long rows (one read of each row instead of XLA's several) and on
-#: large gradients (huge pages; measured: C=100 2x slower, 512 even, 1000 1.5x faster)
+#: fewer logits than this stay on XLA's own loops: the custom call costs about 2 us
+#: more than a jitted function of a few XLA operations
+MIN_SIZE = 128
+#: rows of more than ``SMALL_C`` classes but fewer than this stay on XLA's own loops,
+#: as fast or faster there than the kernel's short rows (measured at (256, C): the
+#: kernel 2x slower at C = 100, faster from about C = 300 on); up to ``SMALL_C``
+#: classes the kernel runs across rows (the columns kernel) and wins at every size
 MIN_CLASSES = 512
 #: the columns kernel (small C or a K-dim layout) keeps three (C, 32) blocks per thread
 _COLUMNS_MAX_C = (16 << 20) // (3 * 32 * 8)
@@ -84,13 +90,13 @@ def _registered() -> str:
 
 
 def _applies(b: ClassCall) -> bool:
-    xp, x = b.xp, b.x
+    xp, x, C = b.xp, b.x, b.n_classes
     if not (available() and native.enabled()) or x.dtype not in (xp.float32, xp.float64):
         return False
-    if b.n_classes < MIN_CLASSES or math.prod(x.shape) < MIN_SIZE:
+    if math.prod(x.shape) < MIN_SIZE or SMALL_C < C < MIN_CLASSES:
         return False
     inner = math.prod(x.shape[b.axis : -1])  # D of a K-dim layout (N, C, d1, ..., dK)
-    return inner == 1 or b.n_classes <= _COLUMNS_MAX_C  # the columns kernel's buffers
+    return inner == 1 or C <= _COLUMNS_MAX_C  # the columns kernel's buffers
 
 
 def _ignore(b: ClassCall) -> tuple[int, bool]:
@@ -105,9 +111,17 @@ def _caller_layout(b: ClassCall, a: Any) -> Any:
     return a if b.axis == a.ndim - 1 else b.xp.moveaxis(a, -1, b.axis)
 
 
+#: the reductions as the handler numbers them
+_REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+
+
 class _Rows:
-    """Per-row losses and scaled gradients of one call, as a function of arrays:
-    the custom call on CPU, the portable formula elsewhere and for derivatives."""
+    """The reduced loss (or the per-row losses) and the scaled gradients of one
+    call, as a function of arrays: the custom call on CPU, the portable formula
+    elsewhere and for derivatives.  ``scale`` multiplies the gradients (and sets
+    the number of ``vmap`` batch dimensions); the reduction's own factor, the
+    ``'mean'`` denominator, is computed from the target (and weights) on both
+    paths."""
 
     def __init__(self, b: ClassCall, options: CrossEntropyOptions, grads: tuple[bool, bool]):
         self.b, self.options, self.grads = b, options, grads
@@ -117,19 +131,22 @@ class _Rows:
         t = xp.moveaxis(target, b.axis, -1) if b.probs and b.axis != x.ndim - 1 else target
         w = weight if b.weight is not None else None
         call = replace(b, x=xp.moveaxis(x, b.axis, -1), target=t, weight=w, class_weight=w)
-        loss, _, g, dt = cross_entropy_rows(call, self.options, any(self.grads))
+        loss, denom, g, dt = cross_entropy_rows(call, self.options, any(self.grads))
+        value = reduce(xp, loss, b.reduction, denom)
+        scale = scale * grad_scale(xp, loss, b.reduction, denom)
         empty = xp.zeros((0,), dtype=x.dtype)
         g = _caller_layout(b, scale * g) if self.grads[0] else empty
         dt = _caller_layout(b, scale * dt) if self.grads[1] else empty
-        return loss, g, dt
+        return value, g, dt
 
     def fused(self, x: Any, target: Any, weight: Any, scale: Any) -> Sequence[Any]:
         import jax
 
         b, o = self.b, self.options
         shape = lambda want: x.shape if want else (0,)  # noqa: E731
+        rows = x.shape[: b.axis] + x.shape[b.axis + 1 :]
         results = (
-            jax.ShapeDtypeStruct(x.shape[: b.axis] + x.shape[b.axis + 1 :], x.dtype),
+            jax.ShapeDtypeStruct(rows if b.reduction == "none" else (), x.dtype),
             jax.ShapeDtypeStruct(shape(self.grads[0]), x.dtype),
             jax.ShapeDtypeStruct(shape(self.grads[1]), x.dtype),
         )
@@ -141,6 +158,7 @@ class _Rows:
             probabilities=bool(b.probs), label_smoothing=np.float64(o.label_smoothing),
             z_loss=np.float64(o.z_loss), softcap=np.float64(o.softcap or 0.0),
             threads=np.int64(native.get_num_threads()),
+            reduction=np.int64(_REDUCTIONS[b.reduction]),
         )  # fmt: skip
 
     def __call__(self, *arrays: Any) -> tuple:
@@ -166,18 +184,14 @@ def cross_entropy(
     if not _applies(b):
         return None
     xp, x = b.xp, b.x
-    if b.probs:
-        target, denom = _caller_layout(b, b.target), float(math.prod(x.shape[:-1]))
-    else:
-        target, denom = b.target, xp.sum(b.w_t)
-        if target.dtype not in (xp.int32, xp.int64):
-            target = xp.astype(target, index_dtype(xp))
+    target = _caller_layout(b, b.target) if b.probs else b.target
+    if not b.probs and target.dtype not in (xp.int32, xp.int64):
+        target = xp.astype(target, index_dtype(xp))
     weight = b.weight if b.weight is not None else xp.zeros((0,), dtype=x.dtype)
-    stand_in = xp.zeros((), dtype=x.dtype)  # the dtype of the losses, for grad_scale
-    scale = grad_scale(xp, stand_in, b.reduction, denom)
+    scale = xp.ones((), dtype=x.dtype)  # a constant: XLA runs no operation for it
     rows = _Rows(b, options, ("input" in wrt, "target" in wrt))
-    loss, g, dt = rows(_caller_layout(b, x), target, weight, scale)
-    value = restore(xp, reduce(xp, loss, b.reduction, denom), b.dtype)
+    value, g, dt = rows(_caller_layout(b, x), target, weight, scale)
+    value = restore(xp, value, b.dtype)
     grads = {}
     if "input" in wrt:
         grads["input"] = restore(xp, g, b.dtype)
