@@ -1453,7 +1453,7 @@ CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smoo
     const double coef = 1 - eps;
     const double dz = zl ? 2 * zl * full : 0;
     const REAL A = (REAL)(s * (1 + dz) / S), B = (REAL)(s * eps / C);
-    const REAL gy = A * SFX(vexp)(vy - M) - B - (REAL)(s * coef);
+    const REAL gy = A * buf[y] - B - (REAL)(s * coef);
     if (C < SHORT_VL) {
         for (Py_ssize_t c = 0; c < C; c++) g[c] = A * buf[c] - B;
     } else {

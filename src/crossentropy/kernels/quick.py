@@ -104,7 +104,7 @@ def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, 
     if code is None or x.ndim != 2 or y.ndim != 1 or not x.flags.c_contiguous:
         return None
     n, c = x.shape
-    if n == 0 or y.shape[0] != n or not y.flags.c_contiguous or not x.flags.aligned:
+    if not n or not c or y.shape[0] != n or not y.flags.c_contiguous or not x.flags.aligned:
         return None
     y32 = _INDEX_CODES.get(y.dtype)
     if y32 is None or not y.flags.aligned:
@@ -131,7 +131,7 @@ def _tensor_call(
     if code is None or not x.is_cpu or x.dim() != 2 or not x.is_contiguous() or x.is_neg():
         return None
     n, c = x.shape
-    if n == 0 or y.dim() != 1 or y.shape[0] != n or not y.is_cpu or not y.is_contiguous():
+    if not n or not c or y.dim() != 1 or y.shape[0] != n or not y.is_cpu or not y.is_contiguous():
         return None
     ydtype = y.dtype
     if ydtype is not torch.int64 and ydtype is not torch.int32:
