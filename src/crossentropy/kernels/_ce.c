@@ -38,6 +38,10 @@
 #include <pthread.h>
 #include <unistd.h>
 #endif
+#if defined(__GNUC__) && !defined(__clang__)
+/* the short-row kernel's 64-byte vectors pass only between inlined functions */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(CE_NO_CLONES)
@@ -1317,7 +1321,6 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
 /* ---- short rows: the common call on rows of up to SHORT_C classes ---- */
 #if defined(__GNUC__)
 #define CE_SHORT 1
-#pragma GCC diagnostic ignored "-Wpsabi" /* vectors passed only between inlined functions */
 /* one vector of 64 bytes (GCC/Clang vector extensions: one AVX-512 register, two
    AVX2 or four SSE2 ones, whichever the clone targets) */
 typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(64)));
