@@ -128,22 +128,25 @@ def test_second_backward_and_double_backward_recompute(rng):
 
 @pytest.mark.parametrize("target_dtype", ["int32", "int64"])
 @pytest.mark.parametrize("n", [5, 300])  # indices read from memory, or through NumPy
-def test_targets_out_of_range_or_ignored_take_the_general_path(taken, rng, target_dtype, n):
+def test_targets_out_of_range_take_the_general_path(taken, rng, target_dtype, n):
     x, y = _data(rng, n, 4, target_dtype=target_dtype)
     for arrays in [(x, y), (torch.from_numpy(x), torch.from_numpy(y))]:
         xs, ys = arrays
         ys = ys.copy() if isinstance(ys, np.ndarray) else ys.clone()
-        ys[3] = -100  # ignored: the general path counts it out
-        assert float(ce.cross_entropy(xs, ys)) == pytest.approx(
-            float(general(ce.cross_entropy, xs, ys)), rel=1e-6
+        ys[3] = -100  # ignored (PyTorch's default ignore_index): counted out, on the quick path
+        keep = np.arange(n) != 3
+        expected = TF.cross_entropy(
+            torch.as_tensor(x[keep], dtype=torch.float64), torch.as_tensor(y[keep]).long()
         )
+        assert float(ce.cross_entropy(xs, ys)) == pytest.approx(float(expected), rel=1e-6)
+        assert float(general(ce.cross_entropy, xs, ys)) == pytest.approx(float(expected), rel=1e-6)
         ys[3] = 4
         with pytest.raises(ce.TargetIndexError, match="Target 4 is out of bounds"):
             ce.cross_entropy(xs, ys)
         ys[3] = -1
         with pytest.raises(ce.TargetIndexError, match="Target -1 is out of bounds"):
             ce.cross_entropy(xs, ys)
-    assert taken == [False] * 6
+    assert taken == [True, False, False] * 2  # an index out of range: declined, nothing written
 
 
 def test_ignore_index_inside_the_classes(taken, rng):
@@ -207,7 +210,7 @@ def test_the_probe_still_warns(taken):
 
 @given(
     n=st.integers(1, 70),
-    c=st.integers(1, 40),
+    c=st.one_of(st.integers(1, 40), st.integers(41, 300)),  # columns and short-row kernels
     reduction=st.sampled_from(["mean", "sum", "none"]),
     smoothing=st.sampled_from([0.0, 0.3, 1]),
     ignore=st.sampled_from([-100, 0, 3]),
@@ -220,3 +223,33 @@ def test_property_quick_equals_general(n, c, reduction, smoothing, ignore, seed)
     out = ce.cross_entropy(x, y, **options)
     expected = general(ce.cross_entropy, x, y, **options)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("c", [2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2047, 2048, 2049, 4096, 4097])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.2}, {"z_loss": 1e-3}, {"label_smoothing": 1.0}, {"ignore_index": 1}],
+)
+def test_row_lengths_around_the_vector_width_equal_torch(taken, rng, dtype, c, options):
+    """Rows whose length is a multiple of the kernel's vectors, one more or one less
+    (the last vector overlaps the one before it), shorter than a vector (padded),
+    and at the edge of the short-row kernel (4096 float32 / 2048 float64 values),
+    against PyTorch in float64, value and gradient, with an ignored row."""
+    opts = dict(options)
+    z = opts.pop("z_loss", 0.0)
+    ignore = opts.get("ignore_index", -100)
+    x, y = _data(rng, 11, c, dtype=dtype)
+    y[4] = ignore
+    value, g = ce.value_and_grad(ce.cross_entropy)(x, y, z_loss=z, **opts)
+    x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    t = torch.from_numpy(y)
+    per_row = TF.cross_entropy(x64, t, reduction="none", **opts)
+    counts = t != ignore
+    per_row = per_row + z * torch.logsumexp(x64, 1) ** 2 * counts
+    expected = per_row.sum() / counts.sum()
+    expected.backward()
+    tol = TOL[dtype]
+    np.testing.assert_allclose(value, expected.item(), rtol=tol["rtol"] * 5, atol=tol["atol"])
+    np.testing.assert_allclose(g, x64.grad.numpy(), rtol=tol["rtol"] * 5, atol=tol["atol"] * 10)
+    assert all(taken)

@@ -38,6 +38,10 @@
 #include <pthread.h>
 #include <unistd.h>
 #endif
+#if defined(__GNUC__) && !defined(__clang__)
+/* the short-row kernel's 64-byte vectors pass only between inlined functions */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(CE_NO_CLONES)
@@ -144,6 +148,7 @@ static void ce_stream_done(void) {
 }
 
 static inline Py_ssize_t ce_offset(const Py_ssize_t *s, Py_ssize_t r, Py_ssize_t D) {
+    if (D == 1) return r * s[0]; /* (N, C) rows: no division */
     return (r / D) * s[0] + (r % D) * s[1];
 }
 
@@ -182,6 +187,7 @@ static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
 #define CE_TYPED 1
 #define REAL float
 #define UINT uint32_t
+#define SINT int32_t
 #define SFX(name) name##_f32
 #define NB 32
 #define EXP_LO (-104.0f)
@@ -195,11 +201,14 @@ static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
 #define MANT 23
 #define FLUSH (-87.3f)
 #define RL 64
+#define SHORT_VL 16
+#define SHORT_C 4096
 #define FCH 1024
 #define FMAXCHUNKS 128
 #include "_ce.c" /* this file, second half */
 #undef REAL
 #undef UINT
+#undef SINT
 #undef SFX
 #undef NB
 #undef EXP_LO
@@ -213,10 +222,13 @@ static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
 #undef MANT
 #undef FLUSH
 #undef RL
+#undef SHORT_VL
+#undef SHORT_C
 #undef FCH
 #undef FMAXCHUNKS
 #define REAL double
 #define UINT uint64_t
+#define SINT int64_t
 #define SFX(name) name##_f64
 #define NB 16
 #define EXP_LO (-746.0)
@@ -230,6 +242,8 @@ static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
 #define MANT 52
 #define FLUSH (-708.0)
 #define RL 32
+#define SHORT_VL 8
+#define SHORT_C 2048
 #define FCH 1024
 #define FMAXCHUNKS 64
 #define CE_DOUBLE 1
@@ -416,6 +430,122 @@ static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
     return Py_BuildValue("(di)", sum, bad);
 }
 
+static const char quick_doc[] =
+    "quick(dtype, N, C, x, y, y32, ignore, reduction, eps, z_loss, softcap, g, loss,\n"
+    "      columns, nthreads, probe)\n\n"
+    "The common call of cross-entropy in one step: (N, C) C-contiguous logits x of\n"
+    "dtype 0 (float32) or 1 (float64), N C-contiguous class indices y (int64, or\n"
+    "int32 if y32), no class weights; reduction 0 'mean', 1 'sum', 2 'none' (the N\n"
+    "per-row losses written to loss); rows whose index is ignore count for nothing.\n"
+    "g: the gradient of the reduced loss, or 0.  "
+    "Every class index is read first: one outside [0, C) that is not ignore declines\n"
+    "the call before anything is written.  probe > 0: the first row is checked for\n"
+    "looking like probabilities (its first 16 values in [0, 1], its sum within probe\n"
+    "of 1).  Returns (total, status): the reduced loss (0.0 for 'none'; NaN for the\n"
+    "mean of no rows) and status bits 1 declined, 2 the first row looks like\n"
+    "probabilities, 4 a class index changed while computing (another thread).";
+
+/* 1 if the first row of (., C) logits may be probabilities: its first 16 values
+   lie in [0, 1] (NaN does not) and it sums to 1 within tol */
+static int ce_probe_row(int dtype, const void *x, Py_ssize_t C, double tol) {
+    double sum = 0;
+    for (Py_ssize_t c = 0; c < C; c++) {
+        const double v = dtype ? ((const double *)x)[c] : (double)((const float *)x)[c];
+        if (c < 16 && !(v >= 0 && v <= 1)) return 0;
+        sum += v;
+    }
+    return !(fabs(sum - 1) > tol);
+}
+
+static PyObject *py_quick(PyObject *self, PyObject *args) {
+    int dtype, reduction, columns, nthreads;
+    Py_ssize_t N, x, y, g, loss;
+    long long ignore;
+    double probe;
+    ce_task a;
+    memset(&a, 0, sizeof a);
+    int bad = 0;
+    if (!PyArg_ParseTuple(args, "innnniLidddnniid", &dtype, &N, &a.C, &x, &y, &a.y32, &ignore,
+                          &reduction, &a.eps, &a.zl, &a.cap, &g, &loss, &columns, &nthreads,
+                          &probe))
+        return NULL;
+    if ((dtype != 0 && dtype != 1) || N < 1 || a.C < 1 || !x || !y || reduction < 0 ||
+        reduction > 2 || (reduction == 2 && !loss) || (reduction != 2 && loss)) {
+        PyErr_SetString(PyExc_ValueError, "quick: invalid geometry, reduction or null pointer");
+        return NULL;
+    }
+    a.O = N;
+    a.D = 1;
+    a.xs[0] = a.gs[0] = a.C;
+    a.xs[2] = a.gs[2] = 1;
+    a.ys[0] = 1;
+    a.x = PTR(x);
+    a.g = PTR(g);
+    a.y = PTR(y);
+    a.ignore = (int64_t)ignore;
+    a.has_ignore = 1; /* PyTorch: any value, in range or not (-100) */
+    a.W = (double)a.C;
+    a.online = dtype ? (1 << 17) : (1 << 18);
+    if (columns) { /* the columns kernel reads (O, D) = (1, N): rows along d */
+        a.O = 1;
+        a.D = N;
+        a.xs[0] = a.gs[0] = 0;
+        a.xs[1] = a.gs[1] = a.C;
+        a.ys[0] = N;
+        a.ys[1] = 1;
+    }
+    const Py_ssize_t nb = dtype ? 16 : 32, blocks = (N + nb - 1) / nb;
+    const size_t size = dtype ? sizeof(double) : sizeof(float);
+    double total = 0, denom = 0;
+    int status = 0, failed = 0;
+    a.bad = &bad;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < N; r++) { /* every index first: a bad one declines the call */
+        int counts;
+        ce_class(&a, r, &counts);
+        denom += counts;
+    }
+    if (bad) {
+        status = 1;
+    } else {
+        if (probe > 0 && a.C > 1 && ce_probe_row(dtype, a.x, a.C, probe)) status |= 2;
+        a.scale = reduction != 0 ? 1.0 : denom ? 1.0 / denom : 0.0;
+        void *sums = NULL; /* the per-row losses (rows) or block sums (columns) to add up */
+        if (reduction == 2) {
+            a.loss = PTR(loss);
+        } else if (columns) {
+            sums = malloc((size_t)blocks * sizeof(double));
+            a.lsum = (double *)sums;
+        } else {
+            sums = malloc((size_t)N * size);
+            a.loss = (char *)sums;
+        }
+        if (reduction != 2 && !sums) {
+            failed = 1;
+        } else {
+            const int nt = ce_threads_for(N * a.C, nthreads);
+            if (columns)
+                failed = ce_parallel(&a, blocks, nt, dtype ? ce_cols_f64 : ce_cols_f32);
+            else
+                failed = ce_parallel(&a, N, nt, dtype ? ce_rows_f64 : ce_rows_f32);
+        }
+        if (bad) status |= 4;
+        if (!failed && sums) {
+            if (columns)
+                for (Py_ssize_t k = 0; k < blocks; k++) total += a.lsum[k];
+            else if (dtype)
+                for (Py_ssize_t r = 0; r < N; r++) total += ((const double *)sums)[r];
+            else
+                for (Py_ssize_t r = 0; r < N; r++) total += (double)((const float *)sums)[r];
+            if (reduction == 0) total = denom ? total / denom : NAN;
+        }
+        free(sums);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    return Py_BuildValue("(di)", total, status);
+}
+
 static const char softmax_doc[] =
     "softmax(dtype, O, D, C, x, xs0, xs1, xs2, out, os0, os1, os2, lse, mode, nthreads)\n\n"
     "Row-wise logsumexp into `lse` (R values) and, for mode 1 (softmax) or 2\n"
@@ -552,6 +682,7 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 static PyMethodDef ce_methods[] = {
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"target_weight_sum", py_target_weight_sum, METH_VARARGS, target_weight_sum_doc},
+    {"quick", py_quick, METH_VARARGS, quick_doc},
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"exp_sum", py_exp_sum, METH_VARARGS, exp_sum_doc},
     {"copy", py_copy, METH_VARARGS, copy_doc},
@@ -1187,25 +1318,188 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
     return 1;
 }
 
+/* ---- short rows: the common call on rows of up to SHORT_C classes ---- */
+#if defined(__GNUC__)
+#define CE_SHORT 1
+/* one vector of 64 bytes (GCC/Clang vector extensions: one AVX-512 register, two
+   AVX2 or four SSE2 ones, whichever the clone targets) */
+typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(64)));
+typedef SINT SFX(ivec) __attribute__((vector_size(64), aligned(64)));
+typedef REAL SFX(half) __attribute__((vector_size(32)));
+typedef REAL SFX(quarter) __attribute__((vector_size(16)));
+
+CE_INLINE SFX(vec) SFX(vload)(const REAL *p) {
+    SFX(vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+CE_INLINE void SFX(vstore)(REAL *p, SFX(vec) v) { memcpy(p, &v, sizeof v); }
+
+/* the lanes of v where keep is true (all bits set), 0 elsewhere */
+CE_INLINE SFX(vec) SFX(vkeep)(SFX(vec) v, SFX(ivec) keep) {
+    return (SFX(vec))((SFX(ivec))v & keep);
+}
+
+CE_INLINE SFX(vec) SFX(vmax2)(SFX(vec) a, SFX(vec) b) {
+    const SFX(ivec) gt = a > b; /* NaN: b */
+    return (SFX(vec))(((SFX(ivec))a & gt) | ((SFX(ivec))b & ~gt));
+}
+
+/* sum of the lanes, halving the vector (a fixed order, whatever the ISA) */
+CE_INLINE REAL SFX(vsum)(SFX(vec) v) {
+    SFX(half) h0, h1;
+    memcpy(&h0, &v, sizeof h0);
+    memcpy(&h1, (char *)&v + sizeof h0, sizeof h1);
+    h0 += h1;
+    SFX(quarter) q0, q1;
+    memcpy(&q0, &h0, sizeof q0);
+    memcpy(&q1, (char *)&h0 + sizeof q0, sizeof q1);
+    q0 += q1;
+    REAL t[16 / sizeof(REAL)];
+    memcpy(t, &q0, sizeof t);
+#ifdef CE_DOUBLE
+    return t[0] + t[1];
+#else
+    return (t[0] + t[2]) + (t[1] + t[3]);
+#endif
+}
+
+/* max of the lanes (none NaN: vmax2 drops them), as a tree */
+CE_INLINE REAL SFX(vmaxall)(SFX(vec) v) {
+    REAL t[SHORT_VL];
+    memcpy(t, &v, sizeof t);
+    for (int w = SHORT_VL / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) t[j] = t[j + w] > t[j] ? t[j + w] : t[j];
+    return t[0];
+}
+
+/* vexp_fast on a vector: exp(z) for z <= ~0 (and NaN), 0 below FLUSH */
+CE_INLINE SFX(vec) SFX(vexp_vec)(SFX(vec) z) {
+    const SFX(vec) t = z * LOG2E_R + MAGIC;
+    const SFX(vec) k = t - MAGIC;
+    SFX(vec) r = z - k * LN2_HI_R;
+    r = r - k * LN2_LO_R;
+#ifdef CE_DOUBLE
+    SFX(vec) p = r * (1.0 / 479001600) + 1.0 / 39916800;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#else
+    SFX(vec) p = r * (1.0f / 5040) + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#endif
+    const SFX(ivec) bits = ((SFX(ivec))t - (SINT)SFX(to_bits)(MAGIC) + (SINT)BIAS) << MANT;
+    return SFX(vkeep)(p * (SFX(vec))bits, ~(z < FLUSH)); /* NaN kept */
+}
+
+/* One row of class indices, without weights or softcap, of C <= SHORT_C logits:
+   whole vectors of the row, the last one overlapping its predecessor when C is
+   not a multiple of the vector (its repeated lanes masked out of the sums), or
+   for C shorter than a vector the row padded with -inf in buf.  The max, the
+   sum of exponentials (kept in buf) and the gradient are plain vector loops with
+   one accumulator each.  0 if the row needs the exact path (a non-finite
+   maximum; nothing written). */
+CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smooth, REAL *buf) {
+    const Py_ssize_t C = a->C;
+    const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
+    REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
+    const REAL vy = x[y]; /* before g (maybe x itself) is written */
+    const REAL *src = x;
+    Py_ssize_t n = C;
+    if (C < SHORT_VL) {
+        src = buf + SHORT_C;
+        for (int j = 0; j < SHORT_VL; j++) buf[SHORT_C + j] = j < C ? x[j] : -INFINITY;
+        n = SHORT_VL;
+    }
+    const Py_ssize_t last = n - SHORT_VL; /* the last vector's offset */
+    const int rem = (int)(n % SHORT_VL), repeated = rem ? SHORT_VL - rem : 0;
+    SFX(ivec) fresh; /* the lanes of the last vector that the ones before it lack */
+    for (int j = 0; j < SHORT_VL; j++) fresh[j] = j >= repeated ? -1 : 0;
+    SFX(vec) mv = SFX(vload)(src + last);
+    for (Py_ssize_t i = 0; i < last; i += SHORT_VL) mv = SFX(vmax2)(SFX(vload)(src + i), mv);
+    const REAL M = SFX(vmaxall)(mv);
+    if (!(M - M == 0)) return 0;
+    SFX(vec) sv = {0};
+    Py_ssize_t i = 0;
+    for (; i < last; i += SHORT_VL) {
+        const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src + i) - M);
+        SFX(vstore)(buf + i, e);
+        sv += e;
+    }
+    const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src + last) - M);
+    SFX(vstore)(buf + last, e);
+    sv += SFX(vkeep)(e, fresh);
+    const REAL S = SFX(vsum)(sv);
+    REAL Zr = 0;
+    if (smooth) {
+        CE_SIMD_SUM(Zr)
+        for (Py_ssize_t c = 0; c < C; c++) Zr += x[c] - M;
+    }
+    const double eps = a->eps, zl = a->zl, s = a->scale;
+    const double lse = log((double)S), full = lse + M;
+    ((REAL *)a->loss)[r] = (REAL)SFX(index_loss)(1, lse, vy - M, eps, C, 1, (double)C, Zr, zl, full);
+    if (!g) return 1;
+    const double coef = 1 - eps;
+    const double dz = zl ? 2 * zl * full : 0;
+    const REAL A = (REAL)(s * (1 + dz) / S), B = (REAL)(s * eps / C);
+    const REAL gy = A * buf[y] - B - (REAL)(s * coef);
+    if (C < SHORT_VL) {
+        for (Py_ssize_t c = 0; c < C; c++) g[c] = A * buf[c] - B;
+    } else {
+        for (i = 0; i < last; i += SHORT_VL) SFX(vstore)(g + i, SFX(vload)(buf + i) * A - B);
+        SFX(vstore)(g + last, SFX(vload)(buf + last) * A - B);
+    }
+    if (coef != 0) g[y] = gy;
+    return 1;
+}
+#endif
+
 CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, int *failed) {
     const Py_ssize_t C = a->C;
     const int on = a->cap > 0, weighted = a->weight != NULL, probs = a->t != NULL;
+    /* the short-row path: class indices, no weights, no softcap, rows within L1 */
+    int short_rows = !a->exact && !probs && !on && !weighted && !a->dt && C <= SHORT_C;
     /* e kept between the passes in a scratch row when it and the logits row stay in L2 */
-    const int store = a->g && 2 * C * (Py_ssize_t)sizeof(REAL) <= (1 << 20) && C <= FCH * FMAXCHUNKS;
+    const int store = !short_rows && a->g && 2 * C * (Py_ssize_t)sizeof(REAL) <= (1 << 20) && C <= FCH * FMAXCHUNKS;
     REAL *scratch = NULL;
-    if (store || a->stream) {
+    if (store || (a->stream && !short_rows)) {
         scratch = (REAL *)malloc((size_t)(store ? C : FCH) * sizeof(REAL));
         if (!scratch) {
             *failed = 1;
             return;
         }
     }
+#ifdef CE_SHORT
+    __attribute__((aligned(64))) REAL buf[SHORT_C + SHORT_VL];
+#else
+    short_rows = 0;
+#endif
     for (Py_ssize_t r = lo; r < hi; r++) {
         int done = 0, counts = 1;
-        if (!probs && (ce_class(a, r, &counts), !counts)) {
+        int64_t y = 0;
+        if (!probs && (y = ce_class(a, r, &counts), !counts)) {
             SFX(row_zero)(a, r); /* ignored: nothing, whatever its logits (NaN, -inf) */
             continue;
         }
+#ifdef CE_SHORT
+        if (short_rows) {
+            if (SFX(short_row)(a, r, y, a->eps > 0, buf)) continue;
+        } else
+#endif
         if (!a->exact) {
             const int smooth = !probs && a->eps > 0;
 #define CE_FAST(on_, probs_, smooth_)                                                   \

@@ -50,11 +50,24 @@ def available() -> bool:
 def enabled() -> bool:
     """True if calls may take the fast path: built, not disabled by
     ``CROSSENTROPY_DISABLE_KERNELS=1`` nor inside :func:`disabled`."""
-    return (
-        extension is not None
-        and not _DISABLED.get()
-        and os.environ.get("CROSSENTROPY_DISABLE_KERNELS", "") in ("", "0")
-    )
+    return extension is not None and not _DISABLED.get() and _environment_allows()
+
+
+_ENV_NAME = "CROSSENTROPY_DISABLE_KERNELS"
+# CPython's os.environ keeps its variables in the dict ``_data`` (keys encoded): read
+# there, a variable that is not set costs a dict lookup, where ``os.environ.get``
+# raises and catches a KeyError (0.7 µs, a tenth of a small call's budget)
+_ENV_DATA = getattr(os.environ, "_data", None)
+_ENV_KEY = getattr(os.environ, "encodekey", lambda key: None)(_ENV_NAME)
+
+
+def _environment_allows() -> bool:
+    """False if ``CROSSENTROPY_DISABLE_KERNELS`` is set to anything but ``""`` or ``"0"``."""
+    if type(_ENV_DATA) is dict and _ENV_KEY is not None:
+        value = _ENV_DATA.get(_ENV_KEY)
+        if value is None:
+            return True
+    return os.environ.get(_ENV_NAME, "") in ("", "0")
 
 
 @contextlib.contextmanager
