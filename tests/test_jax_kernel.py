@@ -25,7 +25,7 @@ jnp = pytest.importorskip("jax.numpy")
 pytestmark = pytest.mark.skipif(not xla.available(), reason="XLA handler not built")
 
 N, C = 40, 600  # 24000 logits, 600 classes: the custom call applies (the rows kernel)
-SMALL = 10  # classes of the columns kernel, which the custom call runs at every size
+SMALL = 10  # classes of the columns kernel
 
 
 def _fresh(fn):
@@ -78,6 +78,35 @@ def test_class_indices(config, x64, classes, rng):
         y = jnp.asarray(y)
         if kw.pop("weight", False):
             kw["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, classes))
+
+        def f(x):
+            return jnp.sum(ce.cross_entropy(x, y, **kw))
+
+        _same(*_both(jax.value_and_grad(f), x), x64)
+        _same(*_both(f, x), x64)
+
+
+SHORT_CONFIGS = {
+    "plain": {},
+    "ignore": {"ignore_index": 3},
+    "smoothing": {"label_smoothing": 0.1},
+    "z_loss": {"z_loss": 1e-3},
+    "sum": {"reduction": "sum"},
+    "none": {"reduction": "none"},
+}
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+@pytest.mark.parametrize("config", list(SHORT_CONFIGS))
+def test_short_rows(config, x64, rng):
+    """Between SMALL_C and MIN_CLASSES classes, the calls of the kernel's short-row
+    path take the custom call too."""
+    kw = SHORT_CONFIGS[config]
+    with jax_x64(x64):
+        x = jnp.asarray(rng.normal(0, 3, (N, 100)))
+        y = rng.integers(0, 100, N)
+        y[::4] = kw.get("ignore_index", 0)
+        y = jnp.asarray(y)
 
         def f(x):
             return jnp.sum(ce.cross_entropy(x, y, **kw))
@@ -245,16 +274,27 @@ def test_out_of_range_class_index_under_jit_is_nan(fused, rng):
 
 
 def test_small_inputs_stay_on_xla(rng):
-    """Rows of more than SMALL_C and fewer than MIN_CLASSES classes, and inputs of
-    fewer than MIN_SIZE logits, run XLA's loops; SMALL_C classes or fewer, the kernel."""
+    """Fewer than MIN_SIZE logits run XLA's loops, and so do rows of more than SMALL_C
+    and fewer than MIN_CLASSES classes that the kernel's short-row path does not
+    take (weights, probabilities, a soft cap); every other call takes the kernel."""
     y = jnp.asarray(rng.integers(0, 4, N))
-    for classes, uses in [(xla.MIN_CLASSES - 1, False), (xla.SMALL_C + 1, False),
-                          (xla.SMALL_C, True), (4, True), (xla.MIN_CLASSES, True)]:  # fmt: skip
+    for classes in (4, xla.SMALL_C, xla.SMALL_C + 1, 100, xla.MIN_CLASSES - 1, xla.MIN_CLASSES):
         x = jnp.asarray(rng.normal(size=(N, classes)), dtype=jnp.float32)
-        assert _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y)), x) == uses, classes
+        p = jax.nn.softmax(x)
+        w = jnp.ones(classes, dtype=jnp.float32)
+        assert _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y)), x), classes
+        general = xla.SMALL_C < classes < xla.MIN_CLASSES  # the kernel's general row path
+        for other, args in (
+            (lambda x, w: ce.cross_entropy(x, y, w), (x, w)),
+            (lambda x, p: ce.cross_entropy(x, p), (x, p)),
+            (lambda x: ce.cross_entropy(x, y, softcap=5.0), (x,)),
+        ):
+            assert _uses_kernel(jax.grad(other), *args) != general, classes
     rows = xla.MIN_SIZE // SMALL - 1  # below MIN_SIZE
     x = jnp.asarray(rng.normal(size=(rows, SMALL)), dtype=jnp.float32)
     assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y[:rows])), x)
+    x = jnp.asarray(rng.normal(size=(1, xla.MIN_SIZE - 1)), dtype=jnp.float32)
+    assert not _uses_kernel(jax.grad(lambda x: ce.cross_entropy(x, y[:1])), x)
 
 
 def test_without_the_extension_the_portable_path_runs(monkeypatch, rng):

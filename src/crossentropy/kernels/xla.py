@@ -9,8 +9,10 @@ losses and the gradient computed in one pass by the C kernel
 extension ``_ce_xla``), or ``None`` when it does not apply: the extension was
 not built (JAX absent at build time), kernels disabled, fewer than
 :data:`MIN_SIZE` logits, rows of more than 32 and fewer than
-:data:`MIN_CLASSES` classes (where XLA's own fused loops are as fast), or a
-K-dim input whose class count is too large for the columns kernel.
+:data:`MIN_CLASSES` classes that the kernel's short-row path does not take
+(class weights, probabilities, a soft cap), where XLA's own fused loops are as
+fast, or a K-dim input whose class count is too large for the columns
+kernel.
 Half-precision logits run on their float32 copy, as on the portable path.
 
 What XLA sees is ``jax.lax.platform_dependent``: the custom call on CPU, the
@@ -58,10 +60,11 @@ TARGET = "crossentropy_cross_entropy"
 #: fewer logits than this stay on XLA's own loops: the custom call costs about 2 us
 #: more than a jitted function of a few XLA operations
 MIN_SIZE = 128
-#: rows of more than ``SMALL_C`` classes but fewer than this stay on XLA's own loops,
-#: as fast or faster there than the kernel's short rows (measured at (256, C): the
-#: kernel 2x slower at C = 100, faster from about C = 300 on); up to ``SMALL_C``
-#: classes the kernel runs across rows (the columns kernel) and wins at every size
+#: rows of more than ``SMALL_C`` and fewer than this many classes take the custom
+#: call only on the kernel's short-row path (class indices, no weights, no soft
+#: cap), 0.5-0.9x the time of XLA's loops from (64, 100) to (256, 400); its general
+#: row path is slower there (1.5x at (256, 100) with weights).  Up to ``SMALL_C``
+#: classes (the columns kernel) and from this many on, every call takes it
 MIN_CLASSES = 512
 #: the columns kernel (small C or a K-dim layout) keeps three (C, 32) blocks per thread
 _COLUMNS_MAX_C = (16 << 20) // (3 * 32 * 8)
@@ -89,11 +92,14 @@ def _registered() -> str:
     return TARGET
 
 
-def _applies(b: ClassCall) -> bool:
+def _applies(b: ClassCall, options: CrossEntropyOptions) -> bool:
     xp, x, C = b.xp, b.x, b.n_classes
     if not (available() and native.enabled()) or x.dtype not in (xp.float32, xp.float64):
         return False
-    if math.prod(x.shape) < MIN_SIZE or SMALL_C < C < MIN_CLASSES:
+    if math.prod(x.shape) < MIN_SIZE:
+        return False
+    short_rows = not b.probs and b.weight is None and options.softcap is None
+    if SMALL_C < C < MIN_CLASSES and not short_rows:
         return False
     inner = math.prod(x.shape[b.axis : -1])  # D of a K-dim layout (N, C, d1, ..., dK)
     return inner == 1 or C <= _COLUMNS_MAX_C  # the columns kernel's buffers
@@ -181,7 +187,7 @@ def cross_entropy(
     """``(value, {name: gradient})`` of cross-entropy on JAX arrays through the
     custom call, as ``evaluate_cross_entropy(b, options, wrt)`` returns it, or
     ``None`` if it does not apply."""
-    if not _applies(b):
+    if not _applies(b, options):
         return None
     xp, x = b.xp, b.x
     target = _caller_layout(b, b.target) if b.probs else b.target
