@@ -38,10 +38,6 @@
 #include <pthread.h>
 #include <unistd.h>
 #endif
-#if defined(__GNUC__) && !defined(__clang__)
-/* the short-row kernel's 64-byte vectors pass only between inlined functions */
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(CE_NO_CLONES)
