@@ -253,3 +253,14 @@ def test_row_lengths_around_the_vector_width_equal_torch(taken, rng, dtype, c, o
     np.testing.assert_allclose(value, expected.item(), rtol=tol["rtol"] * 5, atol=tol["atol"])
     np.testing.assert_allclose(g, x64.grad.numpy(), rtol=tol["rtol"] * 5, atol=tol["atol"] * 10)
     assert all(taken)
+
+
+@pytest.mark.parametrize("reduction", [["mean"], {"mean": 1}, b"mean", None])
+def test_odd_reduction_values_get_the_general_paths_error(taken, rng, reduction):
+    """An unhashable or non-string reduction is not looked up by the quick path: the
+    general path names it."""
+    x, y = _data(rng, 4, 3)
+    for xs, ys in [(x, y), (torch.from_numpy(x), torch.from_numpy(y))]:
+        with pytest.raises(ValueError, match="reduction must be one of 'none', 'mean', 'sum'"):
+            ce.cross_entropy(xs, ys, reduction=reduction)
+    assert taken == [False, False]

@@ -1322,7 +1322,9 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
 typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(64)));
 typedef SINT SFX(ivec) __attribute__((vector_size(64), aligned(64)));
 typedef REAL SFX(half) __attribute__((vector_size(32)));
+typedef SINT SFX(ihalf) __attribute__((vector_size(32)));
 typedef REAL SFX(quarter) __attribute__((vector_size(16)));
+typedef SINT SFX(iquarter) __attribute__((vector_size(16)));
 
 CE_INLINE SFX(vec) SFX(vload)(const REAL *p) {
     SFX(vec) v;
@@ -1361,13 +1363,26 @@ CE_INLINE REAL SFX(vsum)(SFX(vec) v) {
 #endif
 }
 
-/* max of the lanes (none NaN: vmax2 drops them), as a tree */
+/* max of the lanes (none NaN: vmax2 drops them): halves, then a quarter's lanes */
 CE_INLINE REAL SFX(vmaxall)(SFX(vec) v) {
-    REAL t[SHORT_VL];
-    memcpy(t, &v, sizeof t);
-    for (int w = SHORT_VL / 2; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++) t[j] = t[j + w] > t[j] ? t[j + w] : t[j];
-    return t[0];
+    SFX(half) h0, h1;
+    memcpy(&h0, &v, sizeof h0);
+    memcpy(&h1, (char *)&v + sizeof h0, sizeof h1);
+    const SFX(ihalf) gt = h0 > h1;
+    h0 = (SFX(half))(((SFX(ihalf))h0 & gt) | ((SFX(ihalf))h1 & ~gt));
+    SFX(quarter) q0, q1;
+    memcpy(&q0, &h0, sizeof q0);
+    memcpy(&q1, (char *)&h0 + sizeof q0, sizeof q1);
+    const SFX(iquarter) gq = q0 > q1;
+    q0 = (SFX(quarter))(((SFX(iquarter))q0 & gq) | ((SFX(iquarter))q1 & ~gq));
+    REAL t[16 / sizeof(REAL)];
+    memcpy(t, &q0, sizeof t);
+#ifdef CE_DOUBLE
+    return t[0] > t[1] ? t[0] : t[1];
+#else
+    const REAL a = t[0] > t[1] ? t[0] : t[1], b = t[2] > t[3] ? t[2] : t[3];
+    return a > b ? a : b;
+#endif
 }
 
 /* vexp_fast on a vector: exp(z) for z <= ~0 (and NaN), 0 below FLUSH */
@@ -1407,9 +1422,10 @@ CE_INLINE SFX(vec) SFX(vexp_vec)(SFX(vec) z) {
    not a multiple of the vector (its repeated lanes masked out of the sums), or
    for C shorter than a vector the row padded with -inf in buf.  The max, the
    sum of exponentials (kept in buf) and the gradient are plain vector loops with
-   one accumulator each.  0 if the row needs the exact path (a non-finite
-   maximum; nothing written). */
-CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smooth, REAL *buf) {
+   one accumulator each; `fresh` marks the last vector's lanes that count.  0 if
+   the row needs the exact path (a non-finite maximum; nothing written). */
+CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smooth, REAL *buf,
+                             SFX(ivec) fresh) {
     const Py_ssize_t C = a->C;
     const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
     REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
@@ -1422,9 +1438,6 @@ CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smoo
         n = SHORT_VL;
     }
     const Py_ssize_t last = n - SHORT_VL; /* the last vector's offset */
-    const int rem = (int)(n % SHORT_VL), repeated = rem ? SHORT_VL - rem : 0;
-    SFX(ivec) fresh; /* the lanes of the last vector that the ones before it lack */
-    for (int j = 0; j < SHORT_VL; j++) fresh[j] = j >= repeated ? -1 : 0;
     SFX(vec) mv = SFX(vload)(src + last);
     for (Py_ssize_t i = 0; i < last; i += SHORT_VL) mv = SFX(vmax2)(SFX(vload)(src + i), mv);
     const REAL M = SFX(vmaxall)(mv);
@@ -1484,6 +1497,12 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
 #else
     short_rows = 0;
 #endif
+#ifdef CE_SHORT
+    /* the lanes of a row's last vector that the ones before it lack (short_row) */
+    const int rem = C < SHORT_VL ? 0 : (int)(C % SHORT_VL), repeated = rem ? SHORT_VL - rem : 0;
+    SFX(ivec) fresh;
+    for (int j = 0; j < SHORT_VL; j++) fresh[j] = j >= repeated ? -1 : 0;
+#endif
     for (Py_ssize_t r = lo; r < hi; r++) {
         int done = 0, counts = 1;
         int64_t y = 0;
@@ -1493,7 +1512,7 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
         }
 #ifdef CE_SHORT
         if (short_rows) {
-            if (SFX(short_row)(a, r, y, a->eps > 0, buf)) continue;
+            if (SFX(short_row)(a, r, y, a->eps > 0, buf, fresh)) continue;
         } else
 #endif
         if (!a->exact) {

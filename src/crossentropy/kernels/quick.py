@@ -74,7 +74,9 @@ def quick_cross_entropy(
     """``cross_entropy(...)`` (``not wrt``) or its rule's ``(value, {"input": g})``
     (``wrt == ("input",)``) for the common call, or ``None``: the general path
     must take it."""
-    if weight is not None or type(ignore_index) is not int or reduction not in _REDUCTIONS:
+    if weight is not None or type(ignore_index) is not int or type(reduction) is not str:
+        return None
+    if reduction not in _REDUCTIONS:
         return None
     if dim is not None:
         if axis is not None:
