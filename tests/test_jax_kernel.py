@@ -121,14 +121,20 @@ def _entry(fn, *args) -> str:
     return text[text.index("\nENTRY") :]
 
 
-@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
+#: (rows, classes): the rows kernel, the columns kernel, and enough rows that XLA
+#: sums the handler's shares of the mean
+SHAPES = {"rows": (N, C), "columns": (N, SMALL), "shares": (xla.ASYNC_ROWS + 3, SMALL)}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
-def test_weighted_mean_is_pytorchs(x64, classes, rng):
+def test_weighted_mean_is_pytorchs(x64, shape, rng):
     """The handler's ``'mean'``: the losses summed over the summed weights of the
     counted rows' classes, ignored rows counting for nothing; the gradient of
     that mean.  PyTorch in float64 is the oracle."""
-    x = rng.normal(0, 3, (N, classes))
-    y = rng.integers(0, classes, N)
+    rows, classes = SHAPES[shape]
+    x = rng.normal(0, 3, (rows, classes))
+    y = rng.integers(0, classes, rows)
     y[::3] = -100
     w = rng.uniform(0.5, 2.0, classes)
     tol = {"rtol": 1e-12, "atol": 1e-15} if x64 else {"rtol": 2e-5, "atol": 1e-7}
@@ -152,11 +158,12 @@ def test_weighted_mean_is_pytorchs(x64, classes, rng):
         assert_close(np.asarray(ours[1]), grad, **tol)
 
 
-@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
-def test_mean_of_no_counted_row_is_nan_with_a_zero_gradient(classes, rng):
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_mean_of_no_counted_row_is_nan_with_a_zero_gradient(shape, rng):
     """Every row ignored: PyTorch's mean of nothing (0 / 0, NaN) and a zero gradient."""
-    x = rng.normal(0, 3, (N, classes))
-    y = np.full(N, -100)
+    rows, classes = SHAPES[shape]
+    x = rng.normal(0, 3, (rows, classes))
+    y = np.full(rows, -100)
     value, grad = torch_grad("cross_entropy", 0, x, y)
     assert np.isnan(value) and not grad.any()
     with jax_x64(True):
@@ -167,19 +174,40 @@ def test_mean_of_no_counted_row_is_nan_with_a_zero_gradient(classes, rng):
     assert_close(np.asarray(ours[1]), grad, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("classes", [C, SMALL], ids=["rows", "columns"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
-def test_the_compiled_mean_is_the_custom_call_alone(weighted, classes, rng):
+def test_the_compiled_mean_is_the_custom_call_alone(weighted, shape, rng):
     """The denominator and the sum are the handler's: XLA runs no operation
-    around the custom call (each one costs microseconds on small inputs)."""
-    x = jnp.asarray(rng.normal(size=(N, classes)), dtype=jnp.float32)
-    y = jnp.asarray(rng.integers(0, classes, N))
+    around the custom call (each one costs microseconds on small inputs); from
+    ASYNC_ROWS rows on, XLA sums the handler's per-row shares of the mean, and
+    nothing else."""
+    rows, classes = SHAPES[shape]
+    x = jnp.asarray(rng.normal(size=(rows, classes)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, classes, rows))
     w = jnp.asarray(rng.uniform(0.5, 2.0, classes), dtype=jnp.float32)
     args = (x, y, w) if weighted else (x, y)
     for fn in (ce.cross_entropy, jax.value_and_grad(ce.cross_entropy)):
         entry = _entry(fn, *args)
         assert entry.count("custom-call(") == 1 and xla.TARGET in entry
-        assert "fusion(" not in entry and " reduce(" not in entry, entry
+        operations = [op for op in entry.splitlines() if "fusion(" in op or " reduce(" in op]
+        if shape == "shares":  # XLA's sum, in one or more steps
+            assert operations and all("reduce" in op for op in operations), entry
+        else:
+            assert not operations, entry
+
+
+def test_sum_over_many_rows_is_pytorchs(rng):
+    """``'sum'`` from ASYNC_ROWS rows on: XLA sums the handler's per-row losses."""
+    rows = xla.ASYNC_ROWS + 3
+    x = rng.normal(0, 3, (rows, SMALL))
+    y = rng.integers(0, SMALL, rows)
+    y[::5] = -100
+    value, grad = torch_grad("cross_entropy", 0, x, y, reduction="sum")
+    with jax_x64(True):
+        fn = jax.value_and_grad(functools.partial(ce.cross_entropy, reduction="sum"))
+        ours = jax.jit(fn)(jnp.asarray(x), jnp.asarray(y))
+    assert_close(np.asarray(ours[0]), value, rtol=1e-12)
+    assert_close(np.asarray(ours[1]), grad, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])

@@ -18,7 +18,8 @@
  *   scale   () a factor of the gradients, x's dtype
  * Results:
  *   loss    the per-row losses, x's shape without the class axis (reduction 0,
- *           'none'), or their sum (1) or weighted mean (2): () per batch element
+ *           'none'), or their sum (1) or weighted mean (2): () per batch element;
+ *           or each row's share of the mean (3, x's shape without the class axis)
  *   grad    scale * d loss / d x, x's shape, or (0,) when not asked for
  *   tgrad   scale * d loss / d target (probabilities), or (0,)
  *
@@ -57,7 +58,9 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
 
 namespace {
 
-enum { REDUCE_NONE = 0, REDUCE_SUM = 1, REDUCE_MEAN = 2 };
+/* the loss output: per-row losses, their sum, their mean, or each row's share of
+   the mean (its loss over the denominator, NaN when that is 0: XLA sums them) */
+enum { REDUCE_NONE = 0, REDUCE_SUM = 1, REDUCE_MEAN = 2, REDUCE_MEAN_ROWS = 3 };
 
 /* outputs this large get huge pages; smaller ones are not worth a system call */
 const size_t HUGE_MIN = (size_t)4 << 20;
@@ -155,6 +158,18 @@ void poison(const std::vector<int64_t> &rows, const Geometry &k, T *loss, T *g) 
     }
 }
 
+/* Each of R per-row losses divided by the mean's denominator: their sum is the
+   mean (NaN when the denominator is 0, as PyTorch's mean of nothing). */
+void share_rows(char *rows, int dtype, int64_t R, double counted) {
+    const double f = counted == 0 ? std::numeric_limits<double>::quiet_NaN() : 1.0 / counted;
+    for (int64_t r = 0; r < R; r++) {
+        if (dtype)
+            ((double *)rows)[r] *= f;
+        else
+            ((float *)rows)[r] = (float)(((float *)rows)[r] * f);
+    }
+}
+
 /* One call's settings and buffers, shared by its batch elements. */
 struct Call {
     Geometry k;
@@ -197,9 +212,11 @@ ffi::Error run_batch(const Call &c, int64_t b, std::vector<char> *rows,
         }
     }
     double scale = c.dtype ? ((const double *)c.s)[b] : ((const float *)c.s)[b];
-    if (c.reduction == REDUCE_MEAN)  // 1 / denominator, 0 for a mean of nothing
+    const int mean = c.reduction == REDUCE_MEAN || c.reduction == REDUCE_MEAN_ROWS;
+    if (mean)  // 1 / denominator, 0 for a mean of nothing
         scale *= targets->counted == 0 ? 0.0 : 1.0 / targets->counted;
-    char *per_row = c.reduction == REDUCE_NONE ? c.loss + b * R * c.width : rows->data();
+    const int reduced = c.reduction == REDUCE_SUM || c.reduction == REDUCE_MEAN;
+    char *per_row = reduced ? rows->data() : c.loss + b * R * c.width;
     void *g = c.g ? c.g + b * n * c.width : nullptr;
     const int failed = ce_capi_cross_entropy(
         c.dtype, k.O, k.D, k.C, c.x + b * n * c.width, xs, g, g ? xs : none,
@@ -213,7 +230,9 @@ ffi::Error run_batch(const Call &c, int64_t b, std::vector<char> *rows,
         else
             poison(targets->bad, k, (float *)per_row, (float *)g);
     }
-    if (c.reduction != REDUCE_NONE) {
+    if (c.reduction == REDUCE_MEAN_ROWS) {
+        share_rows(per_row, c.dtype, R, targets->counted);
+    } else if (reduced) {
         const double v = reduce_rows(per_row, c.dtype, R, c.reduction, targets->counted);
         if (c.dtype)
             ((double *)c.loss)[b] = v;
@@ -233,8 +252,8 @@ ffi::Error CrossEntropyImpl(ffi::AnyBuffer x, ffi::AnyBuffer target, ffi::AnyBuf
     const ffi::DataType type = x.element_type();
     if (type != ffi::DataType::F32 && type != ffi::DataType::F64)
         return ffi::Error::InvalidArgument("crossentropy: logits must be float32 or float64");
-    if (reduction < REDUCE_NONE || reduction > REDUCE_MEAN)
-        return ffi::Error::InvalidArgument("crossentropy: reduction must be 0, 1 or 2");
+    if (reduction < REDUCE_NONE || reduction > REDUCE_MEAN_ROWS)
+        return ffi::Error::InvalidArgument("crossentropy: reduction must be 0, 1, 2 or 3");
     Call c;
     c.dtype = type == ffi::DataType::F64;
     c.width = c.dtype ? 8 : 4;
@@ -272,7 +291,8 @@ ffi::Error CrossEntropyImpl(ffi::AnyBuffer x, ffi::AnyBuffer target, ffi::AnyBuf
     c.stream = c.g && grad->size_bytes() >= HUGE_MIN && written_before(c.g, grad->size_bytes());
     if (c.g) prefer_huge_pages(c.g, grad->size_bytes());
     if (c.dt) prefer_huge_pages(c.dt, tgrad->size_bytes());
-    std::vector<char> rows(reduction == REDUCE_NONE ? 0 : k.O * k.D * c.width);
+    const int reduced = reduction == REDUCE_SUM || reduction == REDUCE_MEAN;
+    std::vector<char> rows(reduced ? k.O * k.D * c.width : 0);
     std::vector<int64_t> clean;
     Targets targets;
     for (int64_t b = 0; b < k.batches; b++) {

@@ -29,7 +29,9 @@ once for the ``'mean'`` denominator (the summed weights of the counted
 targets, PyTorch's weighted mean) before the kernel runs, so that the kernel
 writes the gradient of the reduced loss directly, and sums the per-row losses
 itself: the jitted ``value_and_grad`` of a loss is the custom call alone, no
-XLA operation around it.  A class index outside ``[0, C)`` (which ``jit``
+XLA operation around it.  From :data:`ASYNC_ROWS` rows on, XLA sums the
+per-row losses (or each row's share of the mean) instead, so that its CPU
+client runs the program on its own thread as any other.  A class index outside ``[0, C)`` (which ``jit``
 cannot check) gives that row a NaN loss and gradient, as on the portable path
 (and a NaN ``'mean'``, whose denominator it makes NaN).
 """
@@ -53,7 +55,7 @@ from .._core.softmax_ce import cross_entropy_rows
 from . import native
 from ._launch import SMALL_C
 
-__all__ = ["MIN_CLASSES", "MIN_SIZE", "available", "cross_entropy"]
+__all__ = ["ASYNC_ROWS", "MIN_CLASSES", "MIN_SIZE", "available", "cross_entropy"]
 
 #: the custom call's name in XLA's registry
 TARGET = "crossentropy_cross_entropy"
@@ -117,8 +119,17 @@ def _caller_layout(b: ClassCall, a: Any) -> Any:
     return a if b.axis == a.ndim - 1 else b.xp.moveaxis(a, -1, b.axis)
 
 
-#: the reductions as the handler numbers them
+#: the reductions as the handler numbers them, and with XLA's sum after it: the
+#: per-row losses, or each row's share of the mean
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+_SHARES = {"none": 0, "sum": 0, "mean": 3}
+#: from this many rows XLA sums the handler's per-row losses (or shares of the
+#: mean): XLA's CPU client runs a program it deems cheap (under 1000 flops, which
+#: the custom call alone is: its cost is unknown) on the calling thread, where
+#: result buffers of a few MiB come from the main heap and are faulted in again
+#: on most calls (measured at (4096, 1000): 100-300 page faults and up to 2x the
+#: time); the sum makes it an ordinary program, run on XLA's own thread
+ASYNC_ROWS = 1024
 
 
 class _Rows:
@@ -151,21 +162,23 @@ class _Rows:
         b, o = self.b, self.options
         shape = lambda want: x.shape if want else (0,)  # noqa: E731
         rows = x.shape[: b.axis] + x.shape[b.axis + 1 :]
+        shares = b.reduction != "none" and math.prod(rows) >= ASYNC_ROWS
         results = (
-            jax.ShapeDtypeStruct(rows if b.reduction == "none" else (), x.dtype),
+            jax.ShapeDtypeStruct(rows if b.reduction == "none" or shares else (), x.dtype),
             jax.ShapeDtypeStruct(shape(self.grads[0]), x.dtype),
             jax.ShapeDtypeStruct(shape(self.grads[1]), x.dtype),
         )
         ignore, has_ignore = _ignore(b)
         call = jax.ffi.ffi_call(_registered(), results, vmap_method="broadcast_all")
-        return call(
+        loss, g, dt = call(
             x, target, weight, scale,
             axis=np.int64(b.axis), ignore_index=np.int64(ignore), has_ignore=has_ignore,
             probabilities=bool(b.probs), label_smoothing=np.float64(o.label_smoothing),
             z_loss=np.float64(o.z_loss), softcap=np.float64(o.softcap or 0.0),
             threads=np.int64(native.get_num_threads()),
-            reduction=np.int64(_REDUCTIONS[b.reduction]),
+            reduction=np.int64((_SHARES if shares else _REDUCTIONS)[b.reduction]),
         )  # fmt: skip
+        return (b.xp.sum(loss) if shares else loss), g, dt
 
     def __call__(self, *arrays: Any) -> tuple:
         import jax
