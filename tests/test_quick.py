@@ -226,7 +226,9 @@ def test_property_quick_equals_general(n, c, reduction, smoothing, ignore, seed)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("c", [2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2047, 2048, 2049, 4096, 4097])
+@pytest.mark.parametrize(
+    "c", [2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 255, 256, 1000, 1024, 1025, 2047, 2048, 2049, 4096, 4097]
+)
 @pytest.mark.parametrize(
     "options",
     [{}, {"label_smoothing": 0.2}, {"z_loss": 1e-3}, {"label_smoothing": 1.0}, {"ignore_index": 1}],
@@ -234,13 +236,14 @@ def test_property_quick_equals_general(n, c, reduction, smoothing, ignore, seed)
 def test_row_lengths_around_the_vector_width_equal_torch(taken, rng, dtype, c, options):
     """Rows whose length is a multiple of the kernel's vectors, one more or one less
     (the last vector overlaps the one before it), shorter than a vector (padded),
-    and at the edge of the short-row kernel (4096 float32 / 2048 float64 values),
-    against PyTorch in float64, value and gradient, with an ignored row."""
+    and at the edge of the short-row kernel (4096 float32 / 2048 float64 values) and
+    of its two-row steps (256 to 1024 float32 / 512 float64), against PyTorch in
+    float64, value and gradient, with ignored rows."""
     opts = dict(options)
     z = opts.pop("z_loss", 0.0)
     ignore = opts.get("ignore_index", -100)
     x, y = _data(rng, 11, c, dtype=dtype)
-    y[4] = ignore
+    y[4] = y[7] = ignore  # (rows in pairs from 256 classes: an ignored first and second)
     value, g = ce.value_and_grad(ce.cross_entropy)(x, y, z_loss=z, **opts)
     x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     t = torch.from_numpy(y)

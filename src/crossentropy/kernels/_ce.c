@@ -1424,55 +1424,67 @@ CE_INLINE SFX(vec) SFX(vexp_vec)(SFX(vec) z) {
    sum of exponentials (kept in buf) and the gradient are plain vector loops with
    one accumulator each; `fresh` marks the last vector's lanes that count.  0 if
    the row needs the exact path (a non-finite maximum; nothing written). */
-CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int64_t y, int smooth, REAL *buf,
-                             SFX(ivec) fresh) {
-    const Py_ssize_t C = a->C;
-    const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
-    REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
-    const REAL vy = x[y]; /* before g (maybe x itself) is written */
-    const REAL *src = x;
-    Py_ssize_t n = C;
-    if (C < SHORT_VL) {
-        src = buf + SHORT_C;
-        for (int j = 0; j < SHORT_VL; j++) buf[SHORT_C + j] = j < C ? x[j] : -INFINITY;
-        n = SHORT_VL;
+CE_INLINE int SFX(short_row)(const ce_task *a, Py_ssize_t r, int K, const int64_t *y, int smooth,
+                             REAL *buf, SFX(ivec) fresh) {
+    const Py_ssize_t C = a->C, stride = SHORT_C + SHORT_VL; /* buf: one region per row */
+    const REAL *x[2], *src[2];
+    REAL *g[2], vy[2], M[2];
+    for (int k = 0; k < K; k++) {
+        x[k] = (const REAL *)a->x + ce_offset(a->xs, r + k, a->D);
+        g[k] = a->g ? (REAL *)a->g + ce_offset(a->gs, r + k, a->D) : NULL;
+        vy[k] = x[k][y[k]]; /* before g (maybe x itself) is written */
+        src[k] = x[k];
+        if (C < SHORT_VL) {
+            REAL *pad = buf + k * stride + SHORT_C;
+            for (int j = 0; j < SHORT_VL; j++) pad[j] = j < C ? x[k][j] : -INFINITY;
+            src[k] = pad;
+        }
     }
-    const Py_ssize_t last = n - SHORT_VL; /* the last vector's offset */
-    SFX(vec) mv = SFX(vload)(src + last);
-    for (Py_ssize_t i = 0; i < last; i += SHORT_VL) mv = SFX(vmax2)(SFX(vload)(src + i), mv);
-    const REAL M = SFX(vmaxall)(mv);
-    if (!(M - M == 0)) return 0;
-    SFX(vec) sv = {0};
-    Py_ssize_t i = 0;
-    for (; i < last; i += SHORT_VL) {
-        const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src + i) - M);
-        SFX(vstore)(buf + i, e);
-        sv += e;
+    const Py_ssize_t n = C < SHORT_VL ? SHORT_VL : C, last = n - SHORT_VL; /* last vector */
+    SFX(vec) mv[2], sv[2];
+    for (int k = 0; k < K; k++) mv[k] = SFX(vload)(src[k] + last);
+    for (Py_ssize_t i = 0; i < last; i += SHORT_VL)
+        for (int k = 0; k < K; k++) mv[k] = SFX(vmax2)(SFX(vload)(src[k] + i), mv[k]);
+    for (int k = 0; k < K; k++) {
+        M[k] = SFX(vmaxall)(mv[k]);
+        if (!(M[k] - M[k] == 0)) return 0;
+        sv[k] = (SFX(vec)){0};
     }
-    const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src + last) - M);
-    SFX(vstore)(buf + last, e);
-    sv += SFX(vkeep)(e, fresh);
-    const REAL S = SFX(vsum)(sv);
-    REAL Zr = 0;
-    if (smooth) {
-        CE_SIMD_SUM(Zr)
-        for (Py_ssize_t c = 0; c < C; c++) Zr += x[c] - M;
+    for (Py_ssize_t i = 0; i < last; i += SHORT_VL)
+        for (int k = 0; k < K; k++) {
+            const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src[k] + i) - M[k]);
+            SFX(vstore)(buf + k * stride + i, e);
+            sv[k] += e;
+        }
+    const double eps = a->eps, zl = a->zl, s = a->scale, coef = 1 - eps;
+    for (int k = 0; k < K; k++) {
+        REAL *e_row = buf + k * stride;
+        const SFX(vec) e = SFX(vexp_vec)(SFX(vload)(src[k] + last) - M[k]);
+        SFX(vstore)(e_row + last, e);
+        const REAL S = SFX(vsum)(sv[k] + SFX(vkeep)(e, fresh));
+        REAL Zr = 0;
+        if (smooth) {
+            const REAL *xk = x[k], Mk = M[k];
+            CE_SIMD_SUM(Zr)
+            for (Py_ssize_t c = 0; c < C; c++) Zr += xk[c] - Mk;
+        }
+        const double lse = log((double)S), full = lse + M[k];
+        ((REAL *)a->loss)[r + k] =
+            (REAL)SFX(index_loss)(1, lse, vy[k] - M[k], eps, C, 1, (double)C, Zr, zl, full);
+        REAL *gk = g[k];
+        if (!gk) continue;
+        const double dz = zl ? 2 * zl * full : 0;
+        const REAL A = (REAL)(s * (1 + dz) / S), B = (REAL)(s * eps / C);
+        const REAL gy = A * e_row[y[k]] - B - (REAL)(s * coef);
+        if (C < SHORT_VL) {
+            for (Py_ssize_t c = 0; c < C; c++) gk[c] = A * e_row[c] - B;
+        } else {
+            for (Py_ssize_t i = 0; i < last; i += SHORT_VL)
+                SFX(vstore)(gk + i, SFX(vload)(e_row + i) * A - B);
+            SFX(vstore)(gk + last, SFX(vload)(e_row + last) * A - B);
+        }
+        if (coef != 0) gk[y[k]] = gy;
     }
-    const double eps = a->eps, zl = a->zl, s = a->scale;
-    const double lse = log((double)S), full = lse + M;
-    ((REAL *)a->loss)[r] = (REAL)SFX(index_loss)(1, lse, vy - M, eps, C, 1, (double)C, Zr, zl, full);
-    if (!g) return 1;
-    const double coef = 1 - eps;
-    const double dz = zl ? 2 * zl * full : 0;
-    const REAL A = (REAL)(s * (1 + dz) / S), B = (REAL)(s * eps / C);
-    const REAL gy = A * buf[y] - B - (REAL)(s * coef);
-    if (C < SHORT_VL) {
-        for (Py_ssize_t c = 0; c < C; c++) g[c] = A * buf[c] - B;
-    } else {
-        for (i = 0; i < last; i += SHORT_VL) SFX(vstore)(g + i, SFX(vload)(buf + i) * A - B);
-        SFX(vstore)(g + last, SFX(vload)(buf + last) * A - B);
-    }
-    if (coef != 0) g[y] = gy;
     return 1;
 }
 #endif
@@ -1493,7 +1505,10 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
         }
     }
 #ifdef CE_SHORT
-    __attribute__((aligned(64))) REAL buf[SHORT_C + SHORT_VL];
+    __attribute__((aligned(64))) REAL buf[2 * (SHORT_C + SHORT_VL)];
+    /* two rows at once from 256 classes (measured: 10% faster at 1000, 15% slower at 100),
+       while their buffers and logits stay in L1 */
+    const int pairs = C >= 256 && C <= SHORT_C / 4;
 #else
     short_rows = 0;
 #endif
@@ -1512,7 +1527,17 @@ CE_HOT static void SFX(ce_rows)(const ce_task *a, Py_ssize_t lo, Py_ssize_t hi, 
         }
 #ifdef CE_SHORT
         if (short_rows) {
-            if (SFX(short_row)(a, r, y, a->eps > 0, buf, fresh)) continue;
+            /* two rows at once when the next one counts too: their dependency chains
+               (horizontal sums, log, division) overlap; otherwise this row alone (the
+               loop reads the next row's class again) */
+            int64_t ys[2] = {y, 0};
+            int next = 0;
+            if (pairs && r + 1 < hi) ys[1] = ce_class(a, r + 1, &next);
+            if (next && SFX(short_row)(a, r, 2, ys, a->eps > 0, buf, fresh)) {
+                r++;
+                continue;
+            }
+            done = SFX(short_row)(a, r, 1, ys, a->eps > 0, buf, fresh);
         } else
 #endif
         if (!a->exact) {

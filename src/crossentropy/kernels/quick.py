@@ -76,7 +76,7 @@ def quick_cross_entropy(
     must take it."""
     if weight is not None or type(ignore_index) is not int or type(reduction) is not str:
         return None
-    if reduction not in _REDUCTIONS:
+    if reduction not in _REDUCTIONS or (wrt and wrt != ("input",)):
         return None
     if dim is not None:
         if axis is not None:
@@ -84,21 +84,30 @@ def quick_cross_entropy(
         axis = dim
     if axis is not None and (type(axis) is not int or axis not in (1, -1)):
         return None  # (an axis such as 1.0: the general path's TypeError)
-    if wrt not in ((), ("input",)):
-        return None
-    kind, torch = type(input), None
-    if kind is not np.ndarray:
-        torch = sys.modules.get("torch")
-        if torch is None or kind is not torch.Tensor or torch.compiler.is_compiling():
-            return None  # (compiling: the custom operator)
+    kind = type(input)
     if type(target) is not kind or not _options_ok(label_smoothing, z_loss, softcap):
         return None
-    if not native.enabled():
-        return None
-    opts = (label_smoothing, z_loss, softcap)
-    if torch is None:
+    if kind is np.ndarray:
+        if not native.enabled():
+            return None
+        opts = (label_smoothing, z_loss, softcap)
         return _numpy_call(input, target, ignore_index, reduction, opts, wrt)
+    torch = sys.modules.get("torch")
+    if torch is None or kind is not torch.Tensor or _compiling(torch) or not native.enabled():
+        return None  # (compiling: the custom operator)
+    opts = (label_smoothing, z_loss, softcap)
     return _tensor_call(torch, input, target, ignore_index, reduction, opts, wrt)
+
+
+def _compiling(torch: Any) -> bool:
+    """``torch.compiler.is_compiling()``, the function looked up once."""
+    global _is_compiling
+    if _is_compiling is None:
+        _is_compiling = torch.compiler.is_compiling
+    return _is_compiling()
+
+
+_is_compiling: Any = None
 
 
 def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, wrt: tuple) -> Any:
