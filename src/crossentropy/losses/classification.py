@@ -212,15 +212,15 @@ def cross_entropy(
     >>> round(sum(float(ce.cross_entropy(p, t, normalizer=4)) for p, t in parts), 4)
     1.523
     """
-    arguments = locals()
-    if where is None and _untempered(temperature, normalizer):  # the common call, checked cheaply
-        fast = quick_cross_entropy(
+    if where is None and normalizer is None and temperature == 1 and temperature is not True:
+        fast = quick_cross_entropy(  # the common call, checked cheaply
             input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss,
             softcap, dim,
         )  # fmt: skip
         if fast is not None:
             return fast
-    routed = torch_call("cross_entropy", arguments)  # autocast, torch.compile
+        del fast  # locals() below: the arguments alone
+    routed = torch_call("cross_entropy", locals())  # autocast, torch.compile
     if routed is not None:
         return routed
     return _cross_entropy_rule(
