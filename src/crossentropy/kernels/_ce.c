@@ -68,7 +68,9 @@
 #define CE_SIMD_MAX(v) CE_PRAGMA(omp simd reduction(max : v))
 
 #define CE_CHUNK 512           /* terms per partial sum in the input precision */
+#ifndef CE_PAR_MIN
 #define CE_PAR_MIN (1 << 16)   /* fewer elements than this: one thread */
+#endif
 #define CE_MAX_THREADS 256
 #ifndef CE_PREFETCH
 #define CE_PREFETCH 2          /* chunks ahead */
