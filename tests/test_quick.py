@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crossentropy as ce
-from crossentropy.kernels import quick
+from crossentropy.kernels import _launch, native, quick
 from crossentropy.losses import classification
 
 torch = pytest.importorskip("torch")
@@ -235,10 +235,32 @@ def test_property_quick_equals_general(n, c, reduction, smoothing, ignore, seed)
 )
 def test_row_lengths_around_the_vector_width_equal_torch(taken, rng, dtype, c, options):
     """Rows whose length is a multiple of the kernel's vectors, one more or one less
-    (the last vector overlaps the one before it), shorter than a vector (padded),
-    and at the edge of the short-row kernel (4096 float32 / 2048 float64 values) and
-    of its two-row steps (256 to 1024 float32 / 512 float64), against PyTorch in
-    float64, value and gradient, with ignored rows."""
+    (the last vector overlaps the one before it), and at the edge of the short-row
+    kernel (4096 float32 / 2048 float64 values) and of its two-row steps (256 to
+    1024 float32 / 512 float64), against PyTorch in float64, value and gradient,
+    with ignored rows (up to 32 classes: the columns kernel)."""
+    _check_against_torch(rng, dtype, c, options)
+    assert all(taken)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("c", [1, 2, 7, 8, 9, 15, 16, 17, 31, 32])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2}, {"ignore_index": 1}])
+def test_rows_kernel_on_rows_shorter_than_32_classes(taken, monkeypatch, rng, dtype, c, options):
+    """The rows kernel, which the call leaves to the columns kernel up to 32 classes,
+    on such rows when asked (the extension's own callers may): shorter than a vector
+    (padded with -inf), or a vector and a few lanes."""
+    monkeypatch.setattr(_launch, "SMALL_C", 0)
+    columns = []
+    real = native.extension.quick
+    monkeypatch.setattr(native.extension, "quick", lambda *a: columns.append(a[13]) or real(*a))
+    _check_against_torch(rng, dtype, c, options if c > 1 else {})
+    assert all(taken) and columns == [0]
+
+
+def _check_against_torch(rng, dtype, c, options):
+    """``value_and_grad(cross_entropy)`` on 11 rows of ``c`` classes, two of them
+    ignored, against PyTorch in float64 (z-loss added to PyTorch's loss)."""
     opts = dict(options)
     z = opts.pop("z_loss", 0.0)
     ignore = opts.get("ignore_index", -100)
@@ -255,7 +277,6 @@ def test_row_lengths_around_the_vector_width_equal_torch(taken, rng, dtype, c, o
     tol = TOL[dtype]
     np.testing.assert_allclose(value, expected.item(), rtol=tol["rtol"] * 5, atol=tol["atol"])
     np.testing.assert_allclose(g, x64.grad.numpy(), rtol=tol["rtol"] * 5, atol=tol["atol"] * 10)
-    assert all(taken)
 
 
 @pytest.mark.parametrize("reduction", [["mean"], {"mean": 1}, b"mean", None])
@@ -267,3 +288,13 @@ def test_odd_reduction_values_get_the_general_paths_error(taken, rng, reduction)
         with pytest.raises(ValueError, match="reduction must be one of 'none', 'mean', 'sum'"):
             ce.cross_entropy(xs, ys, reduction=reduction)
     assert taken == [False, False]
+
+
+def test_ignore_index_beyond_int64_takes_the_general_path(taken, rng):
+    """An ``ignore_index`` the kernel cannot hold (beyond int64) is not passed to it:
+    the general path answers, as it would for any other out-of-range value."""
+    x, y = _data(rng, 6, 4, dtype="float64")
+    out = ce.cross_entropy(x, y, ignore_index=1 << 70)
+    expected = TF.cross_entropy(torch.from_numpy(x), torch.from_numpy(y))
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-13)
+    assert taken == [False]

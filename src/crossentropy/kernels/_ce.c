@@ -317,6 +317,14 @@ static int ce_threads_for(Py_ssize_t elements, int nthreads) {
 
 #define PTR(v) ((void *)(uintptr_t)(v))
 
+/* the rows kernel's mode from a->online as the caller gave it: 0 the default, -n the
+   exact path only, with one-pass statistics for rows longer than n */
+static void ce_row_mode(ce_task *a, int dtype) {
+    a->exact = a->online < 0;
+    if (a->online < 0) a->online = -a->online;
+    if (a->online == 0) a->online = dtype ? (1 << 17) : (1 << 18);
+}
+
 static const char cross_entropy_doc[] =
     "cross_entropy(dtype, O, D, C, x, xs0, xs1, xs2, g, gs0, gs1, gs2, t, ts0, ts1, ts2,\n"
     "              y, ys0, ys1, y32, ignore, has_ignore, weight, loss, lsum, eps, z_loss,\n"
@@ -365,9 +373,7 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     a.weight = PTR(weight);
     a.loss = PTR(loss);
     a.lsum = PTR(lsum);
-    a.exact = a.online < 0;
-    if (a.online < 0) a.online = -a.online;
-    if (a.online == 0) a.online = dtype ? (1 << 17) : (1 << 18);
+    ce_row_mode(&a, dtype);
     a.W = (double)a.C;
     if (a.weight) {
         double W = 0;
@@ -430,7 +436,7 @@ static PyObject *py_target_weight_sum(PyObject *self, PyObject *args) {
 
 static const char quick_doc[] =
     "quick(dtype, N, C, x, y, y32, ignore, reduction, eps, z_loss, softcap, g, loss,\n"
-    "      columns, nthreads, probe)\n\n"
+    "      columns, nthreads, probe, online)\n\n"
     "The common call of cross-entropy in one step: (N, C) C-contiguous logits x of\n"
     "dtype 0 (float32) or 1 (float64), N C-contiguous class indices y (int64, or\n"
     "int32 if y32), no class weights; reduction 0 'mean', 1 'sum', 2 'none' (the N\n"
@@ -441,7 +447,8 @@ static const char quick_doc[] =
     "looking like probabilities (its first 16 values in [0, 1], its sum within probe\n"
     "of 1).  Returns (total, status): the reduced loss (0.0 for 'none'; NaN for the\n"
     "mean of no rows) and status bits 1 declined, 2 the first row looks like\n"
-    "probabilities, 4 a class index changed while computing (another thread).";
+    "probabilities, 4 a class index changed while computing (another thread).  columns,\n"
+    "nthreads and online as for cross_entropy.";
 
 /* 1 if the first row of (., C) logits may be probabilities: its first 16 values
    lie in [0, 1] (NaN does not) and it sums to 1 within tol */
@@ -463,9 +470,9 @@ static PyObject *py_quick(PyObject *self, PyObject *args) {
     ce_task a;
     memset(&a, 0, sizeof a);
     int bad = 0;
-    if (!PyArg_ParseTuple(args, "innnniLidddnniid", &dtype, &N, &a.C, &x, &y, &a.y32, &ignore,
+    if (!PyArg_ParseTuple(args, "innnniLidddnniidn", &dtype, &N, &a.C, &x, &y, &a.y32, &ignore,
                           &reduction, &a.eps, &a.zl, &a.cap, &g, &loss, &columns, &nthreads,
-                          &probe))
+                          &probe, &a.online))
         return NULL;
     if ((dtype != 0 && dtype != 1) || N < 1 || a.C < 1 || !x || !y || reduction < 0 ||
         reduction > 2 || (reduction == 2 && !loss) || (reduction != 2 && loss)) {
@@ -483,7 +490,7 @@ static PyObject *py_quick(PyObject *self, PyObject *args) {
     a.ignore = (int64_t)ignore;
     a.has_ignore = 1; /* PyTorch: any value, in range or not (-100) */
     a.W = (double)a.C;
-    a.online = dtype ? (1 << 17) : (1 << 18);
+    ce_row_mode(&a, dtype);
     if (columns) { /* the columns kernel reads (O, D) = (1, N): rows along d */
         a.O = 1;
         a.D = N;
@@ -723,6 +730,45 @@ CE_INLINE int64_t SFX(target)(const ce_task *a, Py_ssize_t r, int *counts, doubl
     return y;
 }
 
+/* exp's core for z, a REAL or a vector of them (type T), shared by the exp
+   functions: t = z log2(e) + MAGIC, whose low bits hold k, the nearest integer
+   (k = t - MAGIC), and p = exp(r) for r = z - k ln2 (|r| <= ln2/2, Cody-Waite),
+   by Taylor's polynomial (degree 12 in float64, 7 in float32; truncation error
+   2e-16 and 5e-9 relative) evaluated by Horner's rule */
+#ifdef CE_DOUBLE
+#define CE_EXP_POLY(p, r)                                                                \
+    p = (r) * (1.0 / 479001600) + 1.0 / 39916800;                                        \
+    p = p * (r) + 1.0 / 3628800;                                                         \
+    p = p * (r) + 1.0 / 362880;                                                          \
+    p = p * (r) + 1.0 / 40320;                                                           \
+    p = p * (r) + 1.0 / 5040;                                                            \
+    p = p * (r) + 1.0 / 720;                                                             \
+    p = p * (r) + 1.0 / 120;                                                             \
+    p = p * (r) + 1.0 / 24;                                                              \
+    p = p * (r) + 1.0 / 6;                                                               \
+    p = p * (r) + 0.5;                                                                   \
+    p = p * (r) + 1.0;                                                                   \
+    p = p * (r) + 1.0;
+#else
+#define CE_EXP_POLY(p, r)                                                                \
+    p = (r) * (1.0f / 5040) + 1.0f / 720;                                                \
+    p = p * (r) + 1.0f / 120;                                                            \
+    p = p * (r) + 1.0f / 24;                                                             \
+    p = p * (r) + 1.0f / 6;                                                              \
+    p = p * (r) + 0.5f;                                                                  \
+    p = p * (r) + 1.0f;                                                                  \
+    p = p * (r) + 1.0f;
+#endif
+#define CE_EXP_CORE(T, z, t, p)                                                          \
+    const T t = (z) * LOG2E_R + MAGIC;                                                   \
+    T p;                                                                                 \
+    {                                                                                    \
+        const T k_ = t - MAGIC;                                                          \
+        T r_ = (z) - k_ * LN2_HI_R;                                                      \
+        r_ = r_ - k_ * LN2_LO_R;                                                         \
+        CE_EXP_POLY(p, r_)                                                               \
+    }
+
 /* 2^k for an integer-valued REAL k in the normal exponent range */
 CE_INLINE REAL SFX(pow2)(REAL k) {
     return SFX(from_bits)((SFX(to_bits)(k + MAGIC) - SFX(to_bits)(MAGIC) + BIAS) << MANT);
@@ -732,33 +778,8 @@ CE_INLINE REAL SFX(pow2)(REAL k) {
 CE_INLINE REAL SFX(vexp)(REAL x) {
     x = x < EXP_LO ? EXP_LO : x; /* comparisons keep NaN */
     x = x > EXP_HI ? EXP_HI : x;
-    REAL k = (x * LOG2E_R + MAGIC) - MAGIC; /* round to nearest */
-    REAL r = x - k * LN2_HI_R;
-    r = r - k * LN2_LO_R; /* |r| <= ln2/2 */
-#ifdef CE_DOUBLE
-    REAL p = 1.0 / 479001600;
-    p = p * r + 1.0 / 39916800;
-    p = p * r + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
-    p = p * r + 1.0 / 5040;
-    p = p * r + 1.0 / 720;
-    p = p * r + 1.0 / 120;
-    p = p * r + 1.0 / 24;
-    p = p * r + 1.0 / 6;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-#else
-    REAL p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-#endif
+    CE_EXP_CORE(REAL, x, t, p)
+    const REAL k = t - MAGIC;
     /* 2^k as two factors so that k down to -150 (-1076) gives subnormals */
     REAL k1 = (k * (REAL)0.5 + MAGIC) - MAGIC;
     REAL k2 = k - k1;
@@ -1060,34 +1081,7 @@ static void SFX(row_one)(const ce_task *a, Py_ssize_t r, int on, int weighted) {
 /* exp(z) for z <= ~0 (and NaN): one 2^k factor, results below the smallest
    normal number flushed to 0 */
 CE_INLINE REAL SFX(vexp_fast)(REAL z) {
-    REAL t = z * LOG2E_R + MAGIC;
-    REAL k = t - MAGIC;
-    REAL r = z - k * LN2_HI_R;
-    r = r - k * LN2_LO_R;
-#ifdef CE_DOUBLE
-    REAL p = 1.0 / 479001600;
-    p = p * r + 1.0 / 39916800;
-    p = p * r + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
-    p = p * r + 1.0 / 5040;
-    p = p * r + 1.0 / 720;
-    p = p * r + 1.0 / 120;
-    p = p * r + 1.0 / 24;
-    p = p * r + 1.0 / 6;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-#else
-    REAL p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-#endif
+    CE_EXP_CORE(REAL, z, t, p)
     REAL f = SFX(from_bits)((SFX(to_bits)(t) - SFX(to_bits)(MAGIC) + BIAS) << MANT);
     REAL v = p * f;
     return z < FLUSH ? 0 : v;
@@ -1389,32 +1383,7 @@ CE_INLINE REAL SFX(vmaxall)(SFX(vec) v) {
 
 /* vexp_fast on a vector: exp(z) for z <= ~0 (and NaN), 0 below FLUSH */
 CE_INLINE SFX(vec) SFX(vexp_vec)(SFX(vec) z) {
-    const SFX(vec) t = z * LOG2E_R + MAGIC;
-    const SFX(vec) k = t - MAGIC;
-    SFX(vec) r = z - k * LN2_HI_R;
-    r = r - k * LN2_LO_R;
-#ifdef CE_DOUBLE
-    SFX(vec) p = r * (1.0 / 479001600) + 1.0 / 39916800;
-    p = p * r + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
-    p = p * r + 1.0 / 5040;
-    p = p * r + 1.0 / 720;
-    p = p * r + 1.0 / 120;
-    p = p * r + 1.0 / 24;
-    p = p * r + 1.0 / 6;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-#else
-    SFX(vec) p = r * (1.0f / 5040) + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-#endif
+    CE_EXP_CORE(SFX(vec), z, t, p)
     const SFX(ivec) bits = ((SFX(ivec))t - (SINT)SFX(to_bits)(MAGIC) + (SINT)BIAS) << MANT;
     return SFX(vkeep)(p * (SFX(vec))bits, ~(z < FLUSH)); /* NaN kept */
 }
@@ -1900,6 +1869,8 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
     free(total);
 }
 
+#undef CE_EXP_POLY /* defined again for the other REAL */
+#undef CE_EXP_CORE
 #endif /* CE_TYPED */
 
 #ifndef CE_TYPED /* ======================================= entry without Python */
@@ -1950,7 +1921,7 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
     a.zl = z_loss;
     a.cap = softcap;
     a.scale = scale;
-    a.online = dtype ? (1 << 17) : (1 << 18);
+    ce_row_mode(&a, dtype); /* online 0: the default */
     a.W = (double)C;
     if (weight) {
         double W = 0;

@@ -205,6 +205,7 @@ def _kernel(
     total, status = native.extension.quick(
         code, n, c, xptr, yptr, y32, ignore_index, _REDUCTIONS[reduction], ls, z, cap or 0.0,
         gptr, lptr, int(c <= _launch.SMALL_C), threads, 10 * _PROBE_TOL[code] if probe else 0.0,
+        _launch.ROW_MODE,
     )  # fmt: skip
     if status & 1:
         return None
