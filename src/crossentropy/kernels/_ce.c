@@ -20,8 +20,9 @@
  * exp, expm1 (for tanh) and log are polynomials the compiler vectorizes (range
  * reduction by ln 2, Taylor polynomial on |r| <= ln2/2, 2^k from exponent
  * bits).  Sums run in the input precision over at most CE_CHUNK terms and are
- * then accumulated in double.  Threads: POSIX threads over contiguous ranges of
- * rows; the GIL is released while they run.
+ * then accumulated in double.  Threads: contiguous ranges of rows claimed by the
+ * caller and persistent helpers (a pool of our own, or PyTorch's OpenMP threads;
+ * see ce_parallel); the GIL is released while they run.
  *
  * This file is compiled once; its second half (CE_TYPED) is included twice
  * with REAL = float and REAL = double.
@@ -35,7 +36,11 @@
 #include <stdlib.h>
 #include <string.h>
 #ifndef _WIN32
+#include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -69,7 +74,10 @@
 
 #define CE_CHUNK 512           /* terms per partial sum in the input precision */
 #ifndef CE_PAR_MIN
-#define CE_PAR_MIN (1 << 16)   /* fewer elements than this: one thread */
+#define CE_PAR_MIN (1 << 17)   /* from this many elements: every thread asked for */
+#endif
+#ifndef CE_POOL_MIN
+#define CE_POOL_MIN (1 << 12)  /* from this many: the pool's workers if awake */
 #endif
 #define CE_MAX_THREADS 256
 #ifndef CE_PREFETCH
@@ -101,6 +109,7 @@ typedef struct {
     int stream;                  /* rows: write g with non-temporal stores */
     int copy_mode;               /* copy(): 0 memcpy, 1 plain stores, 2 non-temporal stores */
     int mode;                    /* softmax family: 0 logsumexp, 1 softmax, 2 log_softmax */
+    int light;                   /* few elements: wake no sleeping worker (ce_threads_for) */
 } ce_task;
 
 typedef void (*ce_range_fn)(const ce_task *, Py_ssize_t, Py_ssize_t, int *);
@@ -274,6 +283,273 @@ static int ce_default_threads(void) {
 #endif
 }
 
+#if !defined(_WIN32) && defined(__GNUC__)
+#define CE_HAVE_POOL 1
+/* A persistent pool of worker threads, so that a call of a few microseconds can
+   use more than one core (starting a thread costs ~60 us).  One caller at a time
+   owns it (`busy`); a call that finds it owned starts threads of its own.
+
+   A call is split into `parts` contiguous ranges; the caller and the workers
+   claim them one at a time from `word` (generation << 32 | parts << 16 | next
+   part) by compare-and-swap, so the caller works from the start and finishes
+   the parts no worker claimed in time: a worker that is asleep or descheduled
+   delays nothing but its own claimed part.  A claim succeeds only while the
+   generation is the caller's and parts remain, so the task's fields (written
+   before the generation is published) are those of the live call, and a late
+   worker of an earlier generation claims nothing.  `seats` caps the workers
+   of a call at the threads it asked for.
+
+   After its last part a worker spins for CE_POOL_SPIN_NS (yielding the core to
+   any other runnable thread), then sleeps on a condition variable.  Waking one
+   costs the caller ~8 us (a futex wake; an inter-processor interrupt), more
+   than a light call (a->light: fewer than CE_PAR_MIN elements) takes, so a
+   light call wakes sleepers only if the previous call came less than the spin
+   time ago (a burst of calls, which keeps them awake from then on); otherwise
+   it runs with the workers that are awake, or alone.  Workers block every
+   signal (Python handles them on the main thread).  A forked child starts with
+   no workers (pthread_atfork). */
+#ifndef CE_POOL_SPIN_NS
+#define CE_POOL_SPIN_NS 100000
+#endif
+#define CE_POOL_PARTS_PER_THREAD 4
+#define CE_POOL_MAX_PARTS (CE_MAX_THREADS * CE_POOL_PARTS_PER_THREAD)
+
+static struct {
+    pthread_mutex_t lock; /* guards sleeping, starting workers and the condition */
+    pthread_cond_t wake;
+    int workers;          /* started (under lock) */
+    int busy;             /* atomic: a caller owns the pool */
+    int sleepers;         /* atomic: workers waiting on `wake` */
+    uint64_t word;        /* atomic: generation << 32 | parts << 16 | next part */
+    int seats;            /* atomic: workers that joined the current call */
+    int max_seats;        /* the workers the current call may use */
+    const ce_task *a;     /* the current call (fields written before publishing) */
+    ce_range_fn fn;
+    Py_ssize_t n;
+    int done;             /* atomic: parts finished */
+    int failed;           /* atomic: a part failed */
+    uint64_t last_ns;     /* when the last call started (owner only) */
+    int atfork;           /* the fork handler is registered */
+} ce_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+#define CE_LOAD(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define CE_STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define CE_ADD(p, v) __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL)
+
+static inline void ce_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* the CPUs online, read once (sysconf reads a file) */
+static int ce_cpus(void) {
+    static int cpus;
+    int n = __atomic_load_n(&cpus, __ATOMIC_RELAXED);
+    if (!n) __atomic_store_n(&cpus, n = ce_default_threads(), __ATOMIC_RELAXED);
+    return n;
+}
+
+static uint64_t ce_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* claim and run parts of generation `gen` until none is left; returns at once
+   if the pool has moved to another generation */
+static void ce_pool_claim(uint32_t gen) {
+    uint64_t w = CE_LOAD(&ce_pool.word);
+    for (;;) {
+        const uint32_t parts = (uint32_t)(w >> 16) & 0xffff, k = (uint32_t)w & 0xffff;
+        if ((uint32_t)(w >> 32) != gen || k >= parts) return;
+        if (!__atomic_compare_exchange_n(&ce_pool.word, &w, w + 1, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue; /* w now holds the current word */
+        /* part k is ours: the call cannot finish before it, so its fields stay */
+        const Py_ssize_t n = ce_pool.n;
+        const Py_ssize_t lo = (Py_ssize_t)((double)n * k / parts);
+        const Py_ssize_t hi = k + 1 == parts ? n : (Py_ssize_t)((double)n * (k + 1) / parts);
+        int failed = 0;
+        ce_pool.fn(ce_pool.a, lo, hi, &failed);
+        if (failed) __atomic_store_n(&ce_pool.failed, 1, __ATOMIC_RELAXED);
+        CE_ADD(&ce_pool.done, 1);
+        w = CE_LOAD(&ce_pool.word);
+    }
+}
+
+static void *ce_pool_worker(void *arg) {
+    uint32_t seen = (uint32_t)(uintptr_t)arg; /* the generation when it was started */
+    for (;;) {
+        uint64_t w = CE_LOAD(&ce_pool.word);
+        if ((uint32_t)(w >> 32) == seen) { /* nothing new: spin a while, then sleep */
+            const uint64_t until = ce_now_ns() + CE_POOL_SPIN_NS;
+            for (int i = 1;; i++) {
+                ce_relax();
+                w = CE_LOAD(&ce_pool.word);
+                if ((uint32_t)(w >> 32) != seen) break;
+                if (i & 63) continue;
+                sched_yield(); /* another thread runnable on this core goes first */
+                if (ce_now_ns() > until) {
+                    pthread_mutex_lock(&ce_pool.lock);
+                    CE_ADD(&ce_pool.sleepers, 1);
+                    while ((uint32_t)((w = __atomic_load_n(&ce_pool.word, __ATOMIC_SEQ_CST)) >>
+                                      32) == seen)
+                        pthread_cond_wait(&ce_pool.wake, &ce_pool.lock);
+                    CE_ADD(&ce_pool.sleepers, -1);
+                    pthread_mutex_unlock(&ce_pool.lock);
+                    break;
+                }
+            }
+        }
+        seen = (uint32_t)(w >> 32);
+        if (CE_ADD(&ce_pool.seats, 1) <= CE_LOAD(&ce_pool.max_seats)) ce_pool_claim(seen);
+    }
+    return NULL;
+}
+
+/* libgomp's GOMP_parallel (what `#pragma omp parallel` calls), once
+   ce_openmp_attach() found it loaded: PyTorch's OpenMP runtime, whose threads
+   run PyTorch's own operations.  With it, a call runs on those threads (and
+   finds them awake between PyTorch's operations) instead of adding threads of
+   its own that would compete with them for the cores.  Not in a forked child
+   (libgomp's threads do not survive fork). */
+typedef void (*ce_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+static ce_gomp_parallel_fn ce_gomp;
+static int ce_forked;
+#ifndef CE_GOMP_HOT_NS
+#define CE_GOMP_HOT_NS 200000 /* a light call uses OpenMP this soon after the last one */
+#endif
+#ifndef CE_GOMP_MIN
+#define CE_GOMP_MIN (1 << 14)
+#endif
+
+static void ce_pool_after_fork(void) { /* the child has the caller's thread only */
+    ce_forked = 1;
+    ce_gomp = NULL;
+    pthread_mutex_init(&ce_pool.lock, NULL);
+    pthread_cond_init(&ce_pool.wake, NULL);
+    ce_pool.workers = 0;
+    ce_pool.busy = 0;
+    ce_pool.sleepers = 0;
+}
+
+/* start workers up to `want`, at most one fewer than the CPUs (more would only
+   take turns on them); returns how many there are */
+static int ce_pool_grow(int want) {
+    pthread_mutex_lock(&ce_pool.lock);
+    if (want > ce_cpus() - 1) want = ce_cpus() - 1;
+    if (!ce_pool.atfork) ce_pool.atfork = pthread_atfork(NULL, NULL, ce_pool_after_fork) == 0;
+    if (ce_pool.atfork && ce_pool.workers < want) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old); /* the workers inherit the full mask */
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const uint32_t gen = (uint32_t)(CE_LOAD(&ce_pool.word) >> 32);
+        while (ce_pool.workers < want) {
+            pthread_t tid;
+            if (pthread_create(&tid, &attr, ce_pool_worker, (void *)(uintptr_t)gen)) break;
+            ce_pool.workers++;
+        }
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    const int workers = ce_pool.workers;
+    pthread_mutex_unlock(&ce_pool.lock);
+    return workers;
+}
+
+static void ce_openmp_attach(void) {
+    pthread_mutex_lock(&ce_pool.lock);
+    if (!ce_pool.atfork) ce_pool.atfork = pthread_atfork(NULL, NULL, ce_pool_after_fork) == 0;
+    if (ce_pool.atfork && !ce_forked && !ce_gomp)
+        __atomic_store_n(&ce_gomp, (ce_gomp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel"),
+                         __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ce_pool.lock);
+}
+
+typedef struct {
+    const ce_task *a;
+    ce_range_fn fn;
+    Py_ssize_t n;
+    int parts, next, failed;
+} ce_team;
+
+static void ce_team_run(void *p) { /* every thread of the OpenMP team */
+    ce_team *t = (ce_team *)p;
+    for (;;) {
+        const int k = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
+        if (k >= t->parts) return;
+        const Py_ssize_t lo = (Py_ssize_t)((double)t->n * k / t->parts);
+        const Py_ssize_t hi = k + 1 == t->parts ? t->n : (Py_ssize_t)((double)t->n * (k + 1) / t->parts);
+        int failed = 0;
+        t->fn(t->a, lo, hi, &failed);
+        if (failed) __atomic_store_n(&t->failed, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static uint64_t ce_gomp_last_ns; /* when the last call on OpenMP started */
+
+/* fn over [0, n) on libgomp's threads; -1 if not (no libgomp, or a light call
+   while its threads have likely gone to sleep) */
+static int ce_gomp_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
+    const ce_gomp_parallel_fn gomp = __atomic_load_n(&ce_gomp, __ATOMIC_ACQUIRE);
+    if (!gomp) return -1;
+    const uint64_t now = ce_now_ns();
+    const uint64_t last = __atomic_exchange_n(&ce_gomp_last_ns, now, __ATOMIC_RELAXED);
+    if (a->light && now - last >= CE_GOMP_HOT_NS) return -1;
+    Py_ssize_t parts = (Py_ssize_t)nthreads * CE_POOL_PARTS_PER_THREAD;
+    if (parts > n) parts = n;
+    if (parts > CE_POOL_MAX_PARTS) parts = CE_POOL_MAX_PARTS;
+    ce_team t = {a, fn, n, (int)parts, 0, 0};
+    gomp(ce_team_run, &t, (unsigned)(nthreads < ce_cpus() ? nthreads : ce_cpus()), 0);
+    return t.failed;
+}
+
+/* run fn over [0, n) on the caller and up to nthreads - 1 workers; returns -1
+   (nothing run) if another caller owns the pool or no worker could start,
+   else nonzero if a part failed */
+static int ce_pool_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&ce_pool.busy, &expected, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return -1;
+    if (ce_pool_grow(nthreads - 1) < 1) {
+        CE_STORE(&ce_pool.busy, 0);
+        return -1;
+    }
+    Py_ssize_t parts = (Py_ssize_t)nthreads * CE_POOL_PARTS_PER_THREAD;
+    if (parts > n) parts = n;
+    if (parts > CE_POOL_MAX_PARTS) parts = CE_POOL_MAX_PARTS;
+    ce_pool.a = a;
+    ce_pool.fn = fn;
+    ce_pool.n = n;
+    ce_pool.done = 0;
+    ce_pool.failed = 0;
+    CE_STORE(&ce_pool.max_seats, nthreads - 1);
+    CE_STORE(&ce_pool.seats, 0);
+    const uint32_t gen = (uint32_t)(CE_LOAD(&ce_pool.word) >> 32) + 1;
+    __atomic_store_n(&ce_pool.word, (uint64_t)gen << 32 | (uint64_t)parts << 16, __ATOMIC_SEQ_CST);
+    const uint64_t now = ce_now_ns(), since = now - ce_pool.last_ns;
+    ce_pool.last_ns = now;
+    if (__atomic_load_n(&ce_pool.sleepers, __ATOMIC_SEQ_CST) &&
+        (!a->light || since < CE_POOL_SPIN_NS)) {
+        pthread_mutex_lock(&ce_pool.lock);
+        pthread_cond_broadcast(&ce_pool.wake);
+        pthread_mutex_unlock(&ce_pool.lock);
+    }
+    ce_pool_claim(gen);
+    while (CE_LOAD(&ce_pool.done) < parts) ce_relax();
+    const int failed = __atomic_load_n(&ce_pool.failed, __ATOMIC_RELAXED);
+    CE_STORE(&ce_pool.busy, 0);
+    return failed;
+}
+#endif
+
 /* Split [0, n) into contiguous ranges, one per thread; returns nonzero on failure. */
 static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
     ce_job jobs[CE_MAX_THREADS];
@@ -283,6 +559,14 @@ static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
     if (nthreads > n) nthreads = (int)(n > 0 ? n : 1);
 #ifdef _WIN32
     nthreads = 1;
+#endif
+#ifdef CE_HAVE_POOL
+    if (nthreads > 1) {
+        int done = ce_gomp_run(a, n, nthreads, fn);
+        if (done < 0 && !ce_gomp) done = ce_pool_run(a, n, nthreads, fn);
+        if (done >= 0) return done;
+        if (a->light) nthreads = 1; /* no threads of its own for a light call */
+    }
 #endif
     for (int k = 0; k < nthreads; k++) {
         jobs[k].a = a;
@@ -309,8 +593,17 @@ static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
     return failed;
 }
 
-static int ce_threads_for(Py_ssize_t elements, int nthreads) {
+/* the threads for a call of `elements` elements: one below CE_POOL_MIN (or
+   CE_GOMP_MIN on OpenMP, whose parallel region costs ~3 us more); below
+   CE_PAR_MIN a light call (threads that are awake) */
+static int ce_threads_for(ce_task *a, Py_ssize_t elements, int nthreads) {
+#ifdef CE_HAVE_POOL
+    a->light = elements < CE_PAR_MIN;
+    return elements < (ce_gomp ? CE_GOMP_MIN : CE_POOL_MIN) ? 1 : nthreads;
+#else
+    (void)a;
     return elements < CE_PAR_MIN ? 1 : nthreads;
+#endif
 }
 
 /* ---------------------------------------------------------- Python entry */
@@ -382,7 +675,7 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
         a.W = W;
     }
     Py_ssize_t R = a.O * a.D;
-    int nt = ce_threads_for(R * a.C, nthreads);
+    int nt = ce_threads_for(&a, R * a.C, nthreads);
     int failed = 0;
 #ifdef CE_HAVE_STREAM
     a.stream = (flags & 1) && a.g && a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
@@ -528,7 +821,7 @@ static PyObject *py_quick(PyObject *self, PyObject *args) {
         if (reduction != 2 && !sums) {
             failed = 1;
         } else {
-            const int nt = ce_threads_for(N * a.C, nthreads);
+            const int nt = ce_threads_for(&a, N * a.C, nthreads);
             if (columns)
                 failed = ce_parallel(&a, blocks, nt, dtype ? ce_cols_f64 : ce_cols_f32);
             else
@@ -575,7 +868,7 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     a.loss = PTR(lse);
     a.online = dtype ? (1 << 17) : (1 << 18);
     Py_ssize_t R = a.O * a.D;
-    int nt = ce_threads_for(R * a.C, nthreads);
+    int nt = ce_threads_for(&a, R * a.C, nthreads);
     Py_BEGIN_ALLOW_THREADS
     ce_parallel(&a, R, nt, dtype ? ce_softmax_rows_f64 : ce_softmax_rows_f32);
     Py_END_ALLOW_THREADS
@@ -680,11 +973,32 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static const char use_openmp_doc[] =
+    "use_openmp()\n\n"
+    "Run the kernels' threads on the OpenMP runtime already loaded in the process\n"
+    "(PyTorch's), if any; returns True if they do.";
+
+static PyObject *py_use_openmp(PyObject *self, PyObject *noargs) {
+#ifdef CE_HAVE_POOL
+    ce_openmp_attach();
+    return PyBool_FromLong(ce_gomp != NULL);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
-    return Py_BuildValue("{s:s,s:i}", "isa", CE_ISA, "cpus", ce_default_threads());
+#ifdef CE_HAVE_POOL
+    const char *pool = ce_gomp ? "openmp" : "own";
+#else
+    const char *pool = "per call";
+#endif
+    return Py_BuildValue("{s:s,s:i,s:s}", "isa", CE_ISA, "cpus", ce_default_threads(), "thread pool",
+                         pool);
 }
 
 static PyMethodDef ce_methods[] = {
+    {"use_openmp", py_use_openmp, METH_NOARGS, use_openmp_doc},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"target_weight_sum", py_target_weight_sum, METH_VARARGS, target_weight_sum_doc},
     {"quick", py_quick, METH_VARARGS, quick_doc},
@@ -1930,7 +2244,7 @@ int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void
         a.W = W;
     }
     const Py_ssize_t R = a.O * a.D;
-    const int nt = ce_threads_for(R * a.C, nthreads);
+    const int nt = ce_threads_for(&a, R * a.C, nthreads);
 #ifdef CE_HAVE_STREAM
     a.stream = stream && a.g && (const char *)a.g != a.x && R * a.C * (dtype ? 8 : 4) >= CE_STREAM_MIN;
 #else

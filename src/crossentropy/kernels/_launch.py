@@ -374,6 +374,7 @@ def _host_kinds() -> tuple:
     NumPy dtypes of the same values (targets and weights may be NumPy arrays)."""
     import torch
 
+    native.use_torch_threads()
     types = (torch.Tensor, torch.nn.Parameter), torch.strided
     inputs = (torch.float32, torch.float64)
     floats = (torch.float16, torch.float32, torch.float64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import os
 from collections.abc import Iterator
@@ -58,16 +59,21 @@ _ENV_NAME = "CROSSENTROPY_DISABLE_KERNELS"
 # there, a variable that is not set costs a dict lookup, where ``os.environ.get``
 # raises and catches a KeyError (0.7 µs, a tenth of a small call's budget)
 _ENV_DATA = getattr(os.environ, "_data", None)
-_ENV_KEY = getattr(os.environ, "encodekey", lambda key: None)(_ENV_NAME)
+_ENCODE = getattr(os.environ, "encodekey", lambda name: None)
+_THREADS_NAME = "CROSSENTROPY_NUM_THREADS"
+_ENV_KEYS = {name: _ENCODE(name) for name in (_ENV_NAME, _THREADS_NAME)}
+
+
+def _environ(name: str) -> str:
+    """``os.environ.get(name, "")``, at a dict lookup's cost when ``name`` is not set."""
+    if type(_ENV_DATA) is dict and _ENV_DATA.get(_ENV_KEYS[name]) is None:
+        return ""
+    return os.environ.get(name, "")
 
 
 def _environment_allows() -> bool:
     """False if ``CROSSENTROPY_DISABLE_KERNELS`` is set to anything but ``""`` or ``"0"``."""
-    if type(_ENV_DATA) is dict and _ENV_KEY is not None:
-        value = _ENV_DATA.get(_ENV_KEY)
-        if value is None:
-            return True
-    return os.environ.get(_ENV_NAME, "") in ("", "0")
+    return _environ(_ENV_NAME) in ("", "0")
 
 
 @contextlib.contextmanager
@@ -88,6 +94,15 @@ def info() -> dict:
     return out
 
 
+@functools.cache
+def use_torch_threads() -> bool:
+    """Run the kernels' threads on PyTorch's OpenMP runtime (called once PyTorch
+    tensors reach them): its threads, awake between PyTorch's operations, take
+    parts of a call instead of threads of the kernels' own competing with them
+    for the cores.  True if they do."""
+    return extension is not None and bool(extension.use_openmp())
+
+
 #: the most threads :func:`set_num_threads` accepts (the kernels use at most 256)
 MAX_THREADS = 1 << 16
 
@@ -98,7 +113,7 @@ def get_num_threads() -> int:
     this process may run on."""
     if _THREADS:
         return _THREADS[0]
-    env = os.environ.get("CROSSENTROPY_NUM_THREADS", "")
+    env = _environ(_THREADS_NAME)
     if env.isdigit() and int(env) > 0:
         return min(int(env), MAX_THREADS)
     try:

@@ -44,7 +44,7 @@ _INDEX_CODES = {np.dtype(np.int64): 0, np.dtype(np.int32): 1}  # 1: int32 indice
 _REDUCTIONS = {"mean": 0, "sum": 1, "none": 2}  # the kernel's reduction codes
 _NUMBERS = (int, float)
 _PROBE_TOL = (1e-3, 1e-6)  # looks_like_probabilities' tolerance (float32, float64)
-_PAR_MIN = 1 << 16  # the kernel runs one thread below this many elements
+_POOL_MIN = 1 << 12  # the kernel runs one thread below this many elements (CE_POOL_MIN)
 _HUGE_PAGES_MIN = 1 << 22  # bytes: NumPy's allocations from this size ask for huge pages
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -141,6 +141,7 @@ def _tensor_call(
     code = 0 if dtype is torch.float32 else 1 if dtype is torch.float64 else None
     if code is None or not x.is_cpu or x.dim() != 2 or not x.is_contiguous() or x.is_neg():
         return None
+    native.use_torch_threads()
     n, c = x.shape
     if not n or not c or y.dim() != 1 or y.shape[0] != n or not y.is_cpu or not y.is_contiguous():
         return None
@@ -201,7 +202,7 @@ def _kernel(
     if not _INT64_MIN <= ignore_index <= _INT64_MAX:
         return None
     ls, z, cap = opts
-    threads = 1 if n * c < _PAR_MIN else native.get_num_threads()
+    threads = 1 if n * c < _POOL_MIN else native.get_num_threads()
     total, status = native.extension.quick(
         code, n, c, xptr, yptr, y32, ignore_index, _REDUCTIONS[reduction], ls, z, cap or 0.0,
         gptr, lptr, int(c <= _launch.SMALL_C), threads, 10 * _PROBE_TOL[code] if probe else 0.0,
