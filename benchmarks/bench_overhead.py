@@ -19,7 +19,10 @@ Every contestant runs in the same process, in rounds: each round times a block
 of calls of each contestant in turn (so that a busy machine slows them alike),
 and the table gives each one's median per-call time over the rounds and the
 ratios of medians.  PyTorch runs with its default threads (``--threads``
-sets them).  Timings are printed, never asserted.
+sets them); the kernels run theirs on PyTorch's OpenMP threads, as they do
+once PyTorch tensors reach them, and the calls of each block come back to back
+(a training loop's next call comes later: see docs/kernels.md, Threads).
+Timings are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 
 import crossentropy as ce
 from crossentropy import kernels
+from crossentropy.kernels import native
 
 SHAPES = [(64, 10), (256, 100), (32, 1000)]
 BLOCK_SECONDS = 2e-3  # each contestant's block of calls lasts about this long
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"machine: {platform.machine()}, nproc={os.cpu_count()}, load average {load}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
+    native.use_torch_threads()  # what the first tensor call does: the pool it uses
     print(f"torch threads {torch.get_num_threads()}, kernels {kernels.info()}")
     print(
         f"{args.rounds} interleaved rounds of ~{BLOCK_SECONDS * 1e3:.0f} ms per contestant; "

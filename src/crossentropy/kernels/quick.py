@@ -130,7 +130,9 @@ def _numpy_call(x: Any, y: Any, ignore_index: int, reduction: str, opts: tuple, 
     total = _kernel(*args, x)
     if total is None:
         return None
-    value = loss if loss is not None else np.asarray(total, dtype=x.dtype)  # 0-d, as the general path
+    value = (
+        loss if loss is not None else np.asarray(total, dtype=x.dtype)
+    )  # 0-d, as the general path
     return (value, {"input": g}) if wrt else value
 
 
@@ -158,7 +160,9 @@ def _tensor_call(
     gptr = 0 if g is None else g.data_ptr()
     lptr = 0 if loss is None else loss.data_ptr()
     y32 = int(ydtype is torch.int32)
-    total = _kernel(code, n, c, xptr, yptr, y32, ignore_index, reduction, opts, gptr, lptr, not wrt, x)
+    total = _kernel(
+        code, n, c, xptr, yptr, y32, ignore_index, reduction, opts, gptr, lptr, not wrt, x
+    )
     if total is None:
         return None
     value = loss if loss is not None else torch.scalar_tensor(total, dtype=dtype)
