@@ -87,7 +87,9 @@ def disabled() -> Iterator[None]:
 
 
 def info() -> dict:
-    """What was built: ``{'available': bool, 'isa': str, 'cpus': int, 'threads': int}``."""
+    """What was built and how it runs: ``{'available': bool, 'threads': int, 'isa': str,
+    'cpus': int, 'thread pool': str}``; the pool is ``'openmp'`` (PyTorch's OpenMP
+    threads, once PyTorch tensors have reached the kernels) or ``'own'``."""
     out = {"available": available(), "threads": get_num_threads()}
     if extension is not None:
         out.update(extension.info())
