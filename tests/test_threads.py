@@ -179,3 +179,60 @@ def test_signals_reach_the_main_thread():
         """,
     )
     assert out.strip() == "50 {'MainThread'}"
+
+
+def test_child_of_a_pytorch_parent_that_never_used_the_kernels_threads():
+    # the parent ran PyTorch's OpenMP operations only; libgomp's threads are gone in the
+    # child, which must not wait for them at its first threaded call (it hung there once)
+    out = _run(
+        "plain",
+        """
+        import torch
+        a = torch.randn(1000, 1000)
+        for _ in range(3):
+            (a @ a).sum()  # libgomp's threads exist now
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(2048, 100)); t = rng.integers(0, 100, 2048)
+        expected = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
+        pid = os.fork()
+        if pid == 0:  # no PyTorch operation here that would use its own OpenMP threads
+            xt = torch.from_numpy(x).requires_grad_()
+            loss = ce.cross_entropy(xt, torch.from_numpy(t))
+            loss.backward()
+            close = abs(float(loss) - float(expected)) <= 1e-12 * float(expected)
+            ok = close and xt.grad is not None and native.info()["thread pool"] == "own"
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """,
+        timeout=60,
+    )
+    assert out.strip() == "0"
+
+
+def test_pytorch_thread_setting_caps_the_openmp_threads():
+    # a DataLoader worker: forked before the kernels were imported, PyTorch's threads set
+    # to 1; the kernels then attach to libgomp in the child and must use one thread
+    code = textwrap.dedent(
+        """
+        import os
+        import numpy as np, torch
+        a = torch.randn(1000, 1000)
+        for _ in range(3):
+            (a @ a).sum()
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)
+            import crossentropy as ce
+            from crossentropy.kernels import native
+            rng = np.random.default_rng(8)
+            x = torch.from_numpy(rng.normal(size=(2048, 100))).requires_grad_()
+            t = torch.from_numpy(rng.integers(0, 100, 2048))
+            ce.cross_entropy(x, t).backward()
+            os._exit(0 if native.info()["thread pool"] == "openmp" else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = run_python("-c", code, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "0", (done.stdout, done.stderr)

@@ -287,7 +287,7 @@ static int ce_default_threads(void) {
 #define CE_HAVE_POOL 1
 /* A persistent pool of worker threads, so that a call of a few microseconds can
    use more than one core (starting a thread costs ~60 us).  One caller at a time
-   owns it (`busy`); a call that finds it owned starts threads of its own.
+   owns it (`busy`); a call that finds it owned runs on its own thread.
 
    A call is split into `parts` contiguous ranges; the caller and the workers
    claim them one at a time from `word` (generation << 32 | parts << 16 | next
@@ -305,9 +305,11 @@ static int ce_default_threads(void) {
    than a light call (a->light: fewer than CE_PAR_MIN elements) takes, so a
    light call wakes sleepers only if the previous call came less than the spin
    time ago (a burst of calls, which keeps them awake from then on); otherwise
-   it runs with the workers that are awake, or alone.  Workers block every
-   signal (Python handles them on the main thread).  A forked child starts with
-   no workers (pthread_atfork). */
+   it runs with the workers that are awake, or alone.  Workers block the
+   asynchronous signals (Python handles them on the main thread).  A forked child
+   starts with no workers and never uses libgomp (pthread_atfork, registered when
+   the module loads).  Known and harmless: a worker that read a generation and
+   was descheduled may take a seat of the next call, which then runs without it. */
 #ifndef CE_POOL_SPIN_NS
 #define CE_POOL_SPIN_NS 100000
 #endif
@@ -344,11 +346,18 @@ static inline void ce_relax(void) {
 #endif
 }
 
-/* the CPUs online, read once (sysconf reads a file) */
+/* the CPUs this process may run on, read once (sysconf reads a file) */
 static int ce_cpus(void) {
     static int cpus;
     int n = __atomic_load_n(&cpus, __ATOMIC_RELAXED);
-    if (!n) __atomic_store_n(&cpus, n = ce_default_threads(), __ATOMIC_RELAXED);
+    if (!n) {
+        n = ce_default_threads();
+#if defined(__linux__)
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+#endif
+        __atomic_store_n(&cpus, n, __ATOMIC_RELAXED);
+    }
     return n;
 }
 
@@ -417,7 +426,9 @@ static void *ce_pool_worker(void *arg) {
    its own that would compete with them for the cores.  Not in a forked child
    (libgomp's threads do not survive fork). */
 typedef void (*ce_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*ce_omp_max_fn)(void);
 static ce_gomp_parallel_fn ce_gomp;
+static ce_omp_max_fn ce_omp_max; /* omp_get_max_threads: PyTorch's set_num_threads */
 static int ce_forked;
 #ifndef CE_GOMP_HOT_NS
 /* a light call uses OpenMP this soon after the previous call: libgomp's threads spin
@@ -432,6 +443,7 @@ static int ce_forked;
 static void ce_pool_after_fork(void) { /* the child has the caller's thread only */
     ce_forked = 1;
     ce_gomp = NULL;
+    ce_omp_max = NULL;
     pthread_mutex_init(&ce_pool.lock, NULL);
     pthread_cond_init(&ce_pool.wake, NULL);
     ce_pool.workers = 0;
@@ -444,10 +456,12 @@ static void ce_pool_after_fork(void) { /* the child has the caller's thread only
 static int ce_pool_grow(int want) {
     pthread_mutex_lock(&ce_pool.lock);
     if (want > ce_cpus() - 1) want = ce_cpus() - 1;
-    if (!ce_pool.atfork) ce_pool.atfork = pthread_atfork(NULL, NULL, ce_pool_after_fork) == 0;
     if (ce_pool.atfork && ce_pool.workers < want) {
         sigset_t all, old;
         sigfillset(&all);
+        /* a fault in a worker must reach faulthandler / the default action, not be blocked */
+        const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+        for (size_t i = 0; i < sizeof faults / sizeof *faults; i++) sigdelset(&all, faults[i]);
         pthread_sigmask(SIG_SETMASK, &all, &old); /* the workers inherit the full mask */
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -466,12 +480,22 @@ static int ce_pool_grow(int want) {
     return workers;
 }
 
-static void ce_openmp_attach(void) {
+/* the fork handler, registered when the module loads: a child of a process that
+   used the kernels (or libgomp) must know it was forked before its first call */
+static void ce_pool_init(void) {
     pthread_mutex_lock(&ce_pool.lock);
     if (!ce_pool.atfork) ce_pool.atfork = pthread_atfork(NULL, NULL, ce_pool_after_fork) == 0;
-    if (ce_pool.atfork && !ce_forked && !ce_gomp)
-        __atomic_store_n(&ce_gomp, (ce_gomp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel"),
-                         __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ce_pool.lock);
+}
+
+static void ce_openmp_attach(void) {
+    pthread_mutex_lock(&ce_pool.lock);
+    if (ce_pool.atfork && !ce_forked && !ce_gomp) {
+        ce_omp_max = (ce_omp_max_fn)dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+        if (ce_omp_max)
+            __atomic_store_n(&ce_gomp, (ce_gomp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel"),
+                             __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&ce_pool.lock);
 }
 
@@ -502,6 +526,11 @@ static uint64_t ce_gomp_last_ns; /* when the last call on OpenMP started */
 static int ce_gomp_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
     const ce_gomp_parallel_fn gomp = __atomic_load_n(&ce_gomp, __ATOMIC_ACQUIRE);
     if (!gomp) return -1;
+    /* no more threads than PyTorch's own (torch.set_num_threads; 1 in a DataLoader
+       worker, a forked child whose libgomp threads are gone) */
+    const int omp = ce_omp_max();
+    if (omp < 2) return 0x100; /* run it on the calling thread */
+    if (nthreads > omp) nthreads = omp;
     const uint64_t now = ce_now_ns();
     const uint64_t last = __atomic_exchange_n(&ce_gomp_last_ns, now, __ATOMIC_RELAXED);
     if (a->light && now - last >= CE_GOMP_HOT_NS) return -1;
@@ -511,6 +540,10 @@ static int ce_gomp_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
     ce_team t = {a, fn, n, (int)parts, 0, 0};
     gomp(ce_team_run, &t, (unsigned)(nthreads < ce_cpus() ? nthreads : ce_cpus()), 0);
     return t.failed;
+}
+
+static int ce_gomp_attached(void) {
+    return __atomic_load_n(&ce_gomp, __ATOMIC_RELAXED) != NULL;
 }
 
 /* run fn over [0, n) on the caller and up to nthreads - 1 workers; returns -1
@@ -546,7 +579,10 @@ static int ce_pool_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
         pthread_mutex_unlock(&ce_pool.lock);
     }
     ce_pool_claim(gen);
-    while (CE_LOAD(&ce_pool.done) < parts) ce_relax();
+    for (unsigned i = 1; CE_LOAD(&ce_pool.done) < parts; i++) {
+        ce_relax();
+        if (!(i & 1023)) sched_yield(); /* a descheduled worker may need this core */
+    }
     const int failed = __atomic_load_n(&ce_pool.failed, __ATOMIC_RELAXED);
     CE_STORE(&ce_pool.busy, 0);
     return failed;
@@ -566,9 +602,11 @@ static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
 #ifdef CE_HAVE_POOL
     if (nthreads > 1) {
         int done = ce_gomp_run(a, n, nthreads, fn);
-        if (done < 0 && !ce_gomp) done = ce_pool_run(a, n, nthreads, fn);
-        if (done >= 0) return done;
-        if (a->light) nthreads = 1; /* no threads of its own for a light call */
+        if (done < 0 && !ce_gomp_attached()) done = ce_pool_run(a, n, nthreads, fn);
+        if (done >= 0 && done != 0x100) return done;
+        /* OpenMP limited to one thread, a light call while its threads sleep, or the
+           pool owned by another caller (which is using the cores): this thread alone */
+        nthreads = 1;
     }
 #endif
     for (int k = 0; k < nthreads; k++) {
@@ -602,7 +640,7 @@ static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
 static int ce_threads_for(ce_task *a, Py_ssize_t elements, int nthreads) {
 #ifdef CE_HAVE_POOL
     a->light = elements < CE_PAR_MIN;
-    return elements < (ce_gomp ? CE_GOMP_MIN : CE_POOL_MIN) ? 1 : nthreads;
+    return elements < (ce_gomp_attached() ? CE_GOMP_MIN : CE_POOL_MIN) ? 1 : nthreads;
 #else
     (void)a;
     return elements < CE_PAR_MIN ? 1 : nthreads;
@@ -984,7 +1022,7 @@ static const char use_openmp_doc[] =
 static PyObject *py_use_openmp(PyObject *self, PyObject *noargs) {
 #ifdef CE_HAVE_POOL
     ce_openmp_attach();
-    return PyBool_FromLong(ce_gomp != NULL);
+    return PyBool_FromLong(ce_gomp_attached());
 #else
     Py_RETURN_FALSE;
 #endif
@@ -992,7 +1030,7 @@ static PyObject *py_use_openmp(PyObject *self, PyObject *noargs) {
 
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
 #ifdef CE_HAVE_POOL
-    const char *pool = ce_gomp ? "openmp" : "own";
+    const char *pool = ce_gomp_attached() ? "openmp" : "own";
 #else
     const char *pool = "per call";
 #endif
@@ -1021,6 +1059,9 @@ PyMODINIT_FUNC PyInit__ce(void) {
         ones_f32[i] = 1.0f;
         ones_f64[i] = 1.0;
     }
+#ifdef CE_HAVE_POOL
+    ce_pool_init();
+#endif
     return PyModule_Create(&ce_module);
 }
 
@@ -2204,6 +2245,9 @@ void ce_capi_init(void) {
         ones_f32[i] = 1.0f;
         ones_f64[i] = 1.0;
     }
+#ifdef CE_HAVE_POOL
+    ce_pool_init();
+#endif
 }
 
 int ce_capi_cross_entropy(int dtype, int64_t O, int64_t D, int64_t C, const void *x,
