@@ -259,21 +259,6 @@ static inline int64_t ce_class(const ce_task *a, Py_ssize_t r, int *counts) {
 
 /* ------------------------------------------------------------- threading */
 
-typedef struct {
-    const ce_task *a;
-    Py_ssize_t lo, hi;
-    ce_range_fn fn;
-    int failed;
-} ce_job;
-
-#ifndef _WIN32
-static void *ce_job_run(void *p) {
-    ce_job *j = (ce_job *)p;
-    j->fn(j->a, j->lo, j->hi, &j->failed);
-    return NULL;
-}
-#endif
-
 static int ce_default_threads(void) {
 #ifndef _WIN32
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -287,7 +272,8 @@ static int ce_default_threads(void) {
 #define CE_HAVE_POOL 1
 /* A persistent pool of worker threads, so that a call of a few microseconds can
    use more than one core (starting a thread costs ~60 us).  One caller at a time
-   owns it (`busy`); a call that finds it owned runs on its own thread.
+   owns it (`busy`); a call that finds it owned runs on its own thread.  Without
+   GCC's atomics (or on Windows) every call runs on the calling thread.
 
    A call is split into `parts` contiguous ranges; the caller and the workers
    claim them one at a time from `word` (generation << 32 | parts << 16 | next
@@ -521,15 +507,15 @@ static void ce_team_run(void *p) { /* every thread of the OpenMP team */
 
 static uint64_t ce_gomp_last_ns; /* when the last call on OpenMP started */
 
-/* fn over [0, n) on libgomp's threads; -1 if not (no libgomp, or a light call
-   while its threads have likely gone to sleep) */
+/* fn over [0, n) on libgomp's threads; -1 if not (no libgomp, PyTorch's threads
+   set to one, or a light call while its threads have likely gone to sleep) */
 static int ce_gomp_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
     const ce_gomp_parallel_fn gomp = __atomic_load_n(&ce_gomp, __ATOMIC_ACQUIRE);
     if (!gomp) return -1;
     /* no more threads than PyTorch's own (torch.set_num_threads; 1 in a DataLoader
        worker, a forked child whose libgomp threads are gone) */
     const int omp = ce_omp_max();
-    if (omp < 2) return 0x100; /* run it on the calling thread */
+    if (omp < 2) return -1;
     if (nthreads > omp) nthreads = omp;
     const uint64_t now = ce_now_ns();
     const uint64_t last = __atomic_exchange_n(&ce_gomp_last_ns, now, __ATOMIC_RELAXED);
@@ -589,48 +575,22 @@ static int ce_pool_run(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn
 }
 #endif
 
-/* Split [0, n) into contiguous ranges, one per thread; returns nonzero on failure. */
+/* fn over [0, n): on the calling thread and helpers (ce_gomp_run, ce_pool_run) for
+   nthreads > 1, else on the calling thread; nonzero if a part failed */
 static int ce_parallel(const ce_task *a, Py_ssize_t n, int nthreads, ce_range_fn fn) {
-    ce_job jobs[CE_MAX_THREADS];
-    int failed = 0;
     if (nthreads < 1) nthreads = ce_default_threads();
     if (nthreads > CE_MAX_THREADS) nthreads = CE_MAX_THREADS;
-    if (nthreads > n) nthreads = (int)(n > 0 ? n : 1);
-#ifdef _WIN32
-    nthreads = 1;
-#endif
 #ifdef CE_HAVE_POOL
-    if (nthreads > 1) {
-        int done = ce_gomp_run(a, n, nthreads, fn);
-        if (done < 0 && !ce_gomp_attached()) done = ce_pool_run(a, n, nthreads, fn);
-        if (done >= 0 && done != 0x100) return done;
+    if (nthreads > 1 && n > 1) {
+        int failed = ce_gomp_run(a, n, nthreads, fn);
+        if (failed < 0 && !ce_gomp_attached()) failed = ce_pool_run(a, n, nthreads, fn);
+        if (failed >= 0) return failed;
         /* OpenMP limited to one thread, a light call while its threads sleep, or the
            pool owned by another caller (which is using the cores): this thread alone */
-        nthreads = 1;
     }
 #endif
-    for (int k = 0; k < nthreads; k++) {
-        jobs[k].a = a;
-        jobs[k].fn = fn;
-        jobs[k].lo = (Py_ssize_t)((double)n * k / nthreads);
-        jobs[k].hi = (Py_ssize_t)((double)n * (k + 1) / nthreads);
-        jobs[k].failed = 0;
-    }
-    jobs[nthreads - 1].hi = n;
-#ifndef _WIN32
-    pthread_t tid[CE_MAX_THREADS];
-    int started[CE_MAX_THREADS];
-    for (int k = 1; k < nthreads; k++) {
-        started[k] = pthread_create(&tid[k], NULL, ce_job_run, &jobs[k]) == 0;
-        if (!started[k]) fn(a, jobs[k].lo, jobs[k].hi, &jobs[k].failed);
-    }
-#endif
-    fn(a, jobs[0].lo, jobs[0].hi, &jobs[0].failed);
-#ifndef _WIN32
-    for (int k = 1; k < nthreads; k++)
-        if (started[k]) pthread_join(tid[k], NULL);
-#endif
-    for (int k = 0; k < nthreads; k++) failed |= jobs[k].failed;
+    int failed = 0;
+    fn(a, 0, n, &failed);
     return failed;
 }
 
@@ -1094,29 +1054,25 @@ CE_INLINE int64_t SFX(target)(const ce_task *a, Py_ssize_t r, int *counts, doubl
    by Taylor's polynomial (degree 12 in float64, 7 in float32; truncation error
    2e-16 and 5e-9 relative) evaluated by Horner's rule */
 #ifdef CE_DOUBLE
-#define CE_EXP_POLY(p, r)                                                                \
+#define CE_EXP_HEAD(p, r)                                                                \
     p = (r) * (1.0 / 479001600) + 1.0 / 39916800;                                        \
     p = p * (r) + 1.0 / 3628800;                                                         \
     p = p * (r) + 1.0 / 362880;                                                          \
     p = p * (r) + 1.0 / 40320;                                                           \
     p = p * (r) + 1.0 / 5040;                                                            \
-    p = p * (r) + 1.0 / 720;                                                             \
-    p = p * (r) + 1.0 / 120;                                                             \
-    p = p * (r) + 1.0 / 24;                                                              \
-    p = p * (r) + 1.0 / 6;                                                               \
-    p = p * (r) + 0.5;                                                                   \
-    p = p * (r) + 1.0;                                                                   \
-    p = p * (r) + 1.0;
+    p = p * (r) + 1.0 / 720;
 #else
-#define CE_EXP_POLY(p, r)                                                                \
-    p = (r) * (1.0f / 5040) + 1.0f / 720;                                                \
-    p = p * (r) + 1.0f / 120;                                                            \
-    p = p * (r) + 1.0f / 24;                                                             \
-    p = p * (r) + 1.0f / 6;                                                              \
-    p = p * (r) + 0.5f;                                                                  \
-    p = p * (r) + 1.0f;                                                                  \
-    p = p * (r) + 1.0f;
+#define CE_EXP_HEAD(p, r) p = (r) * (1.0f / 5040) + 1.0f / 720;
 #endif
+/* the terms both precisions share, each coefficient rounded in REAL */
+#define CE_EXP_POLY(p, r)                                                                \
+    CE_EXP_HEAD(p, r)                                                                    \
+    p = p * (r) + (REAL)1 / 120;                                                         \
+    p = p * (r) + (REAL)1 / 24;                                                          \
+    p = p * (r) + (REAL)1 / 6;                                                           \
+    p = p * (r) + (REAL)0.5;                                                             \
+    p = p * (r) + 1;                                                                     \
+    p = p * (r) + 1;
 #define CE_EXP_CORE(T, z, t, p)                                                          \
     const T t = (z) * LOG2E_R + MAGIC;                                                   \
     T p;                                                                                 \
@@ -2228,6 +2184,7 @@ CE_HOT static void SFX(ce_exp_sum)(const ce_task *a, Py_ssize_t lo, Py_ssize_t h
 }
 
 #undef CE_EXP_POLY /* defined again for the other REAL */
+#undef CE_EXP_HEAD
 #undef CE_EXP_CORE
 #endif /* CE_TYPED */
 

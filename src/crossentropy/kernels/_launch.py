@@ -374,7 +374,6 @@ def _host_kinds() -> tuple:
     NumPy dtypes of the same values (targets and weights may be NumPy arrays)."""
     import torch
 
-    native.use_torch_threads()
     types = (torch.Tensor, torch.nn.Parameter), torch.strided
     inputs = (torch.float32, torch.float64)
     floats = (torch.float16, torch.float32, torch.float64)
@@ -418,6 +417,8 @@ def host_arrays(input: Any, target: Any, weight: Any, ignore_index: Any) -> tupl
     if not native.enabled() or not array_api_compat.is_torch_array(input):
         return None
     import torch
+
+    native.use_torch_threads()  # PyTorch tensors: the kernels' threads are PyTorch's
 
     _types, inputs, floats, ints, np_floats, np_ints = _host_kinds()
     grad = torch.is_grad_enabled()
