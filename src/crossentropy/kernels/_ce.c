@@ -1404,14 +1404,17 @@ CE_INLINE REAL SFX(vexp_fast)(REAL z) {
 static REAL SFX(ones)[FCH];
 
 /* ask for a chunk ahead of time (beyond the row's end: the next row, if
-   contiguous); the hardware streams within a page, this crosses them */
-CE_INLINE void SFX(prefetch)(const REAL *p) {
+   contiguous); the hardware streams within a page, this crosses them.  `prefetch`
+   brings it to L1, `prefetch_l2` to L2 (a whole row, read while another is written) */
 #if defined(__GNUC__)
-    for (int b = 0; b < FCH * (int)sizeof(REAL); b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+#define CE_PREFETCH_CHUNK(p, level)                                                      \
+    for (int b_ = 0; b_ < FCH * (int)sizeof(REAL); b_ += 64)                             \
+    __builtin_prefetch((const char *)(p) + b_, 0, level)
 #else
-    (void)p;
+#define CE_PREFETCH_CHUNK(p, level) (void)(p)
 #endif
-}
+CE_INLINE void SFX(prefetch)(const REAL *p) { CE_PREFETCH_CHUNK(p, 3); }
+CE_INLINE void SFX(prefetch_l2)(const REAL *p) { CE_PREFETCH_CHUNK(p, 2); }
 
 /* max of x[0:n], four independent vector accumulators */
 CE_INLINE REAL SFX(vmax)(const REAL *x, Py_ssize_t n) {
@@ -1517,7 +1520,8 @@ CE_INLINE int SFX(fast_pass1)(const REAL *x0, const REAL *t0, const REAL *w0, RE
 CE_INLINE void SFX(fast_pass3)(const REAL *x0, const REAL *t0, const REAL *w0, REAL *g0,
                                REAL *scratch, Py_ssize_t C, REAL M, const REAL *Mk, double A,
                                REAL B, REAL T, REAL omeps, REAL epsc, REAL cap, int on,
-                               int probs, int from_e, int stream, int64_t y, REAL gy) {
+                               int probs, int from_e, int stream, int64_t y, REAL gy,
+                               const REAL *next) {
     for (Py_ssize_t c0 = 0, k = 0; c0 < C; c0 += FCH, k++) {
         const Py_ssize_t n = C - c0 < FCH ? C - c0 : FCH;
         const REAL *x = x0 + c0;
@@ -1526,6 +1530,7 @@ CE_INLINE void SFX(fast_pass3)(const REAL *x0, const REAL *t0, const REAL *w0, R
         const REAL *e = from_e ? scratch + c0 : NULL;
         REAL *dst = stream ? (from_e ? scratch + c0 : scratch) : g0 + c0;
         if (!from_e) SFX(prefetch)(x + CE_PREFETCH * FCH);
+        else if (next) SFX(prefetch_l2)(next + c0);
         const REAL Ak = (REAL)(from_e && Mk[k] != M ? A * exp((double)Mk[k] - (double)M) : A);
         CE_SIMD
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -1571,6 +1576,11 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
                             int smooth, int store) {
     const Py_ssize_t C = a->C;
     const REAL *x = (const REAL *)a->x + ce_offset(a->xs, r, a->D);
+    /* with e kept in the scratch row, pass 3 reads no logits: it reads the next row
+       into L2 meanwhile, so that reading the logits overlaps writing the gradient
+       (measured at (4096, 32000) float32: 59 -> 48 ms into a reused gradient) */
+    const REAL *nxt =
+        store && r + 1 < a->O * a->D ? (const REAL *)a->x + ce_offset(a->xs, r + 1, a->D) : NULL;
     REAL *g = a->g ? (REAL *)a->g + ce_offset(a->gs, r, a->D) : NULL;
     const REAL *t = probs ? (const REAL *)a->t + ce_offset(a->ts, r, a->D) : NULL;
     const REAL *w = (const REAL *)a->weight;
@@ -1602,7 +1612,7 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
         if (g) {
             const double dz = zl ? 2 * zl * full : 0;
             SFX(fast_pass3)(x, t, w, g, scratch, C, M, Mk, s * (Wt + dz) / S, 0, (REAL)s, omeps,
-                            epsc, cap, on, 1, store, a->stream, -1, 0);
+                            epsc, cap, on, 1, store, a->stream, -1, 0, nxt);
         }
         if (a->dt)
             SFX(row_dtarget)(x, w, (REAL *)a->dt + ce_offset(a->gs, r, a->D), C, M, (REAL)lse,
@@ -1620,7 +1630,7 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
     REAL gy = (REAL)A * SFX(vexp)(vy - M) - (w ? B * w[y] : B) - (REAL)(s * coef);
     gy = on ? gy * (1 - thy * thy) : gy;
     SFX(fast_pass3)(x, NULL, w, g, scratch, C, M, Mk, A, B, 0, 0, 0, cap, on, 0, store, a->stream,
-                    coef != 0 ? y : -1, gy);
+                    coef != 0 ? y : -1, gy, nxt);
     return 1;
 }
 
