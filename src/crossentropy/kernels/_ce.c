@@ -1603,6 +1603,15 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
             vy = cap * thy;
         }
     }
+    /* with e kept, it goes straight into the gradient's row unless that is the
+       logits: pass 1 then takes the first writes of g (cache misses, the page
+       faults of a fresh buffer) among its exp work, and pass 3 rewrites the row in
+       cache, with plain stores (measured at (4096, 32000) float32 into a reused
+       gradient: 38 ms, against 48 with e in the scratch row and the gradient
+       streamed out) */
+    const int into_g = store && g && (const REAL *)g != x;
+    const int stream = a->stream && !into_g;
+    if (into_g) scratch = g;
     if (!SFX(fast_pass1)(x, t, w, scratch, C, cap, on, probs, smooth, store, probs ? omeps : 0,
                          probs ? epsc : 0, &M, &S, &Z, &Wt, Mk))
         return 0;
@@ -1612,7 +1621,7 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
         if (g) {
             const double dz = zl ? 2 * zl * full : 0;
             SFX(fast_pass3)(x, t, w, g, scratch, C, M, Mk, s * (Wt + dz) / S, 0, (REAL)s, omeps,
-                            epsc, cap, on, 1, store, a->stream, -1, 0, nxt);
+                            epsc, cap, on, 1, store, stream, -1, 0, nxt);
         }
         if (a->dt)
             SFX(row_dtarget)(x, w, (REAL *)a->dt + ce_offset(a->gs, r, a->D), C, M, (REAL)lse,
@@ -1629,7 +1638,7 @@ CE_INLINE int SFX(fast_row)(const ce_task *a, Py_ssize_t r, REAL *scratch, int o
     const REAL B = valid ? (REAL)(s * eps / C) : 0;
     REAL gy = (REAL)A * SFX(vexp)(vy - M) - (w ? B * w[y] : B) - (REAL)(s * coef);
     gy = on ? gy * (1 - thy * thy) : gy;
-    SFX(fast_pass3)(x, NULL, w, g, scratch, C, M, Mk, A, B, 0, 0, 0, cap, on, 0, store, a->stream,
+    SFX(fast_pass3)(x, NULL, w, g, scratch, C, M, Mk, A, B, 0, 0, 0, cap, on, 0, store, stream,
                     coef != 0 ? y : -1, gy, nxt);
     return 1;
 }
