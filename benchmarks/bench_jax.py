@@ -20,8 +20,17 @@ settings (x64 off), mean over the rows in both:
 ``fwd`` times the loss, ``vg`` ``jax.value_and_grad`` with respect to the
 logits.  The two contestants alternate within each repetition (which one goes
 first alternates too), after a warm-up call that compiles; each timing blocks
-until the result is ready (``block_until_ready``) and covers enough calls to
-last about 20 ms.  The table gives the median over repetitions of the ratio
+until the result is ready (``block_until_ready``), covers enough calls to
+last about 20 ms (one call from (4096, 32000)), and starts after one untimed
+call of the same function, so that the timed calls run as in a loop of calls
+of that function, on memory that its previous call just freed.  Both
+contestants write a fresh result buffer on every call (512 MiB at
+(4096, 32000)).  On a virtual machine that reports freed memory to its host
+(Linux free page reporting), a call whose buffer lands on reported memory
+pays for the host mapping it again; measured on a 2-core VM, ours takes
+55-65 ms at (4096, 32000) back to back, 150-230 ms after 3 seconds idle, and
+now and then as much within a run, so that the median ratio there varies from
+run to run more than elsewhere.  The table gives the median over repetitions of the ratio
 ours / optax (below 1: ours is faster), the ratio of the two fastest
 timings (``best``: what each costs when nothing else runs, the steadier number
 on a loaded machine) and optax's median time per call.  The two functions are
@@ -94,6 +103,9 @@ def _calls_per_timing(fn: Callable, args: tuple, seconds: float = 0.02) -> int:
 
 
 def _time(fn: Callable, args: tuple, calls: int) -> float:
+    """Seconds per call of ``calls`` calls, after one untimed call (see the module's
+    docstring)."""
+    jax.block_until_ready(fn(*args))
     start = time.perf_counter()
     for _ in range(calls):
         out = fn(*args)
@@ -165,13 +177,8 @@ def main() -> None:
             data = _inputs(case, n, c)
             if n * c <= 1 << 22:
                 _check(ours, theirs, data)
-            fwd = compare(ours, theirs, data, max(3, repeats // 3) if n * c > 1 << 26 else repeats)
-            vg = compare(
-                jax.value_and_grad(ours),
-                jax.value_and_grad(theirs),
-                data,
-                max(3, repeats // 3) if n * c > 1 << 26 else repeats,
-            )
+            fwd = compare(ours, theirs, data, repeats)
+            vg = compare(jax.value_and_grad(ours), jax.value_and_grad(theirs), data, repeats)
             print(
                 f"| ({n}, {c}) | {case} | {fwd[0]:.2f} | {vg[0]:.2f} | {fwd[1]:.2f} | "
                 f"{vg[1]:.2f} | {_fmt_time(fwd[2])} | {_fmt_time(vg[2])} |",
