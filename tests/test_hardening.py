@@ -9,14 +9,18 @@ the test run.  The oracle is PyTorch in float64 where it accepts the call.
 from __future__ import annotations
 
 import contextlib
+import math
 import textwrap
 import warnings
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
 import crossentropy as ce
 from crossentropy import kernels
+from crossentropy.kernels._inplace import _self_overlapping
 from tests.support import assert_close, run_python, torch_oracle
 
 torch = pytest.importorskip("torch")
@@ -280,6 +284,59 @@ class TestGradientBuffers:
         out = torch.zeros(1, 3, dtype=torch.float64).expand(4, 3)
         with pytest.raises(ValueError, match="out has a zero stride"):
             kernels.cross_entropy_value_and_grad(x.contiguous(), t, out=out)
+
+    def test_self_overlapping_buffer_is_refused(self, rng):
+        # once accepted: rows 400 elements apart in a (4, 5000) out wrote over each other,
+        # the last row (or, with threads, whichever came last) winning
+        x, y = _logits(rng, (4, 5000)), np.array([0, 1, 2, 3])
+        buf = np.zeros(4 * 5000)
+        out = np.lib.stride_tricks.as_strided(buf, (4, 5000), (400 * 8, 8))
+        shared = r"out has elements that share memory .*strides \(400, 1\)"
+        with pytest.raises(ValueError, match=shared):
+            kernels.cross_entropy_value_and_grad(x, y, out=out)
+        assert not buf.any()
+        tout = torch.zeros(4 * 5000, dtype=torch.float64).as_strided((4, 5000), (400, 1))
+        with pytest.raises(ValueError, match="out has elements that share memory"):
+            kernels.cross_entropy_value_and_grad(torch.tensor(x), torch.tensor(y), out=tout)
+        tx = torch.tensor(x.ravel()).as_strided((4, 5000), (400, 1))
+        with pytest.raises(ValueError, match="overwrite_input=True has elements that share"):
+            kernels.cross_entropy_value_and_grad(tx, torch.tensor(y), overwrite_input=True)
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(
+        st.lists(st.tuples(st.integers(1, 4), st.integers(-7, 7)), min_size=1, max_size=3)
+    )
+    def test_overlap_test_never_misses_shared_memory(self, dims):
+        shape = tuple(n for n, _ in dims)
+        strides = tuple(s for _, s in dims)
+        offsets = {sum(i * s for i, s in zip(index, strides)) for index in np.ndindex(*shape)}
+        shares = len(offsets) < math.prod(shape)
+        assert not shares or _self_overlapping(strides, shape)
+        # C order and its permutations never share: never refused
+        c_order = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
+        assert not _self_overlapping(c_order, shape)
+        assert not _self_overlapping(c_order[::-1], shape[::-1])
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda: np.empty((5000, 4)).T,
+            lambda: np.empty((4, 10000))[:, ::2],
+            lambda: np.empty((8, 5000))[::2],
+            lambda: np.empty((4, 5000))[::-1],
+            lambda: np.asfortranarray(np.empty((4, 5000))),
+        ],
+    )
+    def test_strided_buffers_of_their_own_are_written(self, rng, make):
+        x, y = _logits(rng, (4, 5000)), np.array([0, 1, 2, 3])
+        out = make()
+        loss, g = kernels.cross_entropy_value_and_grad(x, y, out=out)
+        xt = torch.tensor(x, requires_grad=True)
+        ref = torch.nn.functional.cross_entropy(xt, torch.tensor(y))
+        ref.backward()
+        assert np.shares_memory(g, out)
+        assert_close(loss, ref.detach().numpy())
+        assert_close(out, xt.grad.numpy())
 
     def test_input_that_is_the_target_cannot_be_overwritten(self, rng):
         p = ce.softmax(_logits(rng, (3, 4)), axis=1)

@@ -146,6 +146,12 @@ def _checked_buffer(input: Any, out: Any, on_host: bool, others: dict) -> Any:
             f"strides {_strides(out)}): several gradient entries would share one memory "
             f"location; pass a buffer of its own, e.g. out=np.empty_like(input)"
         )
+    if math.prod(out.shape) and _self_overlapping(_strides(out), tuple(out.shape)):
+        raise ValueError(
+            f"{what.removesuffix(',')} has elements that share memory (shape "
+            f"{tuple(out.shape)}, strides {_strides(out)}): several gradient entries would "
+            f"be written to one location; pass a buffer of its own, e.g. out=np.empty_like(input)"
+        )
     if what == "out" and _overlap(out, inp):
         raise ValueError("out overlaps input without being input itself: pass a separate buffer")
     for name, a in others.items():
@@ -180,6 +186,18 @@ def _strides(a: Any) -> tuple:
     if isinstance(a, np.ndarray):
         return tuple(s // a.itemsize for s in a.strides)
     return tuple(a.stride()) if is_torch(a) else (1,) * a.ndim
+
+
+def _self_overlapping(strides: tuple, shape: tuple) -> bool:
+    """True unless the layout provably gives every element its own memory: taken
+    from the smallest stride up, each axis steps past everything the axes before it
+    span.  (A few exotic interleaved layouts that do not overlap are refused too.)"""
+    span = 1  # elements covered so far, from the first one
+    for stride, n in sorted((abs(s), n) for s, n in zip(strides, shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (n - 1)
+    return False
 
 
 def _address(a: Any) -> tuple | None:
