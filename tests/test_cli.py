@@ -528,6 +528,22 @@ def _oracle(x: np.ndarray, y: np.ndarray, k: int = 5, bins: int = 15) -> dict:
     }
 
 
+def _assert_same_numbers(got: object, want: object, where: str = "") -> None:
+    """``got`` and ``want`` (JSON values) are equal, numbers to 1e-12 relative."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for key in want:
+            _assert_same_numbers(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_same_numbers(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-15, nan_ok=True), where
+    else:
+        assert got == want, where
+
+
 def _eval_json(capsys, *argv) -> dict:
     code, out, err = run(capsys, "eval", *argv, "--json", "--quiet")
     assert code == 0, err
@@ -584,6 +600,52 @@ class TestEval:
             [c["accuracy"] for c in got["per_class"]], want["per_class_accuracy"]
         )
         assert [c["count"] for c in got["per_class"]] == np.bincount(y, minlength=7).tolist()
+
+    def test_ignore_index_leaves_rows_out_of_every_metric(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=61, c=5)
+        y[rng.random(61) < 0.3] = -100
+        kept = y != -100
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        np.save(tmp_path / "xk.npy", x[kept])
+        np.save(tmp_path / "yk.npy", y[kept])
+        flags = ("--per-class", "--reliability", "--block-rows", "7")
+        got = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--ignore-index", "-100",
+                         *flags)  # fmt: skip
+        want = _eval_json(capsys, tmp_path / "xk.npy", tmp_path / "yk.npy", *flags)
+        assert got.pop("ignored_rows") == int((~kept).sum()) and "ignored_rows" not in want
+        for key in ("predictions", "targets"):
+            got.pop(key), want.pop(key)
+        _assert_same_numbers(got, want)
+        # PyTorch's mean over the rows whose label is not ignore_index
+        ref = torch_oracle("cross_entropy", x, y, ignore_index=-100)
+        assert got["cross_entropy_nats"] == pytest.approx(float(ref), rel=1e-12)
+        code, out, _ = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy",
+                           "--ignore-index", "-100", "--quiet")  # fmt: skip
+        assert code == 0 and f"{int((~kept).sum())} rows with label -100 left out" in out
+
+    def test_ignore_index_compares_labels_of_any_integer_dtype(self, capsys, tmp_path, rng):
+        x, y = _predictions(rng, n=40, c=4)
+        y8 = y.astype(np.uint8)
+        y8[::5] = 255
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y8)
+        got = _eval_json(capsys, tmp_path / "x.npy", tmp_path / "y.npy", "--ignore-index", "255")
+        assert (got["rows"], got["ignored_rows"]) == (32, 8)
+        # an index no uint8 label can equal ignores nothing: the 255s are out of range
+        code, _, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy",
+                           "--ignore-index", "-100")  # fmt: skip
+        assert code == 1
+        assert "8 label(s) out of range for 4 classes (valid: 0..3 or --ignore-index -100)" in err
+
+    def test_ignore_index_of_every_label_is_an_error(self, capsys, tmp_path, rng):
+        x, _ = _predictions(rng, n=6, c=3)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", np.full(6, -1))
+        code, _, err = run(capsys, "eval", tmp_path / "x.npy", tmp_path / "y.npy",
+                           "--ignore-index", "-1")  # fmt: skip
+        assert code == 1
+        assert "every one of the 6 labels is --ignore-index -1: no row to evaluate" in err
 
     @pytest.mark.parametrize("fmt", ["npy", "npy-f32", "npz", "npz-compressed", "csv", "txt"])
     @pytest.mark.parametrize("kind", ["logits", "probs", "log-probs"])

@@ -44,7 +44,8 @@ _EXAMPLES = """\
   python predict.py | crossentropy eval - labels.npy        # .npy or text on standard input
   crossentropy eval crossentropy-demo/test_logits_mlp_cross-entropy.npy \\
       crossentropy-demo/test_labels.npy --reliability --plot reliability.png
-  crossentropy eval --hidden hidden.npy --head lm_head.npy --labels next_tokens.npy
+  crossentropy eval --hidden hidden.npy --head lm_head.npy --labels next_tokens.npy \\
+      --ignore-index -100
 """
 
 
@@ -90,6 +91,13 @@ def register(sub: Any) -> None:
         metavar="K",
         help=f"for top-k accuracy, at most the number of classes ({DEFAULT_TOP_K}, or the "
         "number of classes if fewer)",
+    )
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="N",
+        help="leave out the rows whose label is N (padding, e.g. -100) from every metric",
     )
     p.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE (%(default)s)")
     p.add_argument("--per-class", action="store_true", help="also print each class's loss")
@@ -138,7 +146,9 @@ class Accumulators:
             getattr(self, f.name).add(batch)
 
 
-def _check_shapes(source: Source, targets: np.ndarray, top_k: int) -> None:
+def _check_shapes(
+    source: Source, targets: np.ndarray, top_k: int, ignore_index: int | None = None
+) -> None:
     n, C = source.n_rows, source.n_classes
     if n == 0 or C == 0:
         raise CLIError(f"PREDICTIONS: {display_name(source.path)} is empty (shape ({n}, {C}))")
@@ -151,13 +161,30 @@ def _check_shapes(source: Source, targets: np.ndarray, top_k: int) -> None:
             f"shape mismatch: PREDICTIONS has {n} rows ({n} x {C}) but TARGETS has "
             f"{len(targets)} labels; they must have one label per row"
         )
-    bad = (targets < 0) | (targets >= C)
+    ignored = _ignored(targets, ignore_index)
+    bad = ((targets < 0) | (targets >= C)) & ~ignored
     if bad.any():
         i = int(np.argmax(bad))
+        also = "" if ignore_index is None else f" or --ignore-index {ignore_index}"
         raise CLIError(
-            f"{int(bad.sum())} label(s) out of range for {C} classes (valid: 0..{C - 1}); "
+            f"{int(bad.sum())} label(s) out of range for {C} classes (valid: 0..{C - 1}{also}); "
             f"first: {format_label(targets[i])} at row {i}"
         )
+    if ignored.all():
+        raise CLIError(
+            f"every one of the {n} labels is --ignore-index {ignore_index}: no row to evaluate"
+        )
+
+
+def _ignored(targets: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """The rows whose label is ``ignore_index`` (none if it is ``None``), compared
+    exactly whatever the labels' integer dtype."""
+    if ignore_index is None:
+        return np.zeros(len(targets), dtype=bool)
+    info = np.iinfo(targets.dtype)
+    if not info.min <= ignore_index <= info.max:
+        return np.zeros(len(targets), dtype=bool)  # no label can equal it
+    return targets == targets.dtype.type(ignore_index)
 
 
 # --from on the command line: the metrics' from_
@@ -183,10 +210,13 @@ def evaluate(
     bins: int = 15,
     block_rows: int | None = None,
     progress: bool = False,
+    ignore_index: int | None = None,
 ) -> tuple[Accumulators, str]:
-    """Stream ``source`` in blocks into the accumulators; also return a warning ('' if none)."""
-    _check_shapes(source, targets, top_k)
-    targets = np.asarray(targets, dtype=np.int64)  # in range: the cast is exact
+    """Stream ``source`` in blocks into the accumulators; also return a warning ('' if none).
+    Rows whose label is ``ignore_index`` are left out of every metric."""
+    _check_shapes(source, targets, top_k, ignore_index)
+    scored = ~_ignored(targets, ignore_index)
+    targets = np.where(scored, targets, 0).astype(np.int64)  # in range: the cast is exact
     n, C = source.n_rows, source.n_classes
     rows = block_rows or max(1, BLOCK_ELEMENTS // C)
     acc = Accumulators.new(top_k, bins)
@@ -199,8 +229,9 @@ def evaluate(
             if start == 0 and kind == "logits" and ce.looks_like_probabilities(x, axis=1):
                 warning = _LOOKS_LIKE_PROBABILITIES
             y = targets[start : start + len(x)]
+            where = None if ignore_index is None else scored[start : start + len(x)]
             batch = metrics.Predictions(
-                x, y, from_=from_, sum_tolerance=SUM_TOLERANCE, invalid="skip"
+                x, y, from_=from_, where=where, sum_tolerance=SUM_TOLERANCE, invalid="skip"
             )
             for reason, mask in batch.invalid.items():
                 if mask.any():
@@ -215,13 +246,15 @@ def evaluate(
     return acc, warning
 
 
-def result(acc: Accumulators, n_classes: int) -> dict[str, Any]:
-    """The metrics of the accumulators as a JSON-ready dictionary."""
+def result(acc: Accumulators, n_classes: int, ignored: int = 0) -> dict[str, Any]:
+    """The metrics of the accumulators as a JSON-ready dictionary (``ignored``: the
+    rows left out by ``--ignore-index``)."""
     nats, entropy = acc.log_loss.compute(), acc.entropy.compute()
     per_class = acc.per_class.compute()
     reliability = acc.ece.reliability()
     return {
         "rows": acc.log_loss.rows,
+        "ignored_rows": ignored,
         "classes": n_classes,
         "cross_entropy_nats": nats,
         "cross_entropy_bits": nats / math.log(2),
@@ -315,19 +348,25 @@ def _run(args: argparse.Namespace) -> int:
                 bins=args.bins,
                 block_rows=block_rows,
                 progress=not (args.quiet or args.json),
+                ignore_index=args.ignore_index,
             )
         finally:
             source.close()
     if warning and args.hidden is None:  # its advice, --from probs, is not for a head's logits
         print(warning, file=sys.stderr)
-    r = result(acc, source.n_classes)
+    r = result(acc, source.n_classes, int(_ignored(targets, args.ignore_index).sum()))
     if args.plot is not None:
         plot_reliability(acc.ece.reliability(), args.plot, args.predictions or args.hidden)
     if args.json:
         out = {**_names(args), **r}
         if args.plot is not None:
             out["plot"] = str(args.plot)
-        for key, wanted in (("per_class", args.per_class), ("reliability", args.reliability)):
+        wanted_keys = (
+            ("per_class", args.per_class),
+            ("reliability", args.reliability),
+            ("ignored_rows", args.ignore_index is not None),
+        )
+        for key, wanted in wanted_keys:
             if not wanted:
                 del out[key]
         print(to_json(out))
@@ -339,6 +378,9 @@ def _run(args: argparse.Namespace) -> int:
         what = f"{args.hidden}: {r['rows']} tokens, logits over {r['classes']} classes through "
         what += f"{args.head}{'' if args.bias is None else ' + ' + args.bias}; labels from "
         what += f"{args.labels}\n"
+    if r["ignored_rows"]:
+        what += f"{r['ignored_rows']} rows with label {args.ignore_index} left out "
+        what += "(--ignore-index)\n"
     print(what)
     print(report(r, per_class=args.per_class, reliability=args.reliability))
     if args.plot is not None:
