@@ -140,17 +140,16 @@ def _checked_buffer(input: Any, out: Any, on_host: bool, others: dict) -> Any:
         )
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError(f"{what.removesuffix(',')} is read-only")
-    if math.prod(out.shape) and any(s == 0 and n > 1 for n, s in zip(out.shape, _strides(out))):
+    strides, shape = _strides(out), tuple(out.shape)
+    if math.prod(shape) and _self_overlapping(strides, shape):
+        if any(s == 0 and n > 1 for n, s in zip(shape, strides)):
+            kind = "a zero stride (an expanded or broadcast view, "
+        else:
+            kind = "elements that share memory ("
         raise ValueError(
-            f"{what.removesuffix(',')} has a zero stride (an expanded or broadcast view, "
-            f"strides {_strides(out)}): several gradient entries would share one memory "
-            f"location; pass a buffer of its own, e.g. out=np.empty_like(input)"
-        )
-    if math.prod(out.shape) and _self_overlapping(_strides(out), tuple(out.shape)):
-        raise ValueError(
-            f"{what.removesuffix(',')} has elements that share memory (shape "
-            f"{tuple(out.shape)}, strides {_strides(out)}): several gradient entries would "
-            f"be written to one location; pass a buffer of its own, e.g. out=np.empty_like(input)"
+            f"{what.removesuffix(',')} has {kind}shape {shape}, strides {strides}): several "
+            f"gradient entries would share one memory location; pass a buffer of its own, "
+            f"e.g. out=np.empty_like(input)"
         )
     if what == "out" and _overlap(out, inp):
         raise ValueError("out overlaps input without being input itself: pass a separate buffer")
