@@ -147,7 +147,7 @@ class Accumulators:
 
 
 def _check_shapes(
-    source: Source, targets: np.ndarray, top_k: int, ignore_index: int | None = None
+    source: Source, targets: np.ndarray, top_k: int, ignore_index: int | None, ignored: np.ndarray
 ) -> None:
     n, C = source.n_rows, source.n_classes
     if n == 0 or C == 0:
@@ -161,7 +161,6 @@ def _check_shapes(
             f"shape mismatch: PREDICTIONS has {n} rows ({n} x {C}) but TARGETS has "
             f"{len(targets)} labels; they must have one label per row"
         )
-    ignored = _ignored(targets, ignore_index)
     bad = ((targets < 0) | (targets >= C)) & ~ignored
     if bad.any():
         i = int(np.argmax(bad))
@@ -214,8 +213,9 @@ def evaluate(
 ) -> tuple[Accumulators, str]:
     """Stream ``source`` in blocks into the accumulators; also return a warning ('' if none).
     Rows whose label is ``ignore_index`` are left out of every metric."""
-    _check_shapes(source, targets, top_k, ignore_index)
-    scored = ~_ignored(targets, ignore_index)
+    ignored = _ignored(targets, ignore_index)
+    _check_shapes(source, targets, top_k, ignore_index, ignored)
+    scored = ~ignored
     targets = np.where(scored, targets, 0).astype(np.int64)  # in range: the cast is exact
     n, C = source.n_rows, source.n_classes
     rows = block_rows or max(1, BLOCK_ELEMENTS // C)
